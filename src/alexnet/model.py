@@ -1,0 +1,208 @@
+"""The network: AlexNet as two column towers (Krizhevsky et al., 2012, section 3, Figure 2).
+
+Tower a lives on ``devices[0]`` (the paper's GPU 0), tower b on ``devices[1]``. conv1, conv2, conv4
+and conv5 see only their own tower's maps; the towers exchange activations only at conv3, fc6, fc7
+and fc8, each time through :func:`twogpu.exchange` (built on the one crossing helper,
+:func:`twogpu.cross`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet.config import ModelConfig, model_preset
+from alexnet.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
+from twogpu import cross, exchange, feed
+
+INPUT_SHAPE = (3, 227, 227)
+"""Input images: 3 × 227 × 227 (the paper's text says 224; 227 makes the strides work)."""
+
+
+@dataclass(frozen=True)
+class Widths:
+    """Kernels (conv) or neurons (fc) per tower, and the inputs of the layers fed by crossings."""
+
+    conv1: int
+    conv2: int
+    conv3: int
+    conv4: int
+    conv5: int
+    fc6: int
+    fc7: int
+
+
+PAPER_WIDTHS = Widths(conv1=48, conv2=128, conv3=192, conv4=192, conv5=128, fc6=2048, fc7=2048)
+"""Section 3.5: 96/256/384/384/256 kernels and 4096/4096 neurons, half on each GPU."""
+ONE_TOWER_WIDTHS = Widths(conv1=48, conv2=128, conv3=192, conv4=192, conv5=256, fc6=4096, fc7=4096)
+"""Section 3.2 footnote: the one-GPU net with half the kernels in conv1-4 (conv5 and fc kept full)."""
+
+# Layers whose biases the paper initialises to 1 (section 5); all other biases start at 0.
+BIAS_ONE_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
+
+
+def pooled_size(size: int, kernel: int, stride: int) -> int:
+    return (size - kernel) // stride + 1
+
+
+class Tower(nn.Module):
+    """One column: conv1..conv5 and its share of fc6..fc8. ``conv3_in``/``fc*_in`` count the inputs
+    arriving from both towers; ``fc8_out`` is 0 when this tower holds no part of fc8."""
+
+    def __init__(self, w: Widths, *, conv3_in: int, fc6_in: int, fc7_in: int, fc8_in: int,
+                 fc8_out: int, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.conv1 = nn.Conv2d(3, w.conv1, kernel_size=11, stride=4)
+        self.lrn1 = self._lrn()
+        self.conv2 = nn.Conv2d(w.conv1, w.conv2, kernel_size=5, padding=2)
+        self.lrn2 = self._lrn()
+        self.norm2 = (SpatialResponseNorm(cfg.spatial_norm_size, cfg.spatial_norm_alpha,
+                                          cfg.spatial_norm_beta, cfg.spatial_norm_k)
+                      if cfg.conv2_spatial_norm else nn.Identity())
+        self.conv3 = nn.Conv2d(conv3_in, w.conv3, kernel_size=3, padding=1)
+        self.conv4 = nn.Conv2d(w.conv3, w.conv4, kernel_size=3, padding=1)
+        self.conv5 = nn.Conv2d(w.conv4, w.conv5, kernel_size=3, padding=1)
+        self.pool = nn.MaxPool2d(cfg.pool_size, cfg.pool_stride)
+        self.fc6 = nn.Linear(fc6_in, w.fc6)
+        self.drop6 = Dropout(cfg.dropout, cfg.dropout_style)
+        self.fc7 = nn.Linear(fc7_in, w.fc7)
+        self.drop7 = Dropout(cfg.dropout, cfg.dropout_style)
+        self.fc8 = nn.Linear(fc8_in, fc8_out) if fc8_out else None
+
+    def _lrn(self) -> nn.Module:
+        c = self.cfg
+        if not c.lrn:
+            return nn.Identity()
+        return LocalResponseNorm(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k, c.lrn_alpha_per_size)
+
+    def lower(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 → pool2, on this tower's own maps only."""
+        x = self.conv1(x)                                   # (N, 48, 55, 55)
+        if self.cfg.lrn1_before_relu:
+            x = F.relu(self.lrn1(x))
+        else:
+            x = self.lrn1(F.relu(x))
+        x = self.pool(x)                                    # (N, 48, 27, 27)
+        x = self.lrn2(F.relu(self.conv2(x)))                # (N, 128, 27, 27)
+        x = self.norm2(x)
+        return self.pool(x)                                 # (N, 128, 13, 13)
+
+    def upper(self, x: torch.Tensor) -> torch.Tensor:
+        """conv3 (input from both towers) → pool5."""
+        x = F.relu(self.conv3(x))                           # (N, 192, 13, 13)
+        x = F.relu(self.conv4(x))                           # (N, 192, 13, 13)
+        x = F.relu(self.conv5(x))                           # (N, 128, 13, 13)
+        return self.pool(x)                                 # (N, 128, 6, 6)
+
+    def hidden6(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop6(F.relu(self.fc6(x)))             # (N, 2048)
+
+    def hidden7(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop7(F.relu(self.fc7(x)))             # (N, 2048)
+
+
+def init_weights(towers: Sequence[nn.Module], cfg: ModelConfig) -> None:
+    """Section 5: weights ~ N(0, 0.01²) (cuda-convnet: 0.03 in conv3-5); biases 1 in conv2, conv4,
+    conv5, fc6, fc7 and 0 elsewhere."""
+    for tower in towers:
+        for name, module in tower.named_children():
+            if not isinstance(module, (nn.Conv2d, nn.Linear)):
+                continue
+            std = cfg.init_std_conv345 if name in ("conv3", "conv4", "conv5") else cfg.init_std
+            nn.init.normal_(module.weight, 0.0, std)
+            nn.init.constant_(module.bias, cfg.init_bias_one if name in BIAS_ONE_LAYERS else 0.0)
+
+
+def check_input(x: torch.Tensor) -> None:
+    if x.dim() != 4 or tuple(x.shape[1:]) != INPUT_SHAPE:
+        raise ValueError(f"AlexNet expects input of shape (N, 3, 227, 227), got {tuple(x.shape)}")
+
+
+def resolve_model_config(preset: str | ModelConfig, num_classes: int | None, overrides: dict[str, Any]) -> ModelConfig:
+    if isinstance(preset, ModelConfig):
+        cfg = preset
+        if overrides:
+            from dataclasses import replace
+            cfg = replace(cfg, **overrides)
+    else:
+        cfg = model_preset(preset, **overrides)
+    if num_classes is not None and num_classes != cfg.num_classes:
+        from dataclasses import replace
+        cfg = replace(cfg, num_classes=num_classes)
+    return cfg
+
+
+def fc8_split(num_classes: int) -> tuple[int, int]:
+    """Classes computed by tower a and by tower b when fc8 is split: a takes the larger half."""
+    return (num_classes + 1) // 2, num_classes // 2
+
+
+class AlexNet(nn.Module):
+    """The two-tower network of Figure 2.
+
+    >>> model = AlexNet(num_classes=1000, devices=("cpu", "cpu"), preset="paper")
+    >>> model(torch.zeros(2, 3, 227, 227)).shape
+    torch.Size([2, 1000])
+
+    ``preset`` is a preset name ('paper', 'cuda-convnet') or a :class:`ModelConfig`; keyword
+    ``overrides`` change single options (e.g. ``lrn=False``). With ``towers=1`` in the config the
+    model is the paper's one-tower ablation and lives on ``devices[0]``.
+    """
+
+    def __init__(self, num_classes: int | None = 1000, devices: Sequence[str | torch.device] = ("cpu", "cpu"),
+                 preset: str | ModelConfig = "paper", **overrides: Any) -> None:
+        super().__init__()
+        cfg = resolve_model_config(preset, num_classes, overrides)
+        self.cfg = cfg
+        self.devices = (torch.device(devices[0]), torch.device(devices[1]))
+        pool = lambda s: pooled_size(s, cfg.pool_size, cfg.pool_stride)  # noqa: E731
+        side5 = pool(pool(pool(55)))  # conv1's 55 → pool1 27 → pool2 13 → pool5 6
+        if cfg.towers == 2:
+            w = PAPER_WIDTHS
+            flat = w.conv5 * side5 * side5
+            n_a, n_b = fc8_split(cfg.num_classes) if cfg.fc8_placement == "split" else (cfg.num_classes, 0)
+            common = dict(conv3_in=2 * w.conv2, fc6_in=2 * flat, fc7_in=2 * w.fc6, fc8_in=2 * w.fc7, cfg=cfg)
+            self.a = Tower(w, fc8_out=n_a, **common).to(self.devices[0])
+            self.b = Tower(w, fc8_out=n_b, **common).to(self.devices[1])
+            init_weights([self.a, self.b], cfg)
+        else:
+            w = ONE_TOWER_WIDTHS
+            flat = w.conv5 * side5 * side5
+            self.a = Tower(w, conv3_in=w.conv2, fc6_in=flat, fc7_in=w.fc6, fc8_in=w.fc7,
+                           fc8_out=cfg.num_classes, cfg=cfg).to(self.devices[0])
+            self.b = None
+            init_weights([self.a], cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x)
+        if self.b is None:
+            return self._forward_one_tower(x.to(self.devices[0], non_blocking=True))
+        devs, a, b = self.devices, self.a, self.b
+        xa, xb = feed(x, devs)                                  # (N, 3, 227, 227) on each tower
+        ha, hb = a.lower(xa), b.lower(xb)                       # (N, 128, 13, 13) each
+        ha, hb = exchange(ha, hb, devs, site="conv3")           # (N, 256, 13, 13) each
+        ha, hb = a.upper(ha), b.upper(hb)                       # (N, 128, 6, 6) each
+        ha, hb = exchange(ha.flatten(1), hb.flatten(1), devs, site="fc6")  # (N, 9216) each
+        ha, hb = a.hidden6(ha), b.hidden6(hb)                   # (N, 2048) each
+        ha, hb = exchange(ha, hb, devs, site="fc7")             # (N, 4096) each
+        ha, hb = a.hidden7(ha), b.hidden7(hb)                   # (N, 2048) each
+        if b.fc8 is None:                                       # cuda-convnet: fc8 on GPU 0 only
+            ha = torch.cat([ha, cross(hb, devs[0], site="fc8", source="b", target="a")], 1)  # (N, 4096)
+            return a.fc8(ha)                                    # (N, classes)
+        ha, hb = exchange(ha, hb, devs, site="fc8")             # (N, 4096) each
+        la, lb = a.fc8(ha), b.fc8(hb)                           # (N, classes/2) each
+        return torch.cat([la, cross(lb, devs[0], site="fc8", source="b", target="a")], 1)  # (N, classes)
+
+    def _forward_one_tower(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.a
+        h = a.upper(a.lower(x)).flatten(1)                      # (N, 9216)
+        return a.fc8(a.hidden7(a.hidden6(h)))                   # (N, classes)
+
+    def towers(self) -> list[nn.Module]:
+        """The towers, a first (one entry for the one-tower ablation)."""
+        return [t for t in (self.a, self.b) if t is not None]

@@ -1,0 +1,81 @@
+"""Where the two towers live: resolving a device request, and feeding the input to both towers.
+
+Krizhevsky et al. (2012), section 3.2: "puts half of the kernels (or neurons) on each GPU". Tower a
+lives on ``devices[0]`` (the paper's GPU 0), tower b on ``devices[1]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass(frozen=True)
+class TowerDevices:
+    """The devices of towers a and b, and a sentence explaining how they were chosen."""
+
+    a: torch.device
+    """Device of tower a (the paper's GPU 0); the logits and the loss live here."""
+    b: torch.device
+    """Device of tower b (the paper's GPU 1)."""
+    reason: str
+    """Human-readable explanation, printed at the start of a run."""
+
+    @property
+    def pair(self) -> tuple[torch.device, torch.device]:
+        return (self.a, self.b)
+
+    @property
+    def same(self) -> bool:
+        """True when both towers share one device (the grouped single-device twin can then be used)."""
+        return self.a == self.b
+
+
+def _check_device(dev: torch.device, name: str) -> None:
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}: '{dev}' was requested but CUDA is not available on this machine")
+        index = dev.index if dev.index is not None else 0
+        if index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{name}: '{dev}' was requested but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
+
+
+def resolve_devices(request: str | Sequence[str], *, offset: int = 0) -> TowerDevices:
+    """Turn a device request into the two towers' devices.
+
+    ``request`` is ``"auto"`` (two GPUs if present, else one GPU for both towers, else the CPU) or a
+    pair such as ``["cuda:0", "cuda:1"]``, ``["cuda:0", "cuda:0"]`` or ``["cpu", "cpu"]``. ``offset``
+    shifts the GPUs chosen by ``"auto"`` (a data-parallel replica r uses ``offset = 2r``).
+    """
+    if isinstance(request, str):
+        if request != "auto":
+            raise ValueError(f"devices: expected 'auto' or a pair like ['cuda:0', 'cuda:1'], got {request!r}")
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n >= offset + 2:
+            a, b = torch.device(f"cuda:{offset}"), torch.device(f"cuda:{offset + 1}")
+            return TowerDevices(a, b, f"auto: two GPUs found, tower a on {a}, tower b on {b} (as in the paper)")
+        if n >= 1:
+            a = torch.device(f"cuda:{min(offset, n - 1)}")
+            return TowerDevices(a, a, f"auto: {n} GPU(s) visible, both towers on {a}")
+        cpu = torch.device("cpu")
+        return TowerDevices(cpu, cpu, "auto: no GPU found, both towers on the CPU")
+    if len(request) != 2:
+        raise ValueError(f"devices: expected two devices (tower a, tower b), got {list(request)!r}")
+    a, b = torch.device(request[0]), torch.device(request[1])
+    _check_device(a, "devices[0] (tower a)")
+    _check_device(b, "devices[1] (tower b)")
+    return TowerDevices(a, b, f"tower a on {a}, tower b on {b}")
+
+
+def feed(x: torch.Tensor, devices: tuple[torch.device, torch.device]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Give both towers the whole input batch (section 3.2: each GPU sees every image).
+
+    This is the host-to-device load, not a cross-tower exchange, so it is not recorded as a crossing.
+    """
+    xa = x.to(devices[0], non_blocking=True)
+    xb = xa if devices[1] == devices[0] else x.to(devices[1], non_blocking=True)
+    return xa, xb
