@@ -28,7 +28,7 @@ class GroupedAlexNet(nn.Module):
     maps), LRN windows kept inside each tower's half, fc layers full. Channel order is
     ``[tower a, tower b]`` everywhere, matching :class:`alexnet.model.AlexNet`."""
 
-    def __init__(self, num_classes: int | None = 1000, device: str | torch.device = "cpu",
+    def __init__(self, num_classes: int | None = None, device: str | torch.device = "cpu",
                  preset: str | ModelConfig = "paper", **overrides: Any) -> None:
         super().__init__()
         cfg = resolve_model_config(preset, num_classes, overrides)

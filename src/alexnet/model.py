@@ -154,7 +154,7 @@ class AlexNet(nn.Module):
     model is the paper's one-tower ablation and lives on ``devices[0]``.
     """
 
-    def __init__(self, num_classes: int | None = 1000, devices: Sequence[str | torch.device] = ("cpu", "cpu"),
+    def __init__(self, num_classes: int | None = None, devices: Sequence[str | torch.device] = ("cpu", "cpu"),
                  preset: str | ModelConfig = "paper", **overrides: Any) -> None:
         super().__init__()
         cfg = resolve_model_config(preset, num_classes, overrides)
@@ -167,14 +167,17 @@ class AlexNet(nn.Module):
             flat = w.conv5 * side5 * side5
             n_a, n_b = fc8_split(cfg.num_classes) if cfg.fc8_placement == "split" else (cfg.num_classes, 0)
             common = dict(conv3_in=2 * w.conv2, fc6_in=2 * flat, fc7_in=2 * w.fc6, fc8_in=2 * w.fc7, cfg=cfg)
-            self.a = Tower(w, fc8_out=n_a, **common).to(self.devices[0])
-            self.b = Tower(w, fc8_out=n_b, **common).to(self.devices[1])
+            with self.devices[0]:  # built in place: no host copy of a tower bound for a GPU
+                self.a = Tower(w, fc8_out=n_a, **common)
+            with self.devices[1]:
+                self.b = Tower(w, fc8_out=n_b, **common)
             init_weights([self.a, self.b], cfg)
         else:
             w = ONE_TOWER_WIDTHS
             flat = w.conv5 * side5 * side5
-            self.a = Tower(w, conv3_in=w.conv2, fc6_in=flat, fc7_in=w.fc6, fc8_in=w.fc7,
-                           fc8_out=cfg.num_classes, cfg=cfg).to(self.devices[0])
+            with self.devices[0]:
+                self.a = Tower(w, conv3_in=w.conv2, fc6_in=flat, fc7_in=w.fc6, fc8_in=w.fc7,
+                               fc8_out=cfg.num_classes, cfg=cfg)
             self.b = None
             init_weights([self.a], cfg)
 

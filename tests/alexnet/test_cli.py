@@ -1,0 +1,21 @@
+"""The command line, as a user runs it."""
+
+import subprocess
+import sys
+
+from alexnet.cli import main
+
+
+def test_python_dash_m_and_summary(capsys):
+    out = subprocess.run([sys.executable, "-m", "alexnet", "summary"], capture_output=True, text=True, check=True)
+    assert "total: 60,965,224 parameters" in out.stdout
+
+
+def test_crossings_command(capsys):
+    assert main(["crossings", "--batch-size", "128"]) == 0
+    assert "489,376 B per image" in capsys.readouterr().out
+
+
+def test_config_error_exits_2_with_message(capsys):
+    assert main(["config", "--set", "optim.lr=fast"]) == 2
+    assert "optim.lr: expected a number" in capsys.readouterr().err

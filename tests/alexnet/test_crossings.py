@@ -1,0 +1,46 @@
+"""Crossing accounting: the only tensors that cross are those of section 3.2, with these bytes."""
+
+import torch
+
+from alexnet.crossings import crossing_report
+from twogpu import record_crossings
+from alexnet import AlexNet
+
+F32 = 4
+# Per image, counted by hand from Figure 2: each tower sends its pool2 maps (128×13×13) for conv3,
+# its pool5 maps (128×6×6) for fc6, its fc6 (2048) for fc7 and its fc7 (2048) for fc8.
+HAND = {"conv3": 2 * 128 * 13 * 13, "fc6": 2 * 128 * 6 * 6, "fc7": 2 * 2048, "fc8": 2 * 2048}
+
+
+def test_paper_crossings_sites_and_bytes():
+    report = crossing_report("paper", batch_size=8)
+    sites = [r.site for r in report.records]
+    assert sorted(set(sites)) == ["conv3", "fc6", "fc7", "fc8"]
+    per_site = {}
+    for r in report.records:
+        per_site[r.site] = per_site.get(r.site, 0) + r.bytes_forward
+    # split fc8: tower b's 500 logits come back to tower a as well
+    expected = {**HAND, "fc8": HAND["fc8"] + 500}
+    assert per_site == {k: v * F32 * 8 for k, v in expected.items()}
+    assert report.bytes_backward == report.bytes_forward          # every crossing carries a gradient back
+    assert report.bytes_per_image == 2 * F32 * sum(expected.values())
+
+
+def test_cuda_convnet_fc8_on_tower_a_only():
+    report = crossing_report("cuda-convnet", batch_size=4, training=False)
+    fc8 = [r for r in report.records if r.site == "fc8"]
+    assert [(r.source, r.target, r.shape) for r in fc8] == [("b", "a", (4, 2048))]
+    assert report.bytes_backward == 0
+    assert report.bytes_per_image == F32 * (HAND["conv3"] + HAND["fc6"] + HAND["fc7"] + 2048)
+
+
+def test_one_tower_ablation_has_no_crossings():
+    assert crossing_report(AlexNet(devices=("meta", "meta"), towers=1).cfg, batch_size=2).records == ()
+
+
+def test_real_forward_records_the_same_as_the_report():
+    m = AlexNet(num_classes=10, devices=("cpu", "cpu")).eval()
+    with record_crossings() as records, torch.no_grad():
+        m(torch.zeros(2, 3, 227, 227))
+    assert [(r.site, r.shape) for r in records] == [
+        (r.site, r.shape) for r in crossing_report(m.cfg, batch_size=2).records]
