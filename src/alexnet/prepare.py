@@ -1,0 +1,333 @@
+"""``alexnet prepare``: ImageNet's official files into the folder layout, and a pre-resized copy.
+
+Two jobs (paper section 2 for the size):
+
+* ``alexnet prepare SRC DST`` — SRC holds the official ILSVRC-2012 files. The training archive
+  (``ILSVRC2012_img_train.tar``, one inner tar per wnid) becomes ``DST/train/<wnid>/``; the flat
+  validation images (``ILSVRC2012_img_val.tar``, or a folder given with ``--val-dir``) become
+  ``DST/val/<wnid>/`` using the ground truth of the devkit (``ILSVRC2012_devkit_t12.tar.gz`` or its
+  extracted folder: ``data/ILSVRC2012_validation_ground_truth.txt`` + ``data/meta.mat``), of
+  torchvision's ``meta.bin``, or of a label file (``--val-labels``: lines ``<file> <wnid>``, the
+  same with a sorted-class index, or Kaggle's ``LOC_val_solution.csv``). ``DST/meta.bin`` is
+  written in torchvision's format so the class names are known offline. Resumable: finished
+  classes are marked and skipped, and files already in place are not written again. The user's
+  files are never moved or deleted (flat val images are hard-linked or copied).
+
+* ``alexnet prepare --resize 256 SRC DST`` — every image of SRC (any folder tree) is brought to
+  the paper's preprocessing, shorter side 256 and the central 256×256 square, and written as a
+  JPEG at the same relative path in DST (non-JPEG sources get ``.jpg`` appended), in parallel.
+  Each file is written to a temporary name and renamed, so an interrupted run leaves no partial
+  images and a rerun continues where it stopped. Epochs then decode small JPEGs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import shutil
+import struct
+import tarfile
+import tempfile
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+from alexnet.data import BadImage, DataError, IMAGE_EXTENSIONS, load_image, progress
+
+log = logging.getLogger(__name__)
+
+TRAIN_TAR = "ILSVRC2012_img_train.tar"
+VAL_TAR = "ILSVRC2012_img_val.tar"
+DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
+DONE = ".complete"
+
+
+# ---------------------------------------------------------------------------------------- resize
+def _resized_name(rel: str) -> str:
+    return rel if os.path.splitext(rel)[1].lower() in (".jpg", ".jpeg") else rel + ".jpg"
+
+
+def _resize_one(job: tuple[str, str, int, int]) -> tuple[str, str, str]:
+    """Worker: one file. Returns (status, path, detail) with status 'written' or a bad kind."""
+    src, dst, size, quality = job
+    from PIL import Image
+    try:
+        arr = load_image(src, size)
+    except BadImage as e:
+        return e.kind, src, e.detail
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{dst}.tmp{os.getpid()}"
+    Image.fromarray(arr).save(tmp, "JPEG", quality=quality)
+    os.replace(tmp, dst)
+    return "written", src, ""
+
+
+def _walk_images(root: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found += [os.path.relpath(os.path.join(dirpath, f), root) for f in sorted(filenames)
+                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+    return found
+
+
+def resize_tree(src: str | Path, dst: str | Path, *, size: int = 256, workers: int = -1, quality: int = 95,
+                show_progress: bool = True) -> dict[str, int]:
+    """Write the ``size``×``size`` preprocessed copy of every image under ``src`` into ``dst``.
+
+    Returns counts: ``written``, ``existing`` (already done by an earlier run), ``skipped`` (bad inputs).
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise DataError(f"source folder {src} does not exist")
+    if src.resolve() == dst.resolve():
+        raise DataError(f"--resize writes a copy: the destination must differ from the source {src}")
+    rels = _walk_images(src)
+    if not rels:
+        raise DataError(f"source folder {src} has no images")
+    todo = [(str(src / r), str(dst / _resized_name(r)), size, quality) for r in rels]
+    existing = sum(1 for j in todo if os.path.exists(j[1]))
+    todo = [j for j in todo if not os.path.exists(j[1])]
+    for extra in ("meta.bin",):                      # class names travel with the copy
+        if (src / extra).is_file() and not (dst / extra).exists():
+            dst.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / extra, dst / extra)
+    counts = {"written": 0, "existing": existing, "skipped": 0}
+    workers = (os.cpu_count() or 1) if workers == -1 else workers
+    if workers > 1:
+        pool = ProcessPoolExecutor(workers)
+        results: Iterable = pool.map(_resize_one, todo, chunksize=32)
+    else:
+        pool, results = None, map(_resize_one, todo)
+    try:
+        if show_progress:
+            results = progress(results, total=len(todo), desc=f"resize {src} -> {dst}")
+        for status, path, detail in results:
+            if status == "written":
+                counts["written"] += 1
+            else:
+                counts["skipped"] += 1
+                log.warning("skipping %s (%s: %s)", path, status, detail)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return counts
+
+
+# ------------------------------------------------------------------------------ ground truth
+def _read_mat_v5(data: bytes) -> dict:
+    """The variables of a MATLAB v5 .mat file (enough of the format for the devkit's meta.mat:
+    structs, cells, char arrays and numeric arrays, optionally zlib-compressed)."""
+    import numpy as np
+    if data[126:128] not in (b"IM", b"MI"):
+        raise ValueError("not a MATLAB v5 file")
+    endian = "<" if data[126:128] == b"IM" else ">"
+    num = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8",
+           16: "u1", 17: "u2", 18: "u4"}
+
+    def element(buf: bytes, pos: int):
+        kind, nbytes = struct.unpack_from(endian + "II", buf, pos)
+        if kind >> 16:                                       # small data element
+            nbytes, kind = kind >> 16, kind & 0xFFFF
+            return kind, buf[pos + 4:pos + 4 + nbytes], pos + 8
+        body = buf[pos + 8:pos + 8 + nbytes]
+        return kind, body, pos + 8 + nbytes + (-nbytes % 8 if kind != 15 else 0)
+
+    def values(kind: int, body: bytes):
+        return np.frombuffer(body, dtype=endian + num[kind]) if kind in num else body
+
+    def matrix(body: bytes):
+        _, flags, p = element(body, 0)
+        cls = struct.unpack_from(endian + "I", flags)[0] & 0xFF
+        _, dims, p = element(body, p)
+        dims = tuple(int(d) for d in np.frombuffer(dims, dtype=endian + "i4"))
+        _, _name, p = element(body, p)
+        count = int(np.prod(dims)) if dims else 0
+        if cls == 1:                                         # cell
+            out = []
+            for _ in range(count):
+                _, sub, p = element(body, p)
+                out.append(matrix(sub) if sub else None)
+            return out
+        if cls == 2:                                         # struct
+            _, flen, p = element(body, p)
+            flen = int(np.frombuffer(flen, dtype=endian + "i4")[0])
+            _, names, p = element(body, p)
+            fields = [names[i:i + flen].split(b"\0")[0].decode() for i in range(0, len(names), flen)]
+            out = []
+            for _ in range(count):
+                rec = {}
+                for f in fields:
+                    _, sub, p = element(body, p)
+                    rec[f] = matrix(sub) if sub else None
+                out.append(rec)
+            return out
+        kind, real, p = element(body, p)
+        vals = values(kind, real)
+        if cls == 4:                                         # char
+            if kind == 16:
+                return bytes(vals).decode("utf-8")
+            return "".join(chr(int(c)) for c in np.asarray(vals).reshape(dims[::-1]).T.reshape(-1)) \
+                if len(dims) == 2 and dims[0] > 1 else "".join(chr(int(c)) for c in np.asarray(vals))
+        arr = np.asarray(vals, dtype=np.float64)
+        return arr.item() if arr.size == 1 else arr
+
+    out, pos = {}, 128
+    while pos + 8 <= len(data):
+        kind, body, pos = element(data, pos)
+        if kind == 15:
+            body = zlib.decompress(body)
+            kind, body, _ = element(body, 0)
+        if kind == 14:
+            _, flags, p = element(body, 0)
+            _, _, p = element(body, p)
+            _, name, _ = element(body, p)
+            out[name.decode()] = matrix(body)
+    return out
+
+
+def devkit_ground_truth(devkit: str | Path) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """(wnid -> class names, wnid of each validation image in file-name order) from the devkit
+    archive or its extracted folder: the format of torchvision's ``meta.bin``."""
+    devkit = Path(devkit)
+    if devkit.is_dir():
+        base = devkit / "data" if (devkit / "data").is_dir() else next(devkit.glob("*/data"), devkit / "data")
+        meta, truth = (base / "meta.mat").read_bytes(), (base / "ILSVRC2012_validation_ground_truth.txt").read_text()
+    elif devkit.is_file():
+        with tarfile.open(devkit) as tar:
+            def member(suffix: str) -> bytes:
+                for m in tar.getmembers():
+                    if m.name.endswith(suffix):
+                        return tar.extractfile(m).read()  # type: ignore[union-attr]
+                raise DataError(f"{devkit}: no {suffix} inside")
+            meta, truth = member("data/meta.mat"), member("data/ILSVRC2012_validation_ground_truth.txt").decode()
+    else:
+        raise DataError(f"devkit {devkit} does not exist")
+    try:
+        synsets = _read_mat_v5(meta)["synsets"]
+    except (ValueError, KeyError, struct.error, zlib.error) as e:
+        raise DataError(f"{devkit}: cannot read meta.mat ({e})") from None
+    leaves = [s for s in synsets if int(s["num_children"]) == 0]
+    id_to_wnid = {int(s["ILSVRC2012_ID"]): s["WNID"] for s in leaves}
+    wnid_to_classes = {s["WNID"]: tuple(s["words"].split(", ")) for s in leaves}
+    val_wnids = [id_to_wnid[int(line)] for line in truth.split()]
+    return wnid_to_classes, val_wnids
+
+
+def read_label_file(path: str | Path, classes: list[str] | None = None) -> dict[str, str]:
+    """File stem -> wnid from a label file: ``name wnid``, ``name index`` (index into the sorted
+    ``classes``), or Kaggle's ``LOC_val_solution.csv`` (``ImageId,wnid x y x y ...``)."""
+    mapping = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        parts = re.split(r"[,\s]+", line.strip())
+        if len(parts) < 2 or parts[0].lower() in ("imageid", "file", "filename"):
+            continue
+        stem, label = Path(parts[0]).stem, parts[1]
+        if re.fullmatch(r"n\d{8}", label):
+            mapping[stem] = label
+        elif label.isdigit() and classes:
+            mapping[stem] = classes[int(label)]
+        else:
+            raise DataError(f"{path}:{n}: cannot read a wnid or class index from {line!r}")
+    return mapping
+
+
+def _place(src: Path, dst: Path) -> None:
+    """Hard-link (or copy) ``src`` to ``dst`` unless it is already there; never moves user files."""
+    if dst.exists():
+        return
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    os.replace(tmp, dst)
+
+
+def sort_val(flat: str | Path, dst_val: str | Path, truth: dict[str, str]) -> int:
+    """Place the flat validation images into ``dst_val/<wnid>/``; returns how many were placed."""
+    flat, dst_val = Path(flat), Path(dst_val)
+    files = sorted(p for p in flat.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+    missing = [p.name for p in files if p.stem not in truth]
+    if missing:
+        raise DataError(f"no ground truth for {len(missing)} file(s) of {flat}, e.g. {missing[0]}")
+    for p in progress(files, total=len(files), desc="val"):
+        _place(p, dst_val / truth[p.stem] / p.name)
+    return len(files)
+
+
+# ----------------------------------------------------------------------------------- archives
+def extract_train(tar_path: str | Path, dst_train: str | Path) -> int:
+    """``ILSVRC2012_img_train.tar`` (one ``<wnid>.tar`` per class) → ``dst_train/<wnid>/``, resumable
+    per class (a class is extracted to a temporary folder, then renamed and marked complete)."""
+    dst_train = Path(dst_train)
+    dst_train.mkdir(parents=True, exist_ok=True)
+    done = 0
+    with tarfile.open(tar_path) as outer:
+        members = [m for m in outer if m.isfile() and m.name.endswith(".tar")]
+        for m in progress(members, total=len(members), desc="train", unit="class"):
+            wnid = Path(m.name).stem
+            final = dst_train / wnid
+            if (final / DONE).exists():
+                continue
+            for stale in dst_train.glob(f".{wnid}.*"):    # left by an interrupted run
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{wnid}.", dir=dst_train))
+            with tarfile.open(fileobj=io.BufferedReader(outer.extractfile(m))) as inner:  # type: ignore[arg-type]
+                inner.extractall(tmp, filter="data")
+            if final.exists():
+                shutil.rmtree(final)                      # an unfinished earlier attempt
+            os.replace(tmp, final)
+            (final / DONE).touch()
+            done += 1
+    return done
+
+
+def prepare_imagenet(src: str | Path, dst: str | Path, *, val_dir: str | Path | None = None,
+                     val_labels: str | Path | None = None, devkit: str | Path | None = None) -> dict[str, int]:
+    """Official ILSVRC-2012 files in ``src`` → ``dst/train/<wnid>/`` and ``dst/val/<wnid>/``."""
+    from alexnet.data import find_classes
+    import torch
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    counts = {"train_classes": 0, "val_images": 0}
+    if (src / TRAIN_TAR).is_file():
+        counts["train_classes"] = extract_train(src / TRAIN_TAR, dst / "train")
+    # Ground truth for val, and class names (meta.bin).
+    wnid_to_classes, val_wnids = None, None
+    devkit = Path(devkit) if devkit else (src / DEVKIT if (src / DEVKIT).exists() else None)
+    if devkit is not None:
+        wnid_to_classes, val_wnids = devkit_ground_truth(devkit)
+    elif (src / "meta.bin").is_file():
+        wnid_to_classes, val_wnids = torch.load(src / "meta.bin", weights_only=True)
+    if wnid_to_classes is not None and not (dst / "meta.bin").exists():
+        torch.save((wnid_to_classes, val_wnids), dst / "meta.bin")
+    flat = Path(val_dir) if val_dir else None
+    if flat is None and (src / VAL_TAR).is_file():
+        flat = dst / ".val_flat"
+        if not (flat / DONE).exists():
+            with tarfile.open(src / VAL_TAR) as tar:
+                tar.extractall(flat, filter="data")
+            (flat / DONE).touch()
+    if flat is not None:
+        if val_labels:
+            classes = find_classes(dst / "train") if (dst / "train").is_dir() else None
+            truth = read_label_file(val_labels, classes)
+        elif val_wnids is not None:
+            names = sorted(p.stem for p in flat.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if len(names) != len(val_wnids):
+                raise DataError(f"{flat} has {len(names)} images but the ground truth lists {len(val_wnids)}")
+            truth = dict(zip(names, val_wnids))
+        else:
+            raise DataError(f"validation images in {flat} need ground truth: pass --devkit "
+                            f"(ILSVRC2012_devkit_t12.tar.gz), put {DEVKIT} or meta.bin in {src}, or --val-labels FILE")
+        counts["val_images"] = sort_val(flat, dst / "val", truth)
+        if flat == dst / ".val_flat":
+            shutil.rmtree(flat)                           # our own extraction, now linked into val/
+    if not counts["train_classes"] and flat is None and not (dst / "train").is_dir():
+        raise DataError(f"{src} holds neither {TRAIN_TAR} nor {VAL_TAR}, and no --val-dir was given")
+    return counts
