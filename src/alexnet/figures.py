@@ -1,0 +1,302 @@
+"""``alexnet figures``: the paper's Figures 3 and 4 drawn from a checkpoint (Krizhevsky et al. 2012,
+sections 6.1).
+
+- Figure 3: the 96 conv1 kernels (11×11×3), tower a's 48 above tower b's 48, each kernel min-max
+  normalised on its own and upscaled.
+- Figure 4 (left): validation images with the correct label under each and the net's top-5 labels as
+  probability bars; the bar of the correct label, when it is among the five, is red.
+- Figure 4 (right): query images (first column) and the training images whose fc7 feature vectors
+  (the last 4096-d hidden layer) are nearest in Euclidean distance.
+
+The drawing functions take plain tensors and return uint8 ``(H, W, 3)`` arrays, so they are testable
+without a dataset; :func:`make_figures` wires them to a checkpoint and the :class:`ImagePipeline`,
+and writes PNG files (pillow) and TensorBoard images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+from torch import nn
+
+BACKGROUND = (255, 255, 255)
+TEXT = (0, 0, 0)
+BAR = (90, 120, 200)
+BAR_CORRECT = (220, 30, 30)   # the paper's red bar for the correct label
+BAR_TRACK = (225, 225, 225)
+
+
+def _font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)  # FreeType font bundled with Pillow >= 10.1
+    except (TypeError, OSError):
+        return ImageFont.load_default()
+
+
+def _to_hwc(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) uint8 tensor → (H, W, 3) uint8 array."""
+    if image.dtype != torch.uint8:
+        raise ValueError(f"expected a uint8 image, got {image.dtype}")
+    return image.detach().cpu().permute(1, 2, 0).numpy()
+
+
+def resize_images(images: torch.Tensor, side: int) -> torch.Tensor:
+    """(N, 3, H, W) uint8 → (N, 3, side, side) uint8, antialiased bilinear."""
+    x = F.interpolate(images.float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+# --------------------------------------------------------------------------------------- figure 3
+def kernel_grid(towers: Sequence[torch.Tensor], columns: int = 16, scale: int = 4, pad: int = 2,
+                tower_gap: int = 8) -> np.ndarray:
+    """Figure 3: each tower's conv1 kernels ``(K, 3, h, w)`` as a block of ``columns`` per row, tower a's
+    block above tower b's, separated by ``tower_gap`` pixels. Every kernel is min-max normalised on its
+    own (over its three colour planes together) and upscaled ``scale`` times (nearest neighbour).
+
+    Size: width = columns·(w·scale + pad) + pad; each block is rows·(h·scale + pad) + pad high with
+    rows = ceil(K / columns). Returns (H, W, 3) uint8."""
+    if not towers:
+        raise ValueError("kernel_grid needs the conv1 weights of at least one tower")
+    _, _, kh, kw = towers[0].shape
+    ch, cw = kh * scale, kw * scale
+    width = columns * (cw + pad) + pad
+    blocks = []
+    for weights in towers:
+        if weights.dim() != 4 or weights.shape[1] != 3:
+            raise ValueError(f"expected conv1 weights (K, 3, h, w), got {tuple(weights.shape)}")
+        w = weights.detach().float().cpu()
+        lo = w.amin(dim=(1, 2, 3), keepdim=True)
+        hi = w.amax(dim=(1, 2, 3), keepdim=True)
+        w = (w - lo) / (hi - lo).clamp_min(1e-12)                               # each kernel in [0, 1]
+        w = w.repeat_interleave(scale, 2).repeat_interleave(scale, 3)         # (K, 3, ch, cw)
+        tiles = (w * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (K, ch, cw, 3)
+        rows = math.ceil(len(tiles) / columns)
+        block = np.full((rows * (ch + pad) + pad, width, 3), BACKGROUND, dtype=np.uint8)
+        for i, tile in enumerate(tiles):
+            r, c = divmod(i, columns)
+            y, x = pad + r * (ch + pad), pad + c * (cw + pad)
+            block[y:y + ch, x:x + cw] = tile
+        blocks.append(block)
+    gap = np.full((tower_gap, width, 3), BACKGROUND, dtype=np.uint8)
+    out = [blocks[0]]
+    for block in blocks[1:]:
+        out += [gap, block]
+    return np.concatenate(out, axis=0)
+
+
+def conv1_weights(model: nn.Module) -> list[torch.Tensor]:
+    """conv1 weights of each tower, a first (one entry for the one-tower ablation)."""
+    return [tower.conv1.weight for tower in model.towers()]
+
+
+# ---------------------------------------------------------------------------------- figure 4 left
+def _fit(text: str, font, width: float) -> str:
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def top5_panel(images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
+               k: int = 5, columns: int = 4, margin: int = 6, font_size: int = 12) -> np.ndarray:
+    """Figure 4 (left): each image with its correct label under it and the ``k`` most probable labels
+    as bars whose length is the probability; the correct label's bar is red.
+
+    ``images`` (N, 3, S, S) uint8, ``probs`` (N, classes) softmax outputs, ``labels`` (N,). Each tile is
+    S + 2·margin wide and margin + S + (k + 1)·line + margin high (``line`` = the font's line height);
+    tiles are laid out ``columns`` per row. Returns (H, W, 3) uint8."""
+    n, _, side, _ = images.shape
+    if probs.shape[0] != n or labels.shape[0] != n:
+        raise ValueError(f"{n} images but {probs.shape[0]} probability rows and {labels.shape[0]} labels")
+    k = min(k, probs.shape[1])
+    font = _font(font_size)
+    line = line_height(font_size)
+    tile_w, tile_h = side + 2 * margin, margin + side + (k + 1) * line + margin
+    cols = min(columns, n)
+    rows = math.ceil(n / cols)
+    canvas = Image.new("RGB", (cols * tile_w, rows * tile_h), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    top_p, top_i = probs.detach().float().cpu().topk(k, dim=1)
+    for j in range(n):
+        r, c = divmod(j, cols)
+        x0, y0 = c * tile_w + margin, r * tile_h + margin
+        canvas.paste(Image.fromarray(_to_hwc(images[j])), (x0, y0))
+        y = y0 + side
+        truth = int(labels[j])
+        draw.text((x0, y), _fit(class_names[truth], font, side), fill=TEXT, font=font)
+        for p, i in zip(top_p[j].tolist(), top_i[j].tolist()):
+            y += line
+            colour = BAR_CORRECT if i == truth else BAR
+            draw.rectangle([x0, y + 1, x0 + side - 1, y + line - 2], fill=BAR_TRACK)
+            if p > 0:
+                draw.rectangle([x0, y + 1, x0 + max(1, round(p * side)) - 1, y + line - 2], fill=colour)
+            draw.text((x0 + 2, y), _fit(class_names[i], font, side - 4), fill=TEXT, font=font)
+    return np.asarray(canvas)
+
+
+def line_height(font_size: int = 12) -> int:
+    """Pixel height of one text line in :func:`top5_panel`."""
+    font = _font(font_size)
+    return font.getbbox("Hg")[3] + 4
+
+
+# --------------------------------------------------------------------------------- figure 4 right
+@torch.no_grad()
+def fc7_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last hidden layer (fc7 after ReLU and test-time dropout scaling; 4096-d, both towers'
+    halves side by side) and the logits, for a batch ``x`` (N, 3, 227, 227). Read with forward hooks on
+    each tower's ``drop7``, the exact tensors that fc8 receives."""
+    captured: list[torch.Tensor] = []
+    hooks = [t.drop7.register_forward_hook(lambda _m, _i, out: captured.append(out)) for t in model.towers()]
+    try:
+        logits = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    first = captured[0].device
+    return torch.cat([c.to(first) for c in captured], dim=1), logits  # (N, 4096), (N, classes)
+
+
+def nearest_neighbours(queries: torch.Tensor, pool: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (Q, k) of the ``k`` rows of ``pool`` (M, D) nearest to each row of ``queries`` (Q, D) in
+    Euclidean distance, nearest first."""
+    if pool.shape[0] == 0:
+        raise ValueError("no training features to search")
+    d = torch.cdist(queries.double(), pool.double())  # (Q, M)
+    return d.topk(min(k, pool.shape[0]), dim=1, largest=False).indices
+
+
+def neighbour_grid(queries: torch.Tensor, pool: torch.Tensor, indices: torch.Tensor, pad: int = 4,
+                   gap: int = 12) -> np.ndarray:
+    """Figure 4 (right): one row per query, the query image first, then after a ``gap`` its nearest
+    training images ``pool[indices[q]]``. ``queries`` (Q, 3, S, S) and ``pool`` (M, 3, S, S) uint8.
+    Size: width = (k + 1)·(S + pad) + pad + gap, height = Q·(S + pad) + pad."""
+    q, _, side, _ = queries.shape
+    if pool.shape[2:] != queries.shape[2:]:
+        raise ValueError(f"queries {tuple(queries.shape[2:])} and pool images {tuple(pool.shape[2:])} differ in size")
+    k = indices.shape[1]
+    width = (k + 1) * (side + pad) + pad + gap
+    out = np.full((q * (side + pad) + pad, width, 3), BACKGROUND, dtype=np.uint8)
+    for r in range(q):
+        y = pad + r * (side + pad)
+        out[y:y + side, pad:pad + side] = _to_hwc(queries[r])
+        for c, i in enumerate(indices[r].tolist()):
+            x = pad + gap + (c + 1) * (side + pad)
+            out[y:y + side, x:x + side] = _to_hwc(pool[i])
+    return out
+
+
+# ------------------------------------------------------------------------------------------ files
+def write_png(array: np.ndarray, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
+    return path
+
+
+def load_checkpoint_model(checkpoint: str | Path, device: str = "cpu"):
+    """(model in eval mode, Config) from a checkpoint; ``alexnet.evaluate.load_model`` when present."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise ValueError(f"checkpoint not found: {checkpoint}")
+    try:
+        from alexnet.evaluate import load_model
+    except ImportError:
+        load_model = None
+    if load_model is not None:
+        return load_model(checkpoint, devices=(device, device))
+    from alexnet.config import config_from_dict
+    from alexnet.model import AlexNet
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{checkpoint}: not an alexnet checkpoint (needs 'model' and 'config')")
+    cfg = config_from_dict(state["config"], source=str(checkpoint))
+    model = AlexNet(devices=(device, device), preset=cfg.model)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
+
+
+def default_out_dir(checkpoint: str | Path) -> Path:
+    """<run>/figures for <run>/checkpoints/X.pt, else a ``figures`` folder beside the checkpoint."""
+    checkpoint = Path(checkpoint)
+    parent = checkpoint.parent
+    return (parent.parent if parent.name == "checkpoints" else parent) / "figures"
+
+
+def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Path | None = None,
+                 n_images: int = 8, n_queries: int = 5, n_neighbours: int = 6, max_train: int = 2000,
+                 max_val: int = 1000, thumb: int = 96, device: str = "cpu", seed: int = 0,
+                 batch_size: int = 64) -> list[Path]:
+    """Write Figures 3 and 4 for ``checkpoint`` on the dataset at ``data_root`` as PNG files and as
+    TensorBoard images (tags ``figures/...``, step = the checkpoint's step) in ``out``.
+
+    Validation images are drawn (seeded) from the first ``max_val`` of the validation set; neighbours
+    are searched among the centre crops of ``max_train`` training images (0 = all)."""
+    from alexnet.data import ImagePipeline
+
+    model, cfg = load_checkpoint_model(checkpoint, device)
+    out = Path(out) if out is not None else default_out_dir(checkpoint)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    step = int(state.get("step", 0))
+    dev = torch.device(device)
+    # Centre crops, no reflections: the pictures show the images as the test views see them.
+    data_cfg = dataclasses.replace(cfg.data, root=str(data_root), flip=False, random_crop=False)
+    pipe = ImagePipeline(data_cfg, batch_size=batch_size, seed=seed, device=device)
+    if "classes" in state and list(state["classes"]) != pipe.classes:
+        raise ValueError(f"{data_root} has different class folders than the checkpoint {checkpoint} was trained on")
+    if pipe.num_classes != cfg.model.num_classes:
+        raise ValueError(f"{data_root}: {pipe.num_classes} classes but the checkpoint's fc8 has "
+                         f"{cfg.model.num_classes}")
+    try:  # the mean image the network was trained with, when the checkpoint carries it
+        from alexnet.evaluate import checkpoint_stats
+    except ImportError:
+        checkpoint_stats = None
+    stats = checkpoint_stats(state, str(checkpoint), data_cfg.image_size) if checkpoint_stats else None
+    if stats is not None:
+        pipe.stats = stats
+    del state
+
+    # Validation images: probabilities and fc7 features.
+    imgs, labels, probs, feats = [], [], [], []
+    for batch in pipe.val_batches(ten_view=False, batch_size=batch_size, limit=max_val):
+        f, logits = fc7_features(model, pipe.to_model_input(batch, dev, train=False))
+        imgs.append(batch.images.cpu()); labels.append(batch.labels.cpu())
+        probs.append(logits.float().softmax(1).cpu()); feats.append(f.float().cpu())
+    if not imgs:
+        raise ValueError(f"{data_root}: no validation images")
+    imgs, labels, probs, feats = (torch.cat(t)[:max_val] for t in (imgs, labels, probs, feats))
+    chosen = torch.randperm(len(imgs), generator=torch.Generator().manual_seed(seed))
+    shown, queries = chosen[:n_images], chosen[:n_queries]
+
+    # Training images: fc7 features of centre crops, kept as thumbnails.
+    pool_feats, pool_thumbs, seen = [], [], 0
+    for batch in pipe.train_batches(epoch=0):
+        f, _ = fc7_features(model, pipe.to_model_input(batch, dev, train=False))
+        pool_feats.append(f.float().cpu()); pool_thumbs.append(resize_images(batch.images.cpu(), thumb))
+        seen += len(batch.labels)
+        if max_train and seen >= max_train:
+            break
+    pipe.close()
+    pool_f = torch.cat(pool_feats)[: max_train or None]
+    pool_t = torch.cat(pool_thumbs)[: max_train or None]
+
+    figures = {
+        "figure3_conv1_kernels": kernel_grid(conv1_weights(model)),
+        "figure4_left_top5": top5_panel(imgs[shown], probs[shown], labels[shown], pipe.class_names),
+        "figure4_right_neighbours": neighbour_grid(
+            resize_images(imgs[queries], thumb), pool_t, nearest_neighbours(feats[queries], pool_f, n_neighbours)),
+    }
+    paths = [write_png(arr, out / f"{name}.png") for name, arr in figures.items()]
+    from torch.utils.tensorboard import SummaryWriter
+    with SummaryWriter(log_dir=str(out)) as writer:
+        for name, arr in figures.items():
+            writer.add_image(f"figures/{name}", arr, global_step=step, dataformats="HWC")
+    return paths
