@@ -6,8 +6,9 @@ STAMP  := $(VENV)/.installed
 CONFIG ?=
 DATA   ?=
 ARGS   ?=
+NPROC  ?= 1
 
-.PHONY: install test demo train-2gpu train-1gpu evaluate tensorboard bench clean
+.PHONY: install test demo train-2gpu train-1gpu evaluate tensorboard bench clean ablations-demo
 
 install: $(STAMP)
 
@@ -21,6 +22,62 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q
+
+# ---- training (README: Training, Demo, Dashboards, Evaluation) ----
+# DATA= dataset root (train/<class>/, val/<class>/); CONFIG= another preset; ARGS= e.g. "--set optim.lr=0.02 --resume"
+DEMO_DATA  ?= data/demo
+CHECKPOINT ?=
+
+demo: $(STAMP)
+	@test -d $(DEMO_DATA)/train || $(PY) -m alexnet demo-data --out $(DEMO_DATA)
+	$(PY) -m alexnet train --config $(or $(CONFIG),configs/demo.toml) $(DEMO_DATA) --resume $(ARGS)
+	@echo "dashboards: runs/demo (make tensorboard, then open http://localhost:6006); evaluate: make evaluate"
+
+# NPROC=R: R data-parallel replicas on this node under torchrun, replica r on cuda:2r and cuda:2r+1.
+train-2gpu: $(STAMP)
+ifeq ($(NPROC),1)
+	$(PY) -m alexnet train --require-gpus 2 --config $(or $(CONFIG),configs/alexnet-2gpu.toml) $(DATA) $(ARGS)
+else
+	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m alexnet train --require-gpus $$((2 * $(NPROC))) \
+	  --config $(or $(CONFIG),configs/alexnet-2gpu.toml) $(DATA) $(ARGS)
+endif
+
+train-1gpu: $(STAMP)
+	$(PY) -m alexnet train --config $(or $(CONFIG),configs/alexnet-1gpu.toml) $(DATA) $(ARGS)
+
+evaluate: $(STAMP)
+	$(PY) -m alexnet evaluate --checkpoint $(or $(CHECKPOINT),runs/demo/checkpoints/best.pt) $(or $(DATA),$(DEMO_DATA)) $(ARGS)
+
+# ---- the paper's ablations on the demo data (README: Reproducing the paper's claims) ----
+# Trains configs/ablations/demo/{baseline,<ablation>}.toml one after another on the CPU (or GPUs),
+# evaluates each run (centre + 10 views) and prints the comparison table. Re-running continues
+# unfinished runs (--resume), skips finished ones, and re-evaluates only newer checkpoints.
+# ABLATIONS= a subset, e.g. "no-lrn one-tower"; ABLATION_RUNS= parent folder of the run directories.
+ABLATIONS     ?= one-tower no-lrn no-overlap no-lighting no-dropout no-flip-crop
+ABLATION_RUNS ?= runs
+
+ablations-demo: $(STAMP)
+	@test -d $(DEMO_DATA)/train || $(PY) -m alexnet demo-data --out $(DEMO_DATA)
+	@failed=""; for a in baseline $(ABLATIONS); do \
+	  run=$(ABLATION_RUNS)/demo-ablation-$$a; \
+	  echo "== ablation $$a -> $$run"; \
+	  $(PY) -m alexnet train --config configs/ablations/demo/$$a.toml $(DEMO_DATA) --resume \
+	    --set train.runs_dir='"$(ABLATION_RUNS)"' $(ARGS) || failed="$$failed $$a"; \
+	  test ! -f $$run/checkpoints/best.pt || test $$run/eval.json -nt $$run/checkpoints/best.pt || \
+	    $(PY) -m alexnet evaluate --checkpoint $$run/checkpoints/best.pt $(DEMO_DATA) || failed="$$failed $$a"; \
+	done; \
+	$(PY) -m alexnet compare --baseline $(ABLATION_RUNS)/demo-ablation-baseline \
+	  $$(for a in baseline $(ABLATIONS); do test ! -d $(ABLATION_RUNS)/demo-ablation-$$a || echo $(ABLATION_RUNS)/demo-ablation-$$a; done) \
+	  || exit 1; \
+	if [ -n "$$failed" ]; then echo "ablations-demo: these runs failed or stopped early (see above):$$failed" >&2; exit 1; fi
+
+tensorboard: $(STAMP)
+	$(PY) -m tensorboard.main --logdir runs
+
+# ---- performance (README: Performance) ----
+# ARGS= e.g. "--quick", "--channels-last --tune-malloc", "--devices cuda:0 cuda:1 --amp bf16"
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -49,6 +49,8 @@ def _build_crossings(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--inference", action="store_true", help="count the forward pass only")
+    p.add_argument("--replicas", type=int, default=0, metavar="R",
+                   help="also show the gradient bytes all-reduced per step by R data-parallel replicas")
 
 
 @command("crossings", "list the tensors that cross between the towers and the bytes per image")(_build_crossings)
@@ -57,6 +59,9 @@ def _run_crossings(args: argparse.Namespace) -> int:
     from alexnet.crossings import crossing_report
     cfg = load_config(args.config, args.overrides)
     print(crossing_report(cfg.model, args.batch_size, training=not args.inference).table())
+    if args.replicas:
+        from alexnet.crossings import allreduce_table
+        print(allreduce_table(cfg.model, args.batch_size, args.replicas))
     return 0
 
 
@@ -72,6 +77,224 @@ def _run_summary(args: argparse.Namespace) -> int:
     for tower, name in zip(model.towers(), "ab"):
         print(f"tower {name}: {sum(p.numel() for p in tower.parameters()):,} parameters")
     print(f"total: {total:,} parameters")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- compare
+def _build_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directories (a folder without config.toml stands for the runs inside it)")
+    p.add_argument("--baseline", default=None, metavar="RUN",
+                   help="the baseline run (default: the one run with none of the ablations)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv", help="print CSV")
+    fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="print JSON")
+    p.set_defaults(fmt="markdown")
+
+
+@command("compare", "table of finished runs: errors, and each ablation's difference beside the paper's")(_build_compare)
+def _run_compare(args: argparse.Namespace) -> int:
+    from alexnet.compare import compare
+    try:
+        print(compare(args.runs, baseline=args.baseline, fmt=args.fmt))
+    except ValueError as e:
+        print(f"alexnet compare: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- figures
+def _build_figures(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="dataset root holding train/ and val/ (as data.root)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt) of a run")
+    p.add_argument("--out", default=None,
+                   help="output folder for PNGs and TensorBoard images (default: <run>/figures)")
+    p.add_argument("--images", type=int, default=8, help="validation images in Figure 4 (left)")
+    p.add_argument("--queries", type=int, default=5, help="query images in Figure 4 (right)")
+    p.add_argument("--neighbours", type=int, default=6, help="nearest training images per query")
+    p.add_argument("--max-train", type=int, default=2000,
+                   help="training images searched for neighbours (centre crops; 0 = all)")
+    p.add_argument("--device", default="cpu", help="device for both towers, e.g. cuda:0")
+    p.add_argument("--seed", type=int, default=0, help="seed choosing the validation images shown")
+
+
+@command("figures", "write the paper's Figure 3 and Figure 4 (PNG and TensorBoard) from a checkpoint")(_build_figures)
+def _run_figures(args: argparse.Namespace) -> int:
+    from alexnet.figures import make_figures
+    from twogpu.checkpoint import CheckpointError
+    try:
+        paths = make_figures(args.checkpoint, args.data, out=args.out, n_images=args.images,
+                             n_queries=args.queries, n_neighbours=args.neighbours,
+                             max_train=args.max_train, device=args.device, seed=args.seed)
+    except (CheckpointError, ValueError) as e:  # unreadable checkpoint, dataset problems (DataError), classes
+        print(f"alexnet figures: {e}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(path)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ train
+def _build_train(p: argparse.ArgumentParser) -> None:
+    add_config_args(p)
+    p.add_argument("data", nargs="?", default=None, metavar="DATA",
+                   help="dataset root holding train/ and val/ (sets data.root)")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                   help="continue the run at its exact step: from its newest checkpoint, or from CHECKPOINT")
+    p.add_argument("--require-gpus", type=int, default=0, metavar="N",
+                   help="exit with an error unless N GPUs are visible (used by `make train-2gpu`)")
+
+
+@command("train", "train AlexNet (section 5): checkpoints, resume, TensorBoard dashboards in runs/<name>")(_build_train)
+def _run_train(args: argparse.Namespace) -> int:
+    from alexnet.config import load_config
+    from alexnet.data import DataError
+    from alexnet.train import TrainError, check_config_for_training, require_gpus, train, train_data_parallel
+    from twogpu.replicas import launched_by_torchrun
+    from twogpu.checkpoint import CheckpointError
+    overrides = list(args.overrides) + ([f"data.root={_toml_str(args.data)}"] if args.data else [])
+    cfg = load_config(args.config, overrides)
+    try:
+        if args.require_gpus:
+            require_gpus(args.require_gpus)
+        check_config_for_training(cfg)
+        if launched_by_torchrun():  # one replica of a data-parallel run
+            result = train_data_parallel(cfg, resume=args.resume)
+        else:
+            result = train(cfg, resume=args.resume)
+    except (TrainError, DataError, CheckpointError) as e:
+        print(f"alexnet train: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # device requests that cannot be met (twogpu.placement)
+        print(f"alexnet train: error: {e}", file=sys.stderr)
+        return 2
+    return result.exit_code
+
+
+def _toml_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# --------------------------------------------------------------------------------------- evaluate
+def _build_evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="?", default=None, metavar="DATA",
+                   help="dataset root holding train/ and val/ (default: the checkpoint's data.root)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt), e.g. runs/<name>/checkpoints/best.pt")
+    p.add_argument("--devices", default="auto", help="'auto', or tower a,tower b, e.g. cuda:0,cuda:1 or cpu,cpu")
+    p.add_argument("--no-ten-view", dest="ten_view", action="store_false", default=None,
+                   help="only the centre view (skip the 10-view average)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: eval.batch_size)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate a fixed subset of this many images")
+    p.add_argument("--out", default=None, help="JSON output (default: <run dir>/eval.json)")
+
+
+@command("evaluate", "top-1 / top-5 error of a checkpoint, centre view and 10 views (section 6)")(_build_evaluate)
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from alexnet.evaluate import evaluate
+    from twogpu.checkpoint import CheckpointError
+    devices = args.devices if args.devices == "auto" else args.devices.split(",")
+    try:
+        evaluate(args.checkpoint, args.data, devices=devices, ten_view=args.ten_view,
+                 batch_size=args.batch_size, limit=args.limit, out=args.out)
+    except (CheckpointError, ValueError) as e:
+        print(f"alexnet evaluate: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- predict
+def _build_predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt)")
+    p.add_argument("--ten-view", action="store_true", help="average the ten views instead of the centre view")
+    p.add_argument("--device", default="cpu", help="device for both towers, e.g. cuda:0")
+    p.add_argument("-k", type=int, default=5, help="labels shown per image")
+
+
+@command("predict", "the five most probable labels of image files, with probabilities (Figure 4, left)")(_build_predict)
+def _run_predict(args: argparse.Namespace) -> int:
+    from alexnet.predict import format_predictions, predict
+    from twogpu.checkpoint import CheckpointError
+    try:
+        results = predict(args.checkpoint, args.images, k=args.k, ten_view=args.ten_view, device=args.device)
+    except (CheckpointError, ValueError) as e:
+        print(f"alexnet predict: error: {e}", file=sys.stderr)
+        return 2
+    print(format_predictions(results))
+    return 1 if any(isinstance(r, str) for _, r in results) else 0
+
+
+# ------------------------------------------------------------------------------- data: stats, prepare, demo
+def _build_stats(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", metavar="DATA", help="dataset root (with train/) or a training folder")
+    p.add_argument("--out", "-o", default=None, help="output file (default: DATA/stats.pt, where the loader looks)")
+    p.add_argument("--sample", type=int, default=0, help="use a seeded random sample of this many images (0: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    p.add_argument("--image-size", type=int, default=256, help="preprocessed image side (data.image_size)")
+    p.add_argument("--workers", type=int, default=-1, help="decoding processes (-1: one per core)")
+
+
+@command("stats", "mean image and RGB covariance eigen-decomposition of a training set (sections 2, 4.1)")(_build_stats)
+def _run_stats(args: argparse.Namespace) -> int:
+    from alexnet.data import DataError
+    from alexnet.stats import stats_command
+    try:
+        stats_command(args.data, args.out, image_size=args.image_size, sample=args.sample, seed=args.seed,
+                      workers=args.workers)
+    except DataError as e:
+        print(f"alexnet stats: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _build_prepare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="SRC", help="folder with the official ILSVRC-2012 files, or (with --resize) any dataset")
+    p.add_argument("dst", metavar="DST", help="output dataset root")
+    p.add_argument("--resize", type=int, default=0, metavar="N",
+                   help="write an N×N copy of SRC (shorter side N, central square) instead; resumable")
+    p.add_argument("--val-dir", default=None, help="folder of flat validation images (instead of the val archive)")
+    p.add_argument("--val-labels", default=None, help="label file for the flat val images: '<file> <wnid>' lines, "
+                   "'<file> <index>', or LOC_val_solution.csv")
+    p.add_argument("--devkit", default=None, help="ILSVRC2012_devkit_t12.tar.gz or its extracted folder")
+    p.add_argument("--workers", type=int, default=-1, help="processes for --resize (-1: one per core)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of --resize")
+
+
+@command("prepare", "ImageNet archives / flat val into train/<wnid>, val/<wnid>; or --resize 256 a copy")(_build_prepare)
+def _run_prepare(args: argparse.Namespace) -> int:
+    from alexnet.data import DataError
+    from alexnet.prepare import prepare_imagenet, resize_tree
+    try:
+        if args.resize:
+            counts = resize_tree(args.src, args.dst, size=args.resize, workers=args.workers, quality=args.quality)
+        else:
+            counts = prepare_imagenet(args.src, args.dst, val_dir=args.val_dir, val_labels=args.val_labels,
+                                      devkit=args.devkit)
+    except DataError as e:
+        print(f"alexnet prepare: error: {e}", file=sys.stderr)
+        return 2
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+def _build_demo_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="data/demo", help="output dataset root")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-per-class", type=int, default=100)
+    p.add_argument("--val-per-class", type=int, default=25)
+    p.add_argument("--workers", type=int, default=-1, help="processes (-1: one per core)")
+    p.add_argument("--no-stats", action="store_true", help="do not compute OUT/stats.pt")
+
+
+@command("demo-data", "generate the built-in synthetic 10-class dataset (offline, deterministic)")(_build_demo_data)
+def _run_demo_data(args: argparse.Namespace) -> int:
+    import time
+    from alexnet.demo_data import make_demo_data
+    start = time.monotonic()
+    counts = make_demo_data(args.out, seed=args.seed, train_per_class=args.train_per_class,
+                            val_per_class=args.val_per_class, workers=args.workers, stats=not args.no_stats)
+    print(f"{counts['classes']} classes, {counts['train']} training and {counts['val']} validation images "
+          f"in {args.out} ({time.monotonic() - start:.1f} s)")
     return 0
 
 

@@ -115,6 +115,10 @@ class DataConfig:
     flip: bool = _f(True, "Random horizontal reflections in training (section 4.1).")
     random_crop: bool = _f(True, "Random crops in training; False uses the centre crop (ablation).")
     lighting_std: float = _f(0.1, "Std of α in the PCA colour noise (section 4.1); 0 disables it.")
+    lighting_formula: Literal["paper", "cuda-convnet"] = _f(
+        "paper", "PCA noise per pixel, in 0..255 units: 'paper' adds 255·Σ α_i λ_i p_i with λ the "
+        "eigenvalues of the RGB covariance of 0..1-scaled pixels (the scale of the published values); "
+        "'cuda-convnet' adds Σ α_i √λ_i p_i with λ of the 0..255 covariance (Krizhevsky's code).")
     stats: str = _f("", "File with the mean image and RGB eigen-decomposition ('alexnet stats'); empty: "
                         "<root>/stats.pt if present, else ImageNet's published values with a warning.")
     workers: int = _f(-1, "DataLoader worker processes; -1 = one per CPU core.")
@@ -175,6 +179,16 @@ class TrainConfig:
     keep_last: int = _f(3, "Number of most recent checkpoints kept (the best one is kept as well).")
     log_every: int = _f(20, "Steps between console progress lines and scalar logs.")
     max_steps: int = _f(0, "Stop after this many steps in total (0: no limit); for smoke tests.")
+    stall_warn_steps: int = _f(
+        2000, "Warn when the loss has stayed within 0.05 of ln(num_classes) for this many steps (the "
+              "known AlexNet stall with biases at 1; 0 disables the warning).")
+    val_limit: int = _f(0, "Validate each epoch on at most this many images (a fixed subset; 0 = all).")
+    dashboard_images: int = _f(
+        16, "Validation images shown with their top-5 labels, and fc7 embeddings (×16) written to the "
+            "projector, each epoch (0: neither).")
+    dist_timeout_s: float = _f(
+        600.0, "Data-parallel runs: seconds a collective may wait for the other replicas before the job "
+               "fails (so no rank hangs when another died).")
     channels_last: bool = _f(False, "Use the channels_last memory format (faster on GPUs).")
     amp: Literal["none", "bf16"] = _f("none", "Mixed precision autocast on CUDA; 'none' is the paper's fp32.")
     compile: bool = _f(False, "Wrap each tower in torch.compile.")
@@ -314,19 +328,65 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return path, value
 
 
+def _check_names(data: Mapping[str, Any], source: str) -> None:
+    """Unknown sections or keys in one TOML file, reported against that file."""
+    sections = {f.name: type(f.default_factory()) for f in dataclasses.fields(Config)}  # type: ignore[misc]
+    for name, values in data.items():
+        if name not in sections:
+            raise ConfigError(f"{source}: unknown section [{name}]; known sections: {sorted(sections)} "
+                              f"(and the top-level key 'base')")
+        if isinstance(values, Mapping):
+            known = {f.name for f in dataclasses.fields(sections[name])}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ConfigError(f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+                                  f"known keys of [{name}]: {', '.join(sorted(known))}")
+
+
+def read_preset(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A TOML preset as nested sections, with its ``base`` presets merged in.
+
+    A top-level key ``base = "other.toml"`` (a path relative to this file) names the preset this one
+    starts from: the base is read first (it may have a base of its own) and then this file's keys
+    replace the base's, key by key within each section. Every file's sections and keys are checked
+    against the config, so a typo is reported in the file that has it. Used by the ablation presets
+    (``configs/ablations/``), each the paper preset plus one change.
+    """
+    path = Path(path)
+    if path.resolve() in _chain:
+        loop = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{path}: the 'base' chain loops: {loop}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        where = f" (named as 'base' in {_chain[-1]})" if _chain else ""
+        raise ConfigError(f"config file not found: {path}{where}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    base = data.pop("base", None)
+    _check_names(data, str(path))
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: base must be the path of another TOML preset, got {base!r}")
+    merged = read_preset(path.parent / base, (*_chain, path.resolve()))
+    for section, values in data.items():
+        if isinstance(values, Mapping) and isinstance(merged.get(section), Mapping):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
+
+
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Load a TOML preset (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    """Load a TOML preset (or the defaults when ``path`` is None), merging its ``base`` presets
+    (:func:`read_preset`), and apply ``--set`` overrides."""
     data: dict[str, dict[str, Any]] = {}
     source = "<defaults>"
     if path is not None:
         path = Path(path)
         source = str(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        data = read_preset(path)
     for text in overrides:
         (section, key), value = parse_override(text)
         table = data.setdefault(section, {})

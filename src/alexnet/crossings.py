@@ -15,6 +15,7 @@ import torch
 from alexnet.config import ModelConfig
 from alexnet.model import INPUT_SHAPE, AlexNet
 from twogpu import CrossingRecord, record_crossings
+from twogpu.replicas import allreduce_bytes_per_step
 
 
 @dataclass(frozen=True)
@@ -59,3 +60,21 @@ def crossing_report(cfg: ModelConfig | str = "paper", batch_size: int = 128,
     with record_crossings() as records, torch.set_grad_enabled(training):
         model(x)
     return CrossingReport(batch_size, tuple(records))
+
+
+def allreduce_table(cfg: ModelConfig | str, batch_size: int, replicas: int, dtype: torch.dtype = torch.float32) -> str:
+    """Data-parallel traffic beside the tower crossings, for one step of ``replicas`` replicas.
+
+    Each replica all-reduces every gradient once per step; a ring all-reduce sends and receives
+    2·(R−1)/R of those bytes per replica.
+    """
+    model = AlexNet(devices=("meta", "meta"), preset=cfg).to(dtype)
+    grads = allreduce_bytes_per_step(model)
+    ring = 2 * (replicas - 1) / replicas * grads if replicas > 1 else 0.0
+    towers = crossing_report(cfg, batch_size, dtype).bytes_forward * 2
+    return "\n".join([
+        f"per replica per step (batch {batch_size} per replica, {replicas} replica(s)):",
+        f"  between the towers (forward + backward): {towers:>14,} B",
+        f"  gradients all-reduced:                   {grads:>14,} B",
+        f"  ring all-reduce traffic, each way:       {ring:>14,.0f} B  (2(R-1)/R of the gradients)",
+    ])

@@ -1,0 +1,385 @@
+"""Training AlexNet (section 5): the config, network, data pipeline and optimiser wired into the
+generic :class:`twogpu.trainer.Trainer`.
+
+Tower a and its optimiser state live on ``devices[0]``, tower b on ``devices[1]``; both towers see
+the same batch; the logits, the loss and the error counts live on tower a's device. With both
+towers on one device (and ``train.grouped_when_single_device``) the grouped twin of
+:mod:`alexnet.grouped` is trained instead — the same network, faster there — and every checkpoint
+is still written in the two-tower layout (weights and momentum buffers converted).
+
+Data-parallel replicas (torchrun, DDP) call :func:`train` with ``rank``/``world_size``, a ``wrap``
+function (e.g. ``lambda m: DistributedDataParallel(m)``), an ``agree`` function (all-reduce of a
+stop flag) and a ``reduce_sum`` function (all-reduce of validation counts); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
+from alexnet.grouped import GroupedAlexNet, grouped_from, to_grouped_state, to_two_tower_state
+from alexnet.model import AlexNet
+from alexnet.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
+from twogpu.checkpoint import CheckpointDir
+from twogpu.placement import TowerDevices, resolve_devices
+from twogpu.trainer import Hook, RunResult, StepOutput, Trainer, TrainerOptions
+
+STALL_HINT = ("This is AlexNet's known stall with biases initialised to 1 (Caffe's reproduction, BVLC PR "
+              "#327); Caffe used 0.1: --set model.init_bias_one=0.1.")
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start (existing run directory, mismatched checkpoint, missing GPUs)."""
+
+
+def topk_mistakes(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, torch.Tensor]:
+    """Images whose label is not among the k highest logits, for each k (section 6: top-1, top-5)."""
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices                      # (N, kmax)
+    hit = top == labels[:, None]                                # (N, kmax)
+    return {f"top{k}": (~hit[:, :min(k, kmax)].any(1)).sum() for k in ks}
+
+
+def require_gpus(n: int) -> None:
+    """``make train-2gpu``: stop with a clear message unless ``n`` GPUs are visible."""
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found < n:
+        raise TrainError(f"this target trains the two towers on {n} GPUs, but {found} CUDA device(s) are "
+                         f"visible. With one GPU or none, run `make train-1gpu DATA=...` (both towers on one "
+                         f"device, or the CPU).")
+
+
+def _capture_fc7(module: nn.Module) -> list[nn.Module]:
+    """The modules whose inputs are the fc7 activations (after ReLU) of each tower, a first."""
+    if isinstance(module, GroupedAlexNet):
+        return [module.drop7]
+    return [t.drop7 for t in module.towers()]
+
+
+class AlexNetTask:
+    """The model-specific half of training (:class:`twogpu.trainer.TrainTask`)."""
+
+    def __init__(self, cfg: Config, pipeline: Any, devices: TowerDevices, *, rank: int = 0, world_size: int = 1,
+                 wrap: Callable[[nn.Module], nn.Module] | None = None,
+                 reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.cfg, self.pipeline, self.rank, self.world_size = cfg, pipeline, rank, world_size
+        self.tower_devices = devices
+        self.devices = devices.pair
+        self.dev = devices.a
+        self.reduce_sum = reduce_sum or (lambda t: t)
+        torch.manual_seed(cfg.train.seed)                      # the same initial weights on every rank
+        two_tower = AlexNet(devices=devices.pair, preset=cfg.model)
+        self.grouped = devices.same and cfg.train.grouped_when_single_device and cfg.model.towers == 2
+        self.model: nn.Module = grouped_from(two_tower, devices.a) if self.grouped else two_tower
+        del two_tower
+        if cfg.train.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.net: nn.Module = self.model
+        if cfg.train.compile:
+            self.net = self._compiled(self.model)
+        if wrap is not None:
+            self.net = wrap(self.net)
+        o = cfg.optim
+        lr = o.lr * (world_size if o.lr_scaling == "linear" else 1)
+        self.optimizer = build_optimizer(self.model, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
+                                         bias_lr_mult=o.bias_lr_mult, bias_decay=o.bias_decay)
+        self.schedule = LRSchedule(self.optimizer, lr, mode=o.schedule, patience=o.plateau_patience,
+                                   max_drops=o.max_drops, milestones=o.milestones)
+        self.generator = torch.Generator(device=self.dev)      # PCA lighting noise, on tower a's device
+        self.generator.manual_seed(cfg.train.seed * 1000 + 7 + rank)
+        # Dropout draws from the global generators, which other code also draws from at times that
+        # depend on when the run started (a DataLoader takes a seed from it whenever an epoch's
+        # iterator is created). The task keeps the dropout stream's state itself, so a resumed run
+        # draws exactly the masks of an uninterrupted one.
+        self._cuda_indices = sorted({d.index or 0 for d in devices.pair if d.type == "cuda"})
+        with torch.random.fork_rng(devices=self._cuda_indices):
+            torch.manual_seed(cfg.train.seed * 1000 + 1 + rank)   # distinct masks per replica
+            self.dropout_rng = self._global_rng()
+
+    def _global_rng(self) -> dict[str, Any]:
+        return {"cpu": torch.get_rng_state(), "cuda": [torch.cuda.get_rng_state(i) for i in self._cuda_indices]}
+
+    @contextlib.contextmanager
+    def _dropout_stream(self) -> Iterator[None]:
+        """Run the block on the task's own dropout random stream (the global generators are restored after)."""
+        with torch.random.fork_rng(devices=self._cuda_indices):
+            torch.set_rng_state(self.dropout_rng["cpu"])
+            for i, s in zip(self._cuda_indices, self.dropout_rng["cuda"]):
+                torch.cuda.set_rng_state(s, i)
+            yield
+            self.dropout_rng = self._global_rng()
+
+    @staticmethod
+    def _compiled(model: nn.Module) -> nn.Module:
+        if isinstance(model, GroupedAlexNet):
+            return torch.compile(model)
+        for tower in model.towers():                            # each tower's own pieces
+            for name in ("lower", "upper", "hidden6", "hidden7"):
+                setattr(tower, name, torch.compile(getattr(tower, name)))
+        return model
+
+    # ------------------------------------------------------------------------------- TrainTask
+    def steps_per_epoch(self) -> int:
+        return self.pipeline.steps_per_epoch()
+
+    def batches(self, epoch: int, start_step: int) -> Iterator[Any]:
+        return self.pipeline.train_batches(epoch, start_step)
+
+    def _input(self, batch: Any, train: bool) -> torch.Tensor:
+        x = self.pipeline.to_model_input(batch, self.dev, train=train, generator=self.generator if train else None)
+        if self.cfg.train.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _autocast(self):
+        if self.cfg.train.amp == "bf16" and self.dev.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def train_step(self, batch: Any) -> StepOutput:
+        x = self._input(batch, train=True)                      # (N, 3, 227, 227) on tower a's device
+        y = batch.labels.to(self.dev, non_blocking=True)        # (N,)
+        self.net.train()
+        with self._dropout_stream(), self._autocast():
+            logits = self.net(x)                                # (N, classes) on tower a's device
+        loss = F.cross_entropy(logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return StepOutput(loss.detach(), int(y.shape[0]), topk_mistakes(logits.detach(), y))
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits in eval mode (dropout's test-time scaling) for (N, 3, 227, 227) inputs."""
+        self.net.eval()
+        with self._autocast():
+            return self.net(x).float()
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Centre-view top-1 / top-5 error and loss on the validation set (sharded, then summed)."""
+        limit = self.cfg.train.val_limit or None
+        sums = torch.zeros(4, dtype=torch.float64, device=self.dev)  # images, top1 wrong, top5 wrong, loss
+        for batch in self.pipeline.val_batches(batch_size=self.cfg.eval.batch_size, limit=limit):
+            logits = self.predict(self._input(batch, train=False))
+            y = batch.labels.to(self.dev)
+            m = topk_mistakes(logits, y)
+            sums += torch.stack([torch.tensor(float(len(y)), device=self.dev, dtype=torch.float64),
+                                 m["top1"].double(), m["top5"].double(),
+                                 F.cross_entropy(logits, y, reduction="sum").double()])
+        sums = self.reduce_sum(sums)
+        n = max(float(sums[0]), 1.0)
+        return {"val_top1_err": float(sums[1]) / n, "val_top5_err": float(sums[2]) / n,
+                "val_loss": float(sums[3]) / n, "val_images": int(sums[0])}
+
+    def end_epoch(self, metrics: Mapping[str, float]) -> None:
+        if self.schedule.step(metrics.get("val_top1_err")):
+            print(f"learning rate divided by 10 (drop {self.schedule.drops} of at most "
+                  f"{self.schedule.max_drops}): ε = {self.schedule.lr:g}", flush=True)
+
+    def lr(self) -> float:
+        return self.schedule.lr
+
+    # ------------------------------------------------------------------------------------ state
+    def _to_two_tower(self, named: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        named = to_two_tower_state(named, self.cfg.model) if self.grouped else named
+        return {k: v.detach().cpu().clone() for k, v in named.items()}   # clone: views would save whole storages
+
+    def two_tower_state(self) -> dict[str, torch.Tensor]:
+        """The weights in the two-tower layout (``a.conv1.weight`` ... ``b.fc7.bias``), on the CPU."""
+        return self._to_two_tower(self.model.state_dict())
+
+    def two_tower_grads(self) -> dict[str, torch.Tensor]:
+        """The last step's gradients in the two-tower layout (parameters without one are left out)."""
+        grads = {n: p.grad for n, p in self.model.named_parameters() if p.grad is not None}
+        if self.grouped and len(grads) != len(list(self.model.parameters())):
+            return {}
+        return self._to_two_tower(grads)
+
+    def state_dict(self) -> dict[str, Any]:
+        stats = self.pipeline.stats
+        return {
+            "model": self.two_tower_state(),
+            "optimizer": {"momentum": self._to_two_tower(named_momentum(self.optimizer, self.model))},
+            "schedule": self.schedule.state_dict(),
+            "lighting_generator": self.generator.get_state(),
+            "dropout_rng": {"cpu": self.dropout_rng["cpu"], "cuda": list(self.dropout_rng["cuda"])},
+            "classes": list(self.pipeline.classes),
+            "class_names": list(self.pipeline.class_names),
+            "stats": {"mean": torch.as_tensor(stats.mean).float(), "eigval": torch.as_tensor(stats.eigval).float(),
+                      "eigvec": torch.as_tensor(stats.eigvec).float()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        saved = state.get("config", {}).get("model")
+        mine = config_to_dict(self.cfg)["model"]
+        if saved is not None and saved != mine:
+            diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
+            raise TrainError(f"the checkpoint's network differs from the config's in model.{', model.'.join(diff)}")
+        if list(state.get("classes", self.pipeline.classes)) != list(self.pipeline.classes):
+            raise TrainError("the checkpoint was trained on different class folders than data.root holds")
+        weights, momentum = state["model"], state["optimizer"]["momentum"]
+        if self.grouped:
+            weights, momentum = to_grouped_state(weights, self.cfg.model), to_grouped_state(momentum, self.cfg.model)
+        self.model.load_state_dict(weights)
+        load_named_momentum(self.optimizer, self.model, momentum)
+        self.schedule.load_state_dict(state["schedule"])
+        self.generator.set_state(state["lighting_generator"])
+        saved_rng = state["dropout_rng"]
+        if len(saved_rng["cuda"]) == len(self._cuda_indices):
+            self.dropout_rng = {"cpu": saved_rng["cpu"], "cuda": list(saved_rng["cuda"])}
+        else:  # resumed on another kind of device: the CPU stream continues, CUDA streams restart
+            self.dropout_rng = {"cpu": saved_rng["cpu"], "cuda": self.dropout_rng["cuda"]}
+
+    # -------------------------------------------------------------------------------- dashboards
+    @torch.no_grad()
+    def sample_validation(self, n: int) -> dict[str, torch.Tensor]:
+        """The first ``n`` validation images' centre views (uint8), labels, softmax and fc7 features."""
+        images, labels, probs, feats = [], [], [], []
+        captured: list[torch.Tensor] = []
+        hooks = [m.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+                 for m in _capture_fc7(self.model)]
+        try:
+            for batch in self.pipeline.val_batches(batch_size=min(n, self.cfg.eval.batch_size), limit=n):
+                captured.clear()
+                logits = self.predict(self._input(batch, train=False))
+                images.append(batch.images)
+                labels.append(batch.labels)
+                probs.append(logits.softmax(1).cpu())
+                feats.append(torch.cat([c.to(self.dev) for c in captured], 1).float().cpu())  # (N, 4096)
+        finally:
+            for h in hooks:
+                h.remove()
+        if not images:
+            return {}
+        return {"images": torch.cat(images)[:n], "labels": torch.cat(labels)[:n],
+                "probs": torch.cat(probs)[:n], "fc7": torch.cat(feats)[:n]}
+
+
+# --------------------------------------------------------------------------------------- train
+def run_dir_of(cfg: Config) -> Path:
+    return Path(cfg.train.runs_dir) / cfg.train.name
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: int = 1,
+          device_offset: int = 0, devices: TowerDevices | None = None,
+          wrap: Callable[[nn.Module], nn.Module] | None = None,
+          agree: Callable[[bool], bool] | None = None,
+          reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+          log: Callable[[str], None] | None = None, dashboards: bool = True,
+          hooks: Sequence[Hook] = ()) -> RunResult:
+    """Train with ``cfg``; ``resume`` is None (new run), ``"auto"`` (this run's newest checkpoint)
+    or a checkpoint path. Returns the :class:`~twogpu.trainer.RunResult`."""
+    from alexnet.data import ImagePipeline
+
+    say = log or (lambda s: print(s, flush=True))
+    main = rank == 0
+    run_dir = run_dir_of(cfg)
+    if resume is None and CheckpointDir(run_dir / "checkpoints").step_files():
+        raise TrainError(f"{run_dir} already holds checkpoints of a run: continue it with --resume, or choose "
+                         f"another name with --set train.name=...")
+    devices = devices or resolve_devices(cfg.train.devices, offset=device_offset)
+    if main:
+        say(f"devices: {devices.reason}")
+    pipeline = ImagePipeline(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank,
+                             world_size=world_size, device=devices.a)
+    if pipeline.num_classes != cfg.model.num_classes:
+        if main:
+            say(f"model.num_classes set to {pipeline.num_classes}, the number of class folders in {cfg.data.root}")
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=pipeline.num_classes))
+    task = AlexNetTask(cfg, pipeline, devices, rank=rank, world_size=world_size, wrap=wrap, reduce_sum=reduce_sum)
+    if main:
+        what = "grouped twin (one device)" if task.grouped else "two towers"
+        say(f"run directory {run_dir}; {what}; {pipeline.num_classes} classes, "
+            f"{len(pipeline.train_samples)} training / {len(pipeline.val_samples)} validation images, "
+            f"{pipeline.steps_per_epoch()} steps per epoch of {cfg.train.batch_size}")
+    hooks = list(hooks)
+    if dashboards and main:
+        from alexnet.dashboard import TensorBoardHook
+        hooks.append(TensorBoardHook(run_dir, task, cfg))
+    options = TrainerOptions(
+        epochs=cfg.train.epochs, run_dir=run_dir, max_steps=cfg.train.max_steps, log_every=cfg.train.log_every,
+        checkpoint_minutes=cfg.train.checkpoint_minutes, keep_last=cfg.train.keep_last, rank=rank,
+        world_size=world_size, stall_loss=math.log(cfg.model.num_classes) if cfg.train.stall_warn_steps else None,
+        stall_steps=max(cfg.train.stall_warn_steps, 1), stall_hint=STALL_HINT,
+        resume_hint=f"alexnet train --config {run_dir / 'config.toml'} --resume",
+        extra_state={"config": config_to_dict(cfg)})
+    trainer = Trainer(task, options, hooks=hooks, agree=agree, log=say)
+    if resume is not None:
+        if trainer.resume(resume) is None and main:
+            say(f"no checkpoint in {run_dir / 'checkpoints'} yet: starting from the beginning")
+    if main:  # only once the checkpoint (if any) was accepted: the file must describe the weights
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_text_atomic(run_dir / "config.toml", config_to_toml(cfg))
+    try:
+        result = trainer.fit()
+    finally:
+        pipeline.close()
+        for h in hooks:
+            getattr(h, "close", lambda: None)()
+    summary = pipeline.bad_input_summary()
+    if summary and main:
+        say(summary)
+    return result
+
+
+def check_config_for_training(cfg: Config) -> None:
+    """Errors that can be found before any work starts."""
+    if not cfg.data.root:
+        raise ConfigError("data.root is not set: pass the dataset folder (alexnet train DATA) or --set data.root=...")
+
+
+def train_data_parallel(cfg: Config, *, resume: str | None = None,
+                        log: Callable[[str], None] | None = None) -> RunResult:
+    """One replica of a data-parallel run launched by ``torchrun`` (issue: scale out).
+
+    Each process drives one two-tower replica on its own devices (local rank r → ``cuda:2r``,
+    ``cuda:2r+1``; one GPU each, or the CPU, when there are fewer), ``DistributedDataParallel``
+    all-reduces the gradients (NCCL on GPUs, gloo on the CPU), the sampler shards each epoch's
+    seeded order, validation counts are summed over ranks, and only rank 0 writes.
+    ``train.batch_size`` is per replica, so the global batch is batch_size × replicas.
+    """
+    from twogpu import replicas
+
+    use_cuda = cfg.train.devices == "auto" and torch.cuda.is_available() or (
+        not isinstance(cfg.train.devices, str) and any(d.startswith("cuda") for d in cfg.train.devices))
+    world = replicas.init_from_env(timeout_s=cfg.train.dist_timeout_s, use_cuda=use_cuda)
+    try:
+        devices = replicas.replica_devices(world, cfg.train.devices)
+        comm = devices.a if world.backend == "nccl" else torch.device("cpu")
+        say = log or (lambda s: print(s, flush=True))
+        if world.is_main:
+            say(f"data-parallel: {world.world_size} replica(s), backend {world.backend}, global batch "
+                f"{cfg.train.batch_size * world.world_size}")
+        say(f"replica {world.rank}: {devices.reason}")
+
+        def reduce_sum(t: torch.Tensor) -> torch.Tensor:
+            return _all_reduce_sum(t, comm)
+
+        return train(cfg, resume=resume, rank=world.rank, world_size=world.world_size, devices=devices,
+                     wrap=lambda m: replicas.wrap(m, world), agree=lambda f: replicas.agree_any(f, world, comm),
+                     reduce_sum=reduce_sum, log=say if world.is_main else (lambda s: None))
+    finally:
+        replicas.shutdown(world)
+
+
+def _all_reduce_sum(t: torch.Tensor, comm: torch.device) -> torch.Tensor:
+    import torch.distributed as dist
+    buf = t.to(comm)
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    return buf.to(t.device)

@@ -1,0 +1,101 @@
+"""Evaluation, `load_model` and prediction on a checkpoint whose answers are known by construction."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alexnet.config import config_to_dict, load_config
+from alexnet.evaluate import evaluate, load_model
+from alexnet.model import AlexNet
+from alexnet.predict import predict
+from twogpu.checkpoint import CheckpointError, save_atomic
+from tinydata import make_tiny_dataset
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _checkpoint(tmp_path: Path, data: Path, favourite: int | None) -> Path:
+    """A run directory with a checkpoint of a 3-class AlexNet. With ``favourite`` set, fc8 ignores
+    its input and always ranks that class first, then the others in index order."""
+    cfg = load_config(None, [f'data.root="{data}"', "model.num_classes=3", "data.workers=0", "eval.batch_size=4"])
+    torch.manual_seed(0)
+    model = AlexNet(devices=("cpu", "cpu"), preset=cfg.model)
+    if favourite is not None:
+        with torch.no_grad():
+            for tower in model.towers():
+                if tower.fc8 is not None:
+                    tower.fc8.weight.zero_()
+            n_a = model.a.fc8.out_features
+            bias = torch.tensor([3.0, 2.0, 1.0])
+            bias[favourite] = 10.0
+            model.a.fc8.bias.copy_(bias[:n_a])
+            model.b.fc8.bias.copy_(bias[n_a:])
+    run = tmp_path / "runs" / "x"
+    path = run / "checkpoints" / "best.pt"
+    save_atomic({"model": model.state_dict(), "config": config_to_dict(cfg), "step": 5, "epoch": 1,
+                 "classes": ["blue", "green", "red"], "class_names": ["blue thing", "green thing", "red thing"]},
+                path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data3(tmp_path_factory):
+    # val: 3 blue, 3 green, 3 red images
+    return make_tiny_dataset(tmp_path_factory.mktemp("d3"), classes=("blue", "green", "red"), train_n=2, val_n=3)
+
+
+@pytest.mark.slow
+def test_load_model_round_trip(tmp_path, data3):
+    path = _checkpoint(tmp_path, data3, favourite=None)
+    model, cfg = load_model(path)
+    assert not model.training and cfg.model.num_classes == 3
+    torch.manual_seed(0)
+    reference = AlexNet(devices=("cpu", "cpu"), preset=cfg.model).eval()
+    x = torch.randn(2, 3, 227, 227)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
+
+
+@pytest.mark.slow
+def test_errors_of_a_constant_classifier(tmp_path, data3):
+    """Always answering 'green' (index 1) then blue, red: top-1 wrong on the 6 non-green images of 9;
+    top-5 (clipped to 3 classes) never wrong. The same for the centre view and for 10 views."""
+    path = _checkpoint(tmp_path, data3, favourite=1)
+    result = evaluate(path, str(data3), devices=("cpu", "cpu"), log=lambda s: None)
+    assert result["images"] == 9
+    for view in ("centre", "ten_view"):
+        assert result[view]["top1_err"] == pytest.approx(6 / 9)
+        assert result[view]["top5_err"] == 0.0
+    written = json.loads((tmp_path / "runs" / "x" / "eval.json").read_text())
+    assert written["checkpoint"] == str(path) and written["centre"] == result["centre"]
+
+
+@pytest.mark.slow
+def test_predict_lists_top5_with_probabilities(tmp_path, data3):
+    path = _checkpoint(tmp_path, data3, favourite=2)
+    bad = tmp_path / "not-an-image.jpg"
+    bad.write_text("hello")
+    image = next((data3 / "val" / "blue").iterdir())
+    results = predict(path, [image, bad])
+    (p1, preds), (p2, err) = results
+    assert [label for label, _ in preds] == ["red thing", "blue thing", "green thing"]
+    probs = [p for _, p in preds]
+    # logits 10, 3, 2 (fc8 weights are zero): the softmax written out
+    z = torch.tensor([10.0, 3.0, 2.0]).exp()
+    assert probs == pytest.approx((z / z.sum()).tolist(), rel=1e-5)
+    assert isinstance(err, str) and "not-an-image" in err
+
+
+@pytest.mark.slow
+def test_cli_reports_a_truncated_checkpoint(tmp_path, data3):
+    path = _checkpoint(tmp_path, data3, favourite=0)
+    path.write_bytes(path.read_bytes()[:1000])
+    r = subprocess.run([sys.executable, "-m", "alexnet", "evaluate", "--checkpoint", str(path), str(data3)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and str(path) in r.stderr and "truncated or corrupt" in r.stderr
+    with pytest.raises(CheckpointError):
+        load_model(path)

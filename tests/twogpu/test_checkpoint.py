@@ -1,0 +1,88 @@
+"""Atomic checkpoint files, retention, and clear errors for damaged files."""
+
+import os
+
+import pytest
+import torch
+
+from twogpu import checkpoint as ck
+from twogpu.checkpoint import CheckpointDir, CheckpointError, load_checkpoint, save_atomic
+
+
+def _state(step):
+    return {"model": {"a.w": torch.full((3,), float(step))}, "step": step, "config": {"train": {"name": "x"}},
+            "rng": [3, [1, 2, 3], None]}
+
+
+def test_round_trip(tmp_path):
+    path = save_atomic(_state(4), tmp_path / "c.pt")
+    back = load_checkpoint(path)
+    assert back["step"] == 4 and torch.equal(back["model"]["a.w"], torch.full((3,), 4.0))
+    assert back["rng"] == [3, [1, 2, 3], None]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = save_atomic(_state(1), tmp_path / "c.pt")
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ck.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_atomic(_state(2), path)
+    assert os.listdir(tmp_path) == ["c.pt"]                     # no temp file left behind
+    assert load_checkpoint(path)["step"] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_damaged_file_gives_clear_error_naming_it(tmp_path, damage):
+    path = save_atomic(_state(1), tmp_path / "c.pt")
+    data = path.read_bytes()
+    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00not a checkpoint" * 10,
+                      "empty": b""}[damage])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+    assert ("truncated or corrupt" in str(info.value)) or ("empty" in str(info.value))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="not found: .*nope.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+class Evil:
+    """Not a tensor or plain value: weights_only loading must refuse it."""
+
+
+def test_arbitrary_objects_are_refused(tmp_path):
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+def test_keep_last_best_and_last(tmp_path):
+    d = CheckpointDir(tmp_path, keep_last=2)
+    for step in (10, 20, 30, 40):
+        d.save(_state(step), step, is_best=(step == 20))
+    assert [p.name for p in d.step_files()] == ["step-00000030.pt", "step-00000040.pt"]
+    assert load_checkpoint(d.last)["step"] == 40
+    assert load_checkpoint(d.best)["step"] == 20                 # survives pruning of step-20
+    assert not d.last.is_symlink() and not d.best.is_symlink()
+
+
+def test_latest_loadable_skips_a_corrupt_last(tmp_path, capsys):
+    d = CheckpointDir(tmp_path, keep_last=3)
+    for step in (1, 2):
+        d.save(_state(step), step)
+    # damage the newest step file (last.pt is a link to it, so it is damaged too)
+    newest = d.step_files()[-1]
+    newest.unlink()
+    newest.write_bytes(b"junk")
+    d.last.unlink()
+    d.last.write_bytes(b"junk")
+    path, state = d.latest_loadable()
+    assert path.name == "step-00000001.pt" and state["step"] == 1
+    assert "last.pt" in capsys.readouterr().out
+    assert CheckpointDir(tmp_path / "empty").latest_loadable() is None
