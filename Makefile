@@ -72,7 +72,7 @@ ablations-demo: $(STAMP)
 	if [ -n "$$failed" ]; then echo "ablations-demo: these runs failed or stopped early (see above):$$failed" >&2; exit 1; fi
 
 tensorboard: $(STAMP)
-	$(PY) -m tensorboard.main --logdir runs
+	$(PY) -m tensorboard.main --logdir runs $(ARGS)
 
 # ---- performance (README: Performance) ----
 # ARGS= e.g. "--quick", "--channels-last --tune-malloc", "--devices cuda:0 cuda:1 --amp bf16"

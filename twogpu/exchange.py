@@ -39,7 +39,7 @@ class CrossingRecord:
 def cross(x: torch.Tensor, device: torch.device | str, *, site: str, source: str, target: str) -> torch.Tensor:
     """Send tower ``source``'s activation ``x`` to tower ``target`` living on ``device``.
 
-    The copy is non-blocking (it overlaps with compute when ``x`` is on a GPU) and differentiable:
+    The copy is non-blocking towards a GPU (it overlaps with compute) and differentiable:
     autograd sends the gradient back the same way during the backward pass. On a single device
     the copy is free (``Tensor.to`` returns ``x`` itself) but the crossing is still recorded, because it
     is a property of the network, not of the placement.
@@ -57,7 +57,10 @@ def cross(x: torch.Tensor, device: torch.device | str, *, site: str, source: str
                 bytes_backward=nbytes if x.requires_grad else 0,
             )
         )
-    return x.to(device, non_blocking=True)
+    device = torch.device(device)
+    # Non-blocking only towards a GPU: a non-blocking copy from a GPU into host memory may be read
+    # before it has landed, so a tower on the CPU receives with a synchronising copy.
+    return x.to(device, non_blocking=device.type == "cuda")
 
 
 def exchange(

@@ -76,6 +76,6 @@ def feed(x: torch.Tensor, devices: tuple[torch.device, torch.device]) -> tuple[t
 
     This is the host-to-device load, not a cross-tower exchange, so it is not recorded as a crossing.
     """
-    xa = x.to(devices[0], non_blocking=True)
-    xb = xa if devices[1] == devices[0] else x.to(devices[1], non_blocking=True)
+    xa = x.to(devices[0], non_blocking=devices[0].type == "cuda")
+    xb = xa if devices[1] == devices[0] else x.to(devices[1], non_blocking=devices[1].type == "cuda")
     return xa, xb

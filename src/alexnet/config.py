@@ -189,6 +189,10 @@ class TrainConfig:
     dist_timeout_s: float = _f(
         600.0, "Data-parallel runs: seconds a collective may wait for the other replicas before the job "
                "fails (so no rank hangs when another died).")
+    cpu_allocator_cache: bool = _f(
+        True, "When a tower runs on the CPU, keep freed memory in the process heap (glibc mallopt) "
+              "instead of paging it in afresh for every large activation: about 10 % faster CPU steps, "
+              "more resident memory kept. No effect on GPUs.")
     channels_last: bool = _f(False, "Use the channels_last memory format (faster on GPUs).")
     amp: Literal["none", "bf16"] = _f("none", "Mixed precision autocast on CUDA; 'none' is the paper's fp32.")
     compile: bool = _f(False, "Wrap each tower in torch.compile.")

@@ -60,15 +60,15 @@ class GroupedAlexNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x)
         x = self.conv1(x)                                       # (N, 96, 55, 55)
-        x = F.relu(self.lrn1(x)) if self.cfg.lrn1_before_relu else self.lrn1(F.relu(x))
+        x = F.relu_(self.lrn1(x)) if self.cfg.lrn1_before_relu else self.lrn1(F.relu_(x))
         x = self.pool(x)                                        # (N, 96, 27, 27)
-        x = self.norm2(self.lrn2(F.relu(self.conv2(x))))        # (N, 256, 27, 27)
+        x = self.norm2(self.lrn2(F.relu_(self.conv2(x))))        # (N, 256, 27, 27)
         x = self.pool(x)                                        # (N, 256, 13, 13)
-        x = F.relu(self.conv3(x))                               # (N, 384, 13, 13)
-        x = F.relu(self.conv4(x))                               # (N, 384, 13, 13)
-        x = self.pool(F.relu(self.conv5(x)))                    # (N, 256, 6, 6)
-        x = self.drop6(F.relu(self.fc6(x.flatten(1))))          # (N, 4096)
-        x = self.drop7(F.relu(self.fc7(x)))                     # (N, 4096)
+        x = F.relu_(self.conv3(x))                               # (N, 384, 13, 13)
+        x = F.relu_(self.conv4(x))                               # (N, 384, 13, 13)
+        x = self.pool(F.relu_(self.conv5(x)))                    # (N, 256, 6, 6)
+        x = self.drop6(F.relu_(self.fc6(x.flatten(1))))          # (N, 4096)
+        x = self.drop7(F.relu_(self.fc7(x)))                     # (N, 4096)
         return self.fc8(x)                                      # (N, classes)
 
 

@@ -11,18 +11,65 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def channel_window_sum(sq: torch.Tensor, size: int) -> torch.Tensor:
-    """Sum of ``sq`` over a window of ``size`` adjacent channels centred on each channel (dim 1).
+def channel_window_sum(sq: torch.Tensor, size: int, groups: int = 1) -> torch.Tensor:
+    """Sum of ``sq`` over a window of ``size`` adjacent channels centred on each channel (dim 1),
+    within each of ``groups`` equal blocks of channels.
 
-    Channels past either edge count as zero, which is the paper's ``max(0, i-n/2) .. min(N-1, i+n/2)``.
+    Channels past either edge of a block count as zero, which is the paper's
+    ``max(0, i-n/2) .. min(N-1, i+n/2)``. Exact (plain additions of shifted channel slices, no
+    reshape, so any memory format is kept); used on GPUs, where it is bandwidth-cheap.
     """
-    half = size // 2
-    channels = sq.shape[1]
-    padded = F.pad(sq, (0, 0, 0, 0, half, half))  # (N, C + 2*half, H, W)
-    total = padded[:, 0:channels].clone()
-    for offset in range(1, size):
-        total.add_(padded[:, offset : offset + channels])
+    half, per = size // 2, sq.shape[1] // groups
+    total = sq.clone()
+    for g in range(groups):
+        lo, hi = g * per, (g + 1) * per
+        for d in range(1, min(half, per - 1) + 1):
+            total[:, lo + d : hi].add_(sq[:, lo : hi - d])     # neighbours below: j = i - d
+            total[:, lo : hi - d].add_(sq[:, lo + d : hi])     # neighbours above: j = i + d
     return total
+
+
+def band_weight(channels: int, size: int, groups: int, scale: float, like: torch.Tensor) -> torch.Tensor:
+    """1×1 convolution weight ``(channels, channels/groups, 1, 1)`` whose output channel i sums its
+    block's input channels j with |i − j| ≤ size//2, each times ``scale``: the LRN window as a matrix."""
+    per = channels // groups
+    idx = torch.arange(per, device=like.device)
+    band = ((idx[:, None] - idx[None, :]).abs() <= size // 2).to(like.dtype) * scale  # (per, per)
+    return band.repeat(groups, 1).view(channels, per, 1, 1)
+
+
+def _windowed(sq: torch.Tensor, size: int, groups: int, alpha: float, k: float | None,
+              method: str) -> torch.Tensor:
+    """``k + α Σ_window sq`` (or ``α Σ_window sq`` when ``k`` is None), window inside each group.
+
+    ``method``: ``"mm"`` — per image and tower one (C/g × C/g) banded matrix times the
+    (C/g × H·W) maps, a batched GEMM on the NCHW layout as it is; ``"conv"`` — the same banded
+    matrix as a 1×1 convolution (channels_last, where it is a plain GEMM); ``"shift"`` — exact
+    additions of shifted channel slices. α (and k) are folded into the matrix (and bias).
+    """
+    if method == "mm" and sq.is_contiguous():
+        n, c, h, w = sq.shape
+        per = c // groups
+        band = band_weight(per, size, 1, alpha, sq).view(1, per, per).expand(n * groups, per, per)
+        maps = sq.view(n * groups, per, h * w)                             # (N·g, C/g, H·W)
+        if k is None:
+            return torch.bmm(band, maps).view(n, c, h, w)
+        bias = torch.full((1, 1, 1), k, dtype=sq.dtype, device=sq.device)
+        return torch.baddbmm(bias, band, maps).view(n, c, h, w)
+    if method in ("mm", "conv"):
+        c = sq.shape[1]
+        bias = None if k is None else torch.full((c,), k, dtype=sq.dtype, device=sq.device)
+        return F.conv2d(sq, band_weight(c, size, groups, alpha, sq), bias, groups=groups)
+    total = channel_window_sum(sq, size, groups).mul_(alpha)
+    return total if k is None else total.add_(k)
+
+
+def _pow_neg(s: torch.Tensor, beta: float, out: torch.Tensor) -> torch.Tensor:
+    """s^−β written into ``out`` (a spare buffer of s's shape); for the paper's β = 0.75 as
+    rsqrt(s·sqrt(s)): three cheap passes instead of one transcendental ``pow``."""
+    if beta == 0.75:
+        return torch.sqrt(s, out=out).mul_(s).rsqrt_()
+    return torch.pow(s, -beta, out=out)
 
 
 class _LRNFunction(torch.autograd.Function):
@@ -30,39 +77,65 @@ class _LRNFunction(torch.autograd.Function):
 
     Backward (window symmetric because ``size`` is odd):
     ∂L/∂a_m = g_m s_m^-β − 2αβ a_m Σ_{i ∋ m} g_i a_i s_i^(−β−1).
+    Saves x, s and s^−β (not the output); few temporaries, mostly updated in place, because on the
+    CPU each fresh large tensor costs page faults as well as a pass over memory.
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int) -> torch.Tensor:
-        shape = x.shape
-        xs = x.reshape(shape[0] * groups, shape[1] // groups, shape[2], shape[3])
-        s = channel_window_sum(xs * xs, size).mul_(alpha).add_(k)
-        scale = s.pow(-beta)
-        out = xs * scale
-        ctx.save_for_backward(xs, s, scale)
-        ctx.params = (size, alpha, beta)
-        return out.reshape(shape)
+    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
+                method: str) -> torch.Tensor:
+        sq = x * x
+        s = _windowed(sq, size, groups, alpha, k, method)       # k + α Σ a²
+        scale = _pow_neg(s, beta, out=sq)                        # s^-β, in sq's buffer (no new tensor)
+        ctx.save_for_backward(x, s, scale)
+        ctx.params = (size, alpha, beta, groups, method)
+        return x * scale
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        xs, s, scale = ctx.saved_tensors
-        size, alpha, beta = ctx.params
-        g = grad_out.reshape(xs.shape)
-        inner = channel_window_sum(g * xs * scale / s, size)
-        grad = g * scale - (2.0 * alpha * beta) * xs * inner
-        return grad.reshape(grad_out.shape), None, None, None, None, None
+        x, s, scale = ctx.saved_tensors
+        size, alpha, beta, groups, method = ctx.params
+        grad = grad_out * scale                                  # g s^-β
+        t = grad * x
+        t.div_(s)                                                # g a s^(-β-1)
+        inner = _windowed(t, size, groups, alpha, None, method)  # α Σ_{i ∋ m} g_i a_i s_i^(-β-1)
+        del t
+        grad.addcmul_(x, inner, value=-2.0 * beta)
+        return grad, None, None, None, None, None, None
 
 
 def local_response_norm(
-    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1
+    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1,
+    window: str = "auto",
 ) -> torch.Tensor:
     """The paper's LRN with α applied exactly as given (no division by ``size``), within each of
-    ``groups`` equal blocks of channels (a block = one tower's maps)."""
+    ``groups`` equal blocks of channels (a block = one tower's maps).
+
+    ``window`` chooses how the channel-window sum is computed: ``"mm"`` (a banded matrix product,
+    batched over images: fastest on the CPU for NCHW maps; channels_last maps use ``"conv"``, the
+    same matrix as a 1×1 convolution), ``"shift"`` (added shifted slices; exact fp32 additions, used
+    on GPUs, where matrix products may run in TF32), or ``"auto"`` (mm/conv on the CPU, shift
+    elsewhere). Half-precision inputs (autocast) are normalised in float32 and returned in their
+    own dtype.
+    """
     if x.dim() != 4:
         raise ValueError(f"local_response_norm expects (N, C, H, W), got shape {tuple(x.shape)}")
     if x.shape[1] % groups:
         raise ValueError(f"{x.shape[1]} channels cannot be split into {groups} towers")
-    return _LRNFunction.apply(x, size, alpha, beta, k, groups)
+    if window not in ("auto", "mm", "conv", "shift"):
+        raise ValueError(f"LRN window must be 'auto', 'mm', 'conv' or 'shift', got {window!r}")
+    method = window
+    if window == "auto":
+        method = ("mm" if x.is_contiguous() else "conv") if x.device.type == "cpu" else "shift"
+    dtype = x.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
+        with torch.autocast(x.device.type, enabled=False):
+            out = _LRNFunction.apply(x, size, alpha, beta, k, groups, method)
+    else:
+        out = _LRNFunction.apply(x, size, alpha, beta, k, groups, method)
+    return out.to(dtype)
 
 
 class LocalResponseNorm(nn.Module):

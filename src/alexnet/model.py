@@ -84,26 +84,26 @@ class Tower(nn.Module):
         """conv1 → pool2, on this tower's own maps only."""
         x = self.conv1(x)                                   # (N, 48, 55, 55)
         if self.cfg.lrn1_before_relu:
-            x = F.relu(self.lrn1(x))
+            x = F.relu_(self.lrn1(x))
         else:
-            x = self.lrn1(F.relu(x))
+            x = self.lrn1(F.relu_(x))
         x = self.pool(x)                                    # (N, 48, 27, 27)
-        x = self.lrn2(F.relu(self.conv2(x)))                # (N, 128, 27, 27)
+        x = self.lrn2(F.relu_(self.conv2(x)))                # (N, 128, 27, 27)
         x = self.norm2(x)
         return self.pool(x)                                 # (N, 128, 13, 13)
 
     def upper(self, x: torch.Tensor) -> torch.Tensor:
         """conv3 (input from both towers) → pool5."""
-        x = F.relu(self.conv3(x))                           # (N, 192, 13, 13)
-        x = F.relu(self.conv4(x))                           # (N, 192, 13, 13)
-        x = F.relu(self.conv5(x))                           # (N, 128, 13, 13)
+        x = F.relu_(self.conv3(x))                           # (N, 192, 13, 13)
+        x = F.relu_(self.conv4(x))                           # (N, 192, 13, 13)
+        x = F.relu_(self.conv5(x))                           # (N, 128, 13, 13)
         return self.pool(x)                                 # (N, 128, 6, 6)
 
     def hidden6(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop6(F.relu(self.fc6(x)))             # (N, 2048)
+        return self.drop6(F.relu_(self.fc6(x)))             # (N, 2048)
 
     def hidden7(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop7(F.relu(self.fc7(x)))             # (N, 2048)
+        return self.drop7(F.relu_(self.fc7(x)))             # (N, 2048)
 
 
 def init_weights(towers: Sequence[nn.Module], cfg: ModelConfig) -> None:
@@ -184,22 +184,40 @@ class AlexNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x)
         if self.b is None:
-            return self._forward_one_tower(x.to(self.devices[0], non_blocking=True))
+            return self._forward_one_tower(x.to(self.devices[0], non_blocking=self.devices[0].type == "cuda"))
         devs, a, b = self.devices, self.a, self.b
         xa, xb = feed(x, devs)                                  # (N, 3, 227, 227) on each tower
-        ha, hb = a.lower(xa), b.lower(xb)                       # (N, 128, 13, 13) each
+        ha, hb = self._pair(a.lower, xa, b.lower, xb)           # (N, 128, 13, 13) each
         ha, hb = exchange(ha, hb, devs, site="conv3")           # (N, 256, 13, 13) each
-        ha, hb = a.upper(ha), b.upper(hb)                       # (N, 128, 6, 6) each
+        ha, hb = self._pair(a.upper, ha, b.upper, hb)           # (N, 128, 6, 6) each
         ha, hb = exchange(ha.flatten(1), hb.flatten(1), devs, site="fc6")  # (N, 9216) each
-        ha, hb = a.hidden6(ha), b.hidden6(hb)                   # (N, 2048) each
+        ha, hb = self._pair(a.hidden6, ha, b.hidden6, hb)       # (N, 2048) each
         ha, hb = exchange(ha, hb, devs, site="fc7")             # (N, 4096) each
-        ha, hb = a.hidden7(ha), b.hidden7(hb)                   # (N, 2048) each
+        ha, hb = self._pair(a.hidden7, ha, b.hidden7, hb)       # (N, 2048) each
         if b.fc8 is None:                                       # cuda-convnet: fc8 on GPU 0 only
             ha = torch.cat([ha, cross(hb, devs[0], site="fc8", source="b", target="a")], 1)  # (N, 4096)
             return a.fc8(ha)                                    # (N, classes)
         ha, hb = exchange(ha, hb, devs, site="fc8")             # (N, 4096) each
         la, lb = a.fc8(ha), b.fc8(hb)                           # (N, classes/2) each
         return torch.cat([la, cross(lb, devs[0], site="fc8", source="b", target="a")], 1)  # (N, classes)
+
+    def _pair(self, fa, xa: torch.Tensor, fb, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One segment of both towers between two crossings. With a side stream (set by
+        :func:`alexnet.fast.enable_tower_streams`, both towers on one GPU) tower b's segment runs on
+        it, concurrently with tower a's; the streams join before the next crossing, on the device
+        without any host synchronisation."""
+        side = getattr(self, "_side_stream", None)
+        if side is None:
+            return fa(xa), fb(xb)
+        main = torch.cuda.current_stream(xb.device)
+        side.wait_stream(main)                                  # xb is ready on the side stream
+        xb.record_stream(side)
+        ha = fa(xa)
+        with torch.cuda.stream(side):
+            hb = fb(xb)
+        main.wait_stream(side)                                  # the crossing sees b's result
+        hb.record_stream(main)
+        return ha, hb
 
     def _forward_one_tower(self, x: torch.Tensor) -> torch.Tensor:
         a = self.a

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
+from alexnet.fast import amp_context, prepare_for_speed, tune_cpu_allocator
 from alexnet.grouped import GroupedAlexNet, grouped_from, to_grouped_state, to_two_tower_state
 from alexnet.model import AlexNet
 from alexnet.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
@@ -81,11 +82,10 @@ class AlexNetTask:
         self.grouped = devices.same and cfg.train.grouped_when_single_device and cfg.model.towers == 2
         self.model: nn.Module = grouped_from(two_tower, devices.a) if self.grouped else two_tower
         del two_tower
-        if cfg.train.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.net: nn.Module = self.model
-        if cfg.train.compile:
-            self.net = self._compiled(self.model)
+        if devices.a.type == "cpu" or devices.b.type == "cpu":
+            tune_cpu_allocator(cfg.train.cpu_allocator_cache)
+        self.net: nn.Module = prepare_for_speed(self.model, channels_last=cfg.train.channels_last,
+                                                compile=cfg.train.compile)
         if wrap is not None:
             self.net = wrap(self.net)
         o = cfg.optim
@@ -118,15 +118,6 @@ class AlexNetTask:
             yield
             self.dropout_rng = self._global_rng()
 
-    @staticmethod
-    def _compiled(model: nn.Module) -> nn.Module:
-        if isinstance(model, GroupedAlexNet):
-            return torch.compile(model)
-        for tower in model.towers():                            # each tower's own pieces
-            for name in ("lower", "upper", "hidden6", "hidden7"):
-                setattr(tower, name, torch.compile(getattr(tower, name)))
-        return model
-
     # ------------------------------------------------------------------------------- TrainTask
     def steps_per_epoch(self) -> int:
         return self.pipeline.steps_per_epoch()
@@ -141,9 +132,8 @@ class AlexNetTask:
         return x
 
     def _autocast(self):
-        if self.cfg.train.amp == "bf16" and self.dev.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return torch.autocast("cpu", enabled=False)
+        """bf16 autocast on CUDA when ``train.amp = "bf16"``; the paper's fp32 elsewhere."""
+        return amp_context(self.dev, self.cfg.train.amp if self.dev.type == "cuda" else "none")
 
     def train_step(self, batch: Any) -> StepOutput:
         x = self._input(batch, train=True)                      # (N, 3, 227, 227) on tower a's device

@@ -1,0 +1,409 @@
+"""Side-by-side speed of the faithful network and torchvision's AlexNet, measured in one run.
+
+    python benchmarks/bench.py [--quick] [--devices cuda:0 cuda:0] [--batch 128] [--channels-last]
+                               [--amp bf16] [--compile] [--out bench-results]
+
+Measures, each as the median of interleaved repetitions after warm-up (the machine may be shared,
+so every figure is also given as a ratio to a baseline measured in the same run):
+
+* training-step images/s (forward + backward + SGD-with-momentum update) of the two-tower model,
+  the grouped twin (both towers on one device only) and ``torchvision.models.alexnet`` (one column
+  64/192/384/256/256, no LRN, its native 224×224 input), and each as a ratio to torchvision's;
+* inference images/s of the same three;
+* the LRN layer alone (forward + backward, on conv1's output as in the network) against
+  ``nn.LocalResponseNorm`` on the same input and against conv1 (forward + weight gradient);
+* achieved FLOP/s (conv + fc FLOPs counted analytically, benchmarks/flops.py) as a share of the
+  machine's fp32 matmul rate, timed in the same interleaved rounds as the training steps;
+* peak memory per device (CUDA: ``max_memory_allocated`` in one step; CPU: peak RSS growth of a
+  fresh process that builds the model and runs two steps);
+* loader images/s, from benchmarks/bench_loader.py when present.
+
+Prints a table and writes JSON to ``--out`` (bench-results/ by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from statistics import median
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
+
+from flops import layer_macs, training_flops, forward_flops  # noqa: E402
+
+from alexnet.fast import amp_context, prepare_for_speed, to_input, tune_cpu_allocator  # noqa: E402
+from alexnet.grouped import GroupedAlexNet  # noqa: E402
+from alexnet.layers import LocalResponseNorm  # noqa: E402
+from alexnet.model import AlexNet  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------ timing
+def _sync(devices: Sequence[torch.device]) -> None:
+    for d in {d for d in devices if d.type == "cuda"}:
+        torch.cuda.synchronize(d)
+
+
+def interleaved(fns: dict[str, Callable[[], None]], *, reps: int, warmup: int, iters: int,
+                devices: Sequence[torch.device]) -> dict[str, list[float]]:
+    """Seconds per call of each function: ``warmup`` untimed rounds, then ``reps`` rounds in which
+    every function runs ``iters`` times in turn (so load changes hit all of them alike)."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    _sync(devices)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for name, fn in fns.items():
+            _sync(devices)
+            t0 = time.perf_counter()
+            for _ in range(iters):
+                fn()
+            _sync(devices)
+            times[name].append((time.perf_counter() - t0) / iters)
+    return times
+
+
+def ratios(times: dict[str, list[float]], baseline: str = "torchvision") -> dict[str, float]:
+    """Speed of each entry relative to ``baseline``: the median over rounds of the ratio within a
+    round (robust when the machine's load changes between rounds)."""
+    return {k: median(b / a for a, b in zip(v, times[baseline])) for k, v in times.items()}
+
+
+# ------------------------------------------------------------------------------------------ models
+def build_models(devices: tuple[torch.device, torch.device], *, channels_last: bool, compile: bool,
+                 only: str | None = None) -> dict[str, tuple[nn.Module, tuple[int, int, int], torch.device]]:
+    """name → (model, input shape, input device). The grouped twin only when the towers share a device."""
+    import torchvision
+    builders = {"two-tower": lambda: (AlexNet(devices=devices), (3, 227, 227), devices[0])}
+    if devices[0] == devices[1]:
+        builders["grouped"] = lambda: (GroupedAlexNet(device=devices[0]), (3, 227, 227), devices[0])
+    builders["torchvision"] = lambda: (torchvision.models.alexnet().to(devices[0]), (3, 224, 224), devices[0])
+    models = {k: b() for k, b in builders.items() if only in (None, k)}
+    for model, _, _ in models.values():
+        prepare_for_speed(model, channels_last=channels_last, compile=compile)
+    return models
+
+
+def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: str) -> Callable[[], None]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    dev = x.device
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with amp_context(dev, amp):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def make_infer(model: nn.Module, x: torch.Tensor, amp: str) -> Callable[[], None]:
+    def infer() -> None:
+        with torch.inference_mode(), amp_context(x.device, amp):
+            model(x)
+    return infer
+
+
+# ------------------------------------------------------------------------------------------ memory
+class RssPeak:
+    """Peak resident set size of this process while the block runs, sampled every millisecond."""
+
+    def __init__(self) -> None:
+        self.peak = self.start = self._rss()
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(0.001)
+
+    def __enter__(self) -> "RssPeak":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def peak_memory(step: Callable[[], None], devices: Sequence[torch.device]) -> dict[str, int]:
+    """Bytes allocated at the peak of one training step, per CUDA device (``max_memory_allocated``)."""
+    cuda = sorted({str(d) for d in devices if d.type == "cuda"})
+    for d in cuda:
+        torch.cuda.reset_peak_memory_stats(d)
+    step()
+    _sync(devices)
+    return {d: torch.cuda.max_memory_allocated(d) for d in cuda}
+
+
+def cpu_peak_rss(name: str, devices: tuple[torch.device, torch.device], batch: int, *,
+                 channels_last: bool, tune_malloc: bool) -> int:
+    """Peak RSS growth of a fresh process that builds model ``name`` and runs two training steps
+    (a fresh process, because freed memory stays mapped and would hide the next model's peak)."""
+    cmd = [sys.executable, __file__, "--memory-probe", name, "--batch", str(batch), "--devices",
+           *map(str, devices)] + (["--channels-last"] if channels_last else []) + (
+           ["--tune-malloc"] if tune_malloc else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        return -1
+    return int(proc.stdout.strip().splitlines()[-1])
+
+
+def memory_probe(name: str, devices: tuple[torch.device, torch.device], batch: int, channels_last: bool) -> int:
+    """Run in the probe process: RSS growth (bytes) from before the model exists to the peak."""
+    with RssPeak() as rss:      # sampled: ru_maxrss would be inherited from the parent across exec
+        model, shape, dev = build_models(devices, channels_last=channels_last, compile=False, only=name)[name]
+        x = to_input(torch.randn(batch, *shape), dev, channels_last=channels_last)
+        y = torch.randint(0, 1000, (batch,), device=dev)
+        step = make_train_step(model, x, y, "none")
+        step()
+        step()
+    return rss.peak - rss.start
+
+
+# ------------------------------------------------------------------------------------------ sections
+def matmul_rate(device: torch.device, dtype: torch.dtype, *, reps: int, n: int) -> float:
+    """FLOP/s of an n×n by n×n matmul (median of ``reps``) in ``dtype``: the machine's practical peak."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    iters = 10 if device.type == "cuda" else 1
+    t = interleaved({"mm": lambda: torch.mm(a, b)}, reps=reps, warmup=2, iters=iters, devices=[device])["mm"]
+    return 2 * n ** 3 / median(t)
+
+
+def lrn_section(device: torch.device, batch: int, *, reps: int, warmup: int, iters: int,
+                channels_last: bool) -> dict:
+    """LRN (forward + backward) on conv1's output (N, 96, 55, 55) vs nn.LocalResponseNorm vs conv1."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    ours = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)                 # the grouped twin's LRN1
+    torch_lrn = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)      # same α once divided by n
+    conv1 = nn.Conv2d(3, 96, 11, stride=4).to(device, memory_format=fmt)
+    image = torch.randn(batch, 3, 227, 227, device=device).contiguous(memory_format=fmt)
+    act = torch.randn(batch, 96, 55, 55, device=device).relu_().mul_(10).contiguous(memory_format=fmt)
+    act.requires_grad_(True)
+    grad = torch.randn_like(act)
+
+    def run(layer: nn.Module) -> Callable[[], None]:
+        def fn() -> None:
+            act.grad = None
+            layer(act).backward(grad)
+        return fn
+
+    def conv() -> None:
+        conv1.zero_grad(set_to_none=True)
+        conv1(image).backward(grad)                    # the image needs no gradient (as in the net)
+
+    t = interleaved({"ours": run(ours), "nn.LocalResponseNorm": run(torch_lrn), "conv1": conv},
+                    reps=reps, warmup=warmup, iters=iters, devices=[device])
+    ms = {k: 1e3 * median(v) for k, v in t.items()}
+    return {"shape": [batch, 96, 55, 55], "ms": ms,
+            "ours_over_conv1": ms["ours"] / ms["conv1"],
+            "nn_over_conv1": ms["nn.LocalResponseNorm"] / ms["conv1"],
+            "ours_over_nn": ms["ours"] / ms["nn.LocalResponseNorm"]}
+
+
+def loader_section(device: torch.device, quick: bool, out_dir: Path) -> dict:
+    """Run benchmarks/bench_loader.py (the data pipeline's benchmark) if it is there."""
+    script = ROOT / "benchmarks" / "bench_loader.py"
+    if not script.exists():
+        return {"skipped": "benchmarks/bench_loader.py not found"}
+    out = out_dir / "loader.json"
+    cmd = [sys.executable, str(script), "--device", str(device), "--out", str(out), "--workers", "-1"]
+    if quick:
+        cmd += ["--batches", "4", "--repeats", "1"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        return {"skipped": "bench_loader.py took over 600 s"}
+    if proc.returncode != 0 or not out.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        return {"skipped": f"bench_loader.py failed (exit {proc.returncode}): {tail[0]}"}
+    return json.loads(out.read_text())
+
+
+# ------------------------------------------------------------------------------------------ main
+def run(devices: tuple[torch.device, torch.device], batch: int, *, reps: int, warmup: int, iters: int,
+        channels_last: bool, amp: str, compile: bool, loader: bool, quick: bool, out_dir: Path,
+        tune_malloc: bool = False) -> dict:
+    dev = devices[0]
+    result: dict = {
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                    "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]},
+        "settings": {"devices": [str(d) for d in devices], "batch": batch, "reps": reps, "warmup": warmup,
+                     "iters_per_rep": iters, "channels_last": channels_last, "amp": amp, "compile": compile},
+    }
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    models = build_models(devices, channels_last=channels_last, compile=compile)
+    y = torch.randint(0, 1000, (batch,), device=dev)
+    inputs = {k: to_input(torch.randn(batch, *shape).mul_(50), d, channels_last=channels_last)
+              for k, (_, shape, d) in models.items()}
+    all_devs = list(devices)
+
+    # FLOPs per image, from each architecture's own layer shapes
+    import torchvision
+    meta = {"two-tower": (AlexNet(devices=("meta", "meta")), (3, 227, 227)),
+            "torchvision": (torchvision.models.alexnet().to("meta"), (3, 224, 224))}
+    meta["grouped"] = meta["two-tower"]
+    flops = {k: {"forward": forward_flops(layer_macs(m, s)), "training": training_flops(layer_macs(m, s))}
+             for k, (m, s) in meta.items() if k in models}
+    result["flops_per_image"] = flops
+
+    # training step
+    for m, _, _ in models.values():
+        m.train()
+    steps = {k: make_train_step(m, inputs[k], y, amp) for k, (m, _, _) in models.items()}
+    # the machine's matmul rate is timed in the same rounds as the steps, so it sees the same load
+    n = 8192 if dev.type == "cuda" else (1024 if quick else 2048)
+    mm_a, mm_b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    t = interleaved({**steps, "matmul": lambda: torch.mm(mm_a, mm_b)}, reps=reps, warmup=warmup,
+                    iters=iters, devices=all_devs)
+    peak = 2 * n ** 3 / median(t.pop("matmul"))
+    del mm_a, mm_b
+    train = {k: batch / median(v) for k, v in t.items()}
+    result["train_img_s"] = train
+    result["train_ratio_to_torchvision"] = ratios(t)
+    result["train_runs_s"] = t
+
+    # peak memory of one training step per model
+    result["peak_memory_bytes"] = {k: peak_memory(s, all_devs) for k, s in steps.items()}
+    if any(d.type == "cpu" for d in devices):
+        for k in steps:
+            result["peak_memory_bytes"][k]["cpu_rss_growth"] = cpu_peak_rss(
+                k, devices, batch, channels_last=channels_last, tune_malloc=tune_malloc)
+
+    # inference
+    for m, _, _ in models.values():
+        m.eval()
+    infers = {k: make_infer(m, inputs[k], amp) for k, (m, _, _) in models.items()}
+    t = interleaved(infers, reps=reps, warmup=warmup, iters=iters, devices=all_devs)
+    infer = {k: batch / median(v) for k, v in t.items()}
+    result["infer_img_s"] = infer
+    result["infer_ratio_to_torchvision"] = ratios(t)
+    del steps, infers, models, inputs
+
+    # machine peak (fp32 measured with the training steps above) and the share achieved
+    result["matmul_peak_flop_s"] = {"float32": peak}
+    if amp == "bf16":
+        result["matmul_peak_flop_s"]["bfloat16"] = matmul_rate(dev, torch.bfloat16, reps=reps, n=n)
+    ref_peak = result["matmul_peak_flop_s"].get("bfloat16" if amp == "bf16" else "float32")
+    result["train_share_of_peak"] = {k: train[k] * flops[k]["training"] / ref_peak for k in train}
+    result["infer_share_of_peak"] = {k: infer[k] * flops[k]["forward"] / ref_peak for k in infer}
+
+    # LRN alone
+    result["lrn"] = lrn_section(dev, batch, reps=reps, warmup=warmup, iters=iters, channels_last=channels_last)
+    result["process_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    # loader
+    result["loader"] = loader_section(dev, quick, out_dir) if loader else {"skipped": "--no-loader"}
+    del fmt
+    return result
+
+
+def table(r: dict) -> str:
+    s = r["settings"]
+    lines = [f"AlexNet benchmark {r['date']}  {r['machine']['processor']}  torch {r['machine']['torch']}  "
+             f"threads {r['machine']['torch_threads']}  cuda {r['machine']['cuda'] or 'none'}",
+             f"devices {s['devices']}  batch {s['batch']}  channels_last {s['channels_last']}  amp {s['amp']}  "
+             f"compile {s['compile']}  tune_malloc {s.get('tune_malloc')}  medians of {s['reps']} reps x {s['iters_per_rep']}",
+             "",
+             f"{'model':<12} {'train img/s':>12} {'x tv':>6} {'infer img/s':>12} {'x tv':>6} "
+             f"{'GFLOP/img':>10} {'train %peak':>12} {'peak mem MB':>12}"]
+    for k in r["train_img_s"]:
+        mem = r["peak_memory_bytes"][k]
+        mem_s = "/".join(f"{v / 2**20:.0f}" for v in mem.values())
+        lines.append(f"{k:<12} {r['train_img_s'][k]:>12.1f} {r['train_ratio_to_torchvision'][k]:>6.2f} "
+                     f"{r['infer_img_s'][k]:>12.1f} {r['infer_ratio_to_torchvision'][k]:>6.2f} "
+                     f"{r['flops_per_image'][k]['training'] / 1e9:>10.2f} "
+                     f"{100 * r['train_share_of_peak'][k]:>11.1f}% {mem_s:>12}")
+    peaks = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in r["matmul_peak_flop_s"].items())
+    lines.append(f"matmul peak: {peaks}   (peak mem: " +
+                 ", ".join(r["peak_memory_bytes"]["torchvision"].keys()) + ")")
+    lrn = r["lrn"]
+    lines += ["", f"LRN fwd+bwd on {tuple(lrn['shape'])}: ours {lrn['ms']['ours']:.1f} ms, "
+              f"nn.LocalResponseNorm {lrn['ms']['nn.LocalResponseNorm']:.1f} ms, conv1 {lrn['ms']['conv1']:.1f} ms"
+              f"  -> ours/conv1 {lrn['ours_over_conv1']:.2f}, nn/conv1 {lrn['nn_over_conv1']:.2f}"]
+    ld = r["loader"]
+    if "skipped" in ld:
+        lines.append(f"loader: skipped ({ld['skipped']})")
+    else:
+        for row in ld.get("results", []):
+            lines.append(f"loader ({row['workers']} workers, batch {ld['batch_size']}): ours "
+                         f"{row['ours_img_s']:.0f} img/s, torchvision preset {row['torchvision_img_s']:.0f} "
+                         f"img/s, ratio {row['ratio']:.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cuda = torch.cuda.is_available()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", nargs=2, default=["cuda:0", "cuda:0"] if cuda else ["cpu", "cpu"],
+                    help="devices of towers a and b (torchvision and the grouped twin use the first)")
+    ap.add_argument("--batch", type=int, default=None, help="images per step (default: 128 on a GPU, 32 on the CPU)")
+    ap.add_argument("--reps", type=int, default=None, help="timed repetitions (default 7, --quick 3)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2, --quick 1)")
+    ap.add_argument("--iters", type=int, default=None, help="steps per timed repetition (default: 10 on a GPU, 1 on the CPU)")
+    ap.add_argument("--channels-last", action="store_true", help="channels_last for every model and input")
+    ap.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype for every model")
+    ap.add_argument("--compile", action="store_true", help="torch.compile every model")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    ap.add_argument("--tune-malloc", action=argparse.BooleanOptionalAction, default=True,
+                    help="alexnet.fast.tune_cpu_allocator() for the whole process, every model alike, when "
+                         "a tower is on the CPU (on by default, like the trainer's train.cpu_allocator_cache)")
+    ap.add_argument("--no-loader", action="store_true", help="skip the loader benchmark")
+    ap.add_argument("--quick", action="store_true", help="short run: fewer repetitions, batch 16 on the CPU")
+    ap.add_argument("--out", default=str(ROOT / "bench-results"), help="folder for the JSON results")
+    ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # internal: one model's CPU peak
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    devices = (torch.device(a.devices[0]), torch.device(a.devices[1]))
+    tuned = tune_cpu_allocator() if a.tune_malloc and "cpu" in (devices[0].type, devices[1].type) else False
+    on_gpu = devices[0].type == "cuda"
+    batch = a.batch or (128 if on_gpu else (16 if a.quick else 32))
+    if a.memory_probe:
+        print(memory_probe(a.memory_probe, devices, batch, a.channels_last))
+        return 0
+    reps = a.reps or (3 if a.quick else 7)
+    warmup = a.warmup if a.warmup is not None else (1 if a.quick else 2)
+    iters = a.iters or (10 if on_gpu else 1)
+    out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    r = run(devices, batch, reps=reps, warmup=warmup, iters=iters, channels_last=a.channels_last, amp=a.amp,
+            compile=a.compile, loader=not a.no_loader, quick=a.quick, out_dir=out_dir, tune_malloc=tuned)
+    r["settings"]["tune_malloc"] = tuned
+    print(table(r))
+    stamp = r["date"].replace(":", "").replace("+0000", "Z")
+    for path in (out_dir / f"bench-{stamp}.json", out_dir / "bench.json"):
+        path.write_text(json.dumps(r, indent=2))
+    print(f"\nwrote {out_dir / 'bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Model-side speed options: memory format, mixed precision, compilation, concurrent towers.
+
+None of these changes the network of Krizhevsky et al. (2012, section 3); they change how it runs.
+Parameter names (and so checkpoints) stay the same. The trainer calls, once, after building the
+model and before building the optimizer::
+
+    model = prepare_for_speed(model, channels_last=cfg.train.channels_last, compile=cfg.train.compile)
+
+and, in each step::
+
+    x = to_input(batch, device, channels_last=cfg.train.channels_last)   # non-blocking H2D copy
+    with amp_context(device, cfg.train.amp):
+        logits = model(x)
+
+Every function here is also correct on the CPU (the tests run them there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import ContextManager
+
+import torch
+from torch import nn
+
+AMP_DTYPES = {"bf16": torch.bfloat16}
+
+
+def prepare_for_speed(model: nn.Module, *, channels_last: bool = False, compile: bool = False,
+                      tower_streams: bool = True, compile_mode: str | None = None) -> nn.Module:
+    """Apply the speed options in place and return ``model`` (same object, same state-dict keys).
+
+    * ``channels_last``: 4-D weights in NHWC order (faster convolutions on GPUs and, for the LRN's
+      1×1 window convolution, on the CPU). Feed inputs with :func:`to_input` to match.
+    * ``compile``: ``torch.compile`` each tower's segments between crossings (two-tower model), or
+      the whole forward (grouped twin, one tower), in place, so ``state_dict`` keys do not change.
+    * ``tower_streams``: when both towers of a two-tower model share one CUDA device, tower b's
+      segments run on a second CUDA stream, concurrently with tower a's between crossings. (On two
+      devices the towers already run concurrently: each device has its own stream and the step
+      never waits on the host.)
+    """
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    towers = [t for t in (getattr(model, "a", None), getattr(model, "b", None)) if t is not None]
+    if towers and hasattr(towers[0], "lower"):                 # the two-tower AlexNet
+        if tower_streams:
+            enable_tower_streams(model)
+        if compile:
+            for tower in towers:
+                for name in ("lower", "upper", "hidden6", "hidden7"):
+                    setattr(tower, name, torch.compile(getattr(tower, name), mode=compile_mode))
+    elif compile:
+        model.compile(mode=compile_mode)                        # in place: keys keep their names
+    return model
+
+
+def enable_tower_streams(model: nn.Module) -> bool:
+    """Give tower b its own CUDA stream when both towers share one CUDA device; returns whether
+    streams are now in use. The model's forward runs b's segments on that stream (see
+    ``AlexNet._pair``) and joins the streams at each crossing."""
+    devices = getattr(model, "devices", None)
+    if (devices is None or devices[0] != devices[1] or devices[0].type != "cuda"
+            or getattr(model, "b", None) is None):
+        model._side_stream = None
+        return False
+    model._side_stream = torch.cuda.Stream(device=devices[1])
+    return True
+
+
+def to_input(x: torch.Tensor, device: torch.device | str, *, channels_last: bool = False) -> torch.Tensor:
+    """Host-to-device copy of a batch that overlaps with compute: non-blocking (the loader should
+    pin memory: ``pin_memory=True``), in channels_last order when asked. No host synchronisation."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.to(device, non_blocking=True, memory_format=fmt)
+
+
+def amp_context(device: torch.device | str, amp: str = "none") -> ContextManager:
+    """``torch.autocast`` in bfloat16 for ``amp="bf16"`` (matmuls and convolutions in bf16, the LRN
+    and the loss in float32); ``"none"`` is the paper's float32 and returns a no-op context."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"train.amp must be 'none' or one of {sorted(AMP_DTYPES)}, got {amp!r}")
+    return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[amp])
+
+
+def tune_cpu_allocator(enable: bool = True) -> bool:
+    """Keep freed host memory in the process heap instead of returning it to the kernel (glibc).
+
+    glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh ``mmap``,
+    so each such tensor costs a page fault per 4 KiB page when first written. At batch 32 the
+    grouped twin's conv1/LRN1 maps are 37 MiB (torchvision's largest are 25 MiB, under the
+    threshold), so a CPU step spends a large share of its time zeroing fresh pages. This sets
+    ``M_MMAP_MAX = 0`` (large blocks come from the heap) and a 1 GiB ``M_TRIM_THRESHOLD`` (freed
+    blocks are reused). Process-wide and irreversible for the process; returns False where glibc's
+    ``mallopt`` is unavailable (not Linux/glibc). Opt-in: it raises the resident memory kept.
+    """
+    if not enable:
+        return False
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 1 << 30))
