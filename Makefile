@@ -75,7 +75,7 @@ tensorboard: $(STAMP)
 	$(PY) -m tensorboard.main --logdir runs $(ARGS)
 
 # ---- performance (README: Performance) ----
-# ARGS= e.g. "--quick", "--channels-last --tune-malloc", "--devices cuda:0 cuda:1 --amp bf16"
+# ARGS= e.g. "--quick", "--no-channels-last --no-tune-malloc" (the plain PyTorch defaults), "--devices cuda:0 cuda:1 --amp bf16"
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 

@@ -1,6 +1,6 @@
 """Side-by-side speed of the faithful network and torchvision's AlexNet, measured in one run.
 
-    python benchmarks/bench.py [--quick] [--devices cuda:0 cuda:0] [--batch 128] [--channels-last]
+    python benchmarks/bench.py [--quick] [--devices cuda:0 cuda:0] [--batch 128] [--no-channels-last]
                                [--amp bf16] [--compile] [--out bench-results]
 
 Measures, each as the median of interleaved repetitions after warm-up (the machine may be shared,
@@ -163,8 +163,8 @@ def cpu_peak_rss(name: str, devices: tuple[torch.device, torch.device], batch: i
     """Peak RSS growth of a fresh process that builds model ``name`` and runs two training steps
     (a fresh process, because freed memory stays mapped and would hide the next model's peak)."""
     cmd = [sys.executable, __file__, "--memory-probe", name, "--batch", str(batch), "--devices",
-           *map(str, devices)] + (["--channels-last"] if channels_last else []) + (
-           ["--tune-malloc"] if tune_malloc else [])
+           *map(str, devices), "--channels-last" if channels_last else "--no-channels-last",
+           "--tune-malloc" if tune_malloc else "--no-tune-malloc"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         return -1
@@ -367,7 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions (default 7, --quick 3)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2, --quick 1)")
     ap.add_argument("--iters", type=int, default=None, help="steps per timed repetition (default: 10 on a GPU, 1 on the CPU)")
-    ap.add_argument("--channels-last", action="store_true", help="channels_last for every model and input")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                    help="channels_last for every model and input (on by default, like the trainer's "
+                         "train.channels_last)")
     ap.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype for every model")
     ap.add_argument("--compile", action="store_true", help="torch.compile every model")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")

@@ -27,7 +27,7 @@ step() {  # step NAME SECONDS CMD...: run with a time limit, log to OUT/NAME.txt
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.txt" 2>&1
 
 step pytest-cuda 120 "$PY" -m pytest tests -m cuda -q -p no:cacheprovider
-step bench-cuda0-fp32 75 "$PY" benchmarks/bench.py --devices cuda:0 cuda:0 --reps 5 --no-loader --out "$OUT/bench-cuda0-fp32"
+step bench-cuda0-fp32 75 "$PY" benchmarks/bench.py --devices cuda:0 cuda:0 --reps 5 --no-loader --no-channels-last --out "$OUT/bench-cuda0-fp32"
 step bench-cuda0-cl-bf16 60 "$PY" benchmarks/bench.py --devices cuda:0 cuda:0 --reps 5 --no-loader \
   --channels-last --amp bf16 --out "$OUT/bench-cuda0-cl-bf16"
 

@@ -95,11 +95,7 @@ def _build_compare(p: argparse.ArgumentParser) -> None:
 @command("compare", "table of finished runs: errors, and each ablation's difference beside the paper's")(_build_compare)
 def _run_compare(args: argparse.Namespace) -> int:
     from alexnet.compare import compare
-    try:
-        print(compare(args.runs, baseline=args.baseline, fmt=args.fmt))
-    except ValueError as e:
-        print(f"alexnet compare: {e}", file=sys.stderr)
-        return 2
+    print(compare(args.runs, baseline=args.baseline, fmt=args.fmt))
     return 0
 
 
@@ -121,14 +117,9 @@ def _build_figures(p: argparse.ArgumentParser) -> None:
 @command("figures", "write the paper's Figure 3 and Figure 4 (PNG and TensorBoard) from a checkpoint")(_build_figures)
 def _run_figures(args: argparse.Namespace) -> int:
     from alexnet.figures import make_figures
-    from twogpu.checkpoint import CheckpointError
-    try:
-        paths = make_figures(args.checkpoint, args.data, out=args.out, n_images=args.images,
-                             n_queries=args.queries, n_neighbours=args.neighbours,
-                             max_train=args.max_train, device=args.device, seed=args.seed)
-    except (CheckpointError, ValueError) as e:  # unreadable checkpoint, dataset problems (DataError), classes
-        print(f"alexnet figures: {e}", file=sys.stderr)
-        return 2
+    paths = make_figures(args.checkpoint, args.data, out=args.out, n_images=args.images,
+                         n_queries=args.queries, n_neighbours=args.neighbours,
+                         max_train=args.max_train, device=args.device, seed=args.seed)
     for path in paths:
         print(path)
     return 0
@@ -148,27 +139,16 @@ def _build_train(p: argparse.ArgumentParser) -> None:
 @command("train", "train AlexNet (section 5): checkpoints, resume, TensorBoard dashboards in runs/<name>")(_build_train)
 def _run_train(args: argparse.Namespace) -> int:
     from alexnet.config import load_config
-    from alexnet.data import DataError
-    from alexnet.train import TrainError, check_config_for_training, require_gpus, train, train_data_parallel
+    from alexnet.train import check_config_for_training, require_gpus, train, train_data_parallel
     from twogpu.replicas import launched_by_torchrun
-    from twogpu.checkpoint import CheckpointError
     overrides = list(args.overrides) + ([f"data.root={_toml_str(args.data)}"] if args.data else [])
     cfg = load_config(args.config, overrides)
-    try:
-        if args.require_gpus:
-            require_gpus(args.require_gpus)
-        check_config_for_training(cfg)
-        if launched_by_torchrun():  # one replica of a data-parallel run
-            result = train_data_parallel(cfg, resume=args.resume)
-        else:
-            result = train(cfg, resume=args.resume)
-    except (TrainError, DataError, CheckpointError) as e:
-        print(f"alexnet train: error: {e}", file=sys.stderr)
-        return 2
-    except ValueError as e:  # device requests that cannot be met (twogpu.placement)
-        print(f"alexnet train: error: {e}", file=sys.stderr)
-        return 2
-    return result.exit_code
+    if args.require_gpus:
+        require_gpus(args.require_gpus)
+    check_config_for_training(cfg)
+    if launched_by_torchrun():  # one replica of a data-parallel run
+        return train_data_parallel(cfg, resume=args.resume).exit_code
+    return train(cfg, resume=args.resume).exit_code
 
 
 def _toml_str(text: str) -> str:
@@ -191,14 +171,9 @@ def _build_evaluate(p: argparse.ArgumentParser) -> None:
 @command("evaluate", "top-1 / top-5 error of a checkpoint, centre view and 10 views (section 6)")(_build_evaluate)
 def _run_evaluate(args: argparse.Namespace) -> int:
     from alexnet.evaluate import evaluate
-    from twogpu.checkpoint import CheckpointError
     devices = args.devices if args.devices == "auto" else args.devices.split(",")
-    try:
-        evaluate(args.checkpoint, args.data, devices=devices, ten_view=args.ten_view,
-                 batch_size=args.batch_size, limit=args.limit, out=args.out)
-    except (CheckpointError, ValueError) as e:
-        print(f"alexnet evaluate: error: {e}", file=sys.stderr)
-        return 2
+    evaluate(args.checkpoint, args.data, devices=devices, ten_view=args.ten_view,
+             batch_size=args.batch_size, limit=args.limit, out=args.out)
     return 0
 
 
@@ -214,12 +189,7 @@ def _build_predict(p: argparse.ArgumentParser) -> None:
 @command("predict", "the five most probable labels of image files, with probabilities (Figure 4, left)")(_build_predict)
 def _run_predict(args: argparse.Namespace) -> int:
     from alexnet.predict import format_predictions, predict
-    from twogpu.checkpoint import CheckpointError
-    try:
-        results = predict(args.checkpoint, args.images, k=args.k, ten_view=args.ten_view, device=args.device)
-    except (CheckpointError, ValueError) as e:
-        print(f"alexnet predict: error: {e}", file=sys.stderr)
-        return 2
+    results = predict(args.checkpoint, args.images, k=args.k, ten_view=args.ten_view, device=args.device)
     print(format_predictions(results))
     return 1 if any(isinstance(r, str) for _, r in results) else 0
 
@@ -236,14 +206,9 @@ def _build_stats(p: argparse.ArgumentParser) -> None:
 
 @command("stats", "mean image and RGB covariance eigen-decomposition of a training set (sections 2, 4.1)")(_build_stats)
 def _run_stats(args: argparse.Namespace) -> int:
-    from alexnet.data import DataError
     from alexnet.stats import stats_command
-    try:
-        stats_command(args.data, args.out, image_size=args.image_size, sample=args.sample, seed=args.seed,
-                      workers=args.workers)
-    except DataError as e:
-        print(f"alexnet stats: error: {e}", file=sys.stderr)
-        return 2
+    stats_command(args.data, args.out, image_size=args.image_size, sample=args.sample, seed=args.seed,
+                  workers=args.workers)
     return 0
 
 
@@ -262,17 +227,12 @@ def _build_prepare(p: argparse.ArgumentParser) -> None:
 
 @command("prepare", "ImageNet archives / flat val into train/<wnid>, val/<wnid>; or --resize 256 a copy")(_build_prepare)
 def _run_prepare(args: argparse.Namespace) -> int:
-    from alexnet.data import DataError
     from alexnet.prepare import prepare_imagenet, resize_tree
-    try:
-        if args.resize:
-            counts = resize_tree(args.src, args.dst, size=args.resize, workers=args.workers, quality=args.quality)
-        else:
-            counts = prepare_imagenet(args.src, args.dst, val_dir=args.val_dir, val_labels=args.val_labels,
-                                      devkit=args.devkit)
-    except DataError as e:
-        print(f"alexnet prepare: error: {e}", file=sys.stderr)
-        return 2
+    if args.resize:
+        counts = resize_tree(args.src, args.dst, size=args.resize, workers=args.workers, quality=args.quality)
+    else:
+        counts = prepare_imagenet(args.src, args.dst, val_dir=args.val_dir, val_labels=args.val_labels,
+                                  devkit=args.devkit)
     print(", ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0
 
@@ -298,6 +258,14 @@ def _run_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix (besides ValueError, which covers ConfigError and DataError);
+    looked up only when an exception is being handled."""
+    from alexnet.train import TrainError
+    from twogpu.checkpoint import CheckpointError
+    return (TrainError, CheckpointError)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alexnet", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -314,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except ConfigError as e:
         print(f"alexnet {args.command}: config error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, *_user_errors()) as e:  # bad data, checkpoint, devices: a message, not a traceback
+        print(f"alexnet {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)

@@ -193,7 +193,10 @@ class TrainConfig:
         True, "When a tower runs on the CPU, keep freed memory in the process heap (glibc mallopt) "
               "instead of paging it in afresh for every large activation: about 10 % faster CPU steps, "
               "more resident memory kept. No effect on GPUs.")
-    channels_last: bool = _f(False, "Use the channels_last memory format (faster on GPUs).")
+    channels_last: bool = _f(
+        True, "Keep activations and weights in the channels_last (NHWC) memory format: faster on GPUs and, "
+              "measured with make bench, on the CPU too (the LRN's window sum becomes one 1×1 convolution). "
+              "Same numbers up to float rounding.")
     amp: Literal["none", "bf16"] = _f("none", "Mixed precision autocast on CUDA; 'none' is the paper's fp32.")
     compile: bool = _f(False, "Wrap each tower in torch.compile.")
 
