@@ -126,6 +126,21 @@ class CheckpointDir:
             old.unlink()
         return path
 
+    def set_aside_after(self, step: int) -> list[Path]:
+        """Move step files newer than ``step`` into ``abandoned-<time>/`` (a run resumed from an older
+        checkpoint would otherwise delete its own new files as 'older' than those); returns the moved."""
+        newer = [p for p in self.step_files() if int(STEP_PATTERN.match(p.name).group(1)) > step]
+        if not newer:
+            return []
+        import time
+        target = self.folder / f"abandoned-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.mkdir(exist_ok=True)
+        moved = []
+        for p in newer:
+            os.replace(p, target / p.name)
+            moved.append(target / p.name)
+        return moved
+
     def latest_loadable(self, map_location: Any = "cpu") -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that reads back: ``last.pt``, else step files newest first. Corrupt
         files are reported (printed) and skipped; None when there is no checkpoint at all."""

@@ -74,17 +74,18 @@ def replica_devices(world: World, request: str | list[str] | tuple[str, ...]) ->
 
     ``"auto"``: with at least two GPUs per local rank, local rank r gets ``cuda:2r`` and ``cuda:2r+1``;
     with one GPU per local rank, both towers share ``cuda:r``; without GPUs, the CPU. An explicit pair
-    is used as given (single process) or is an error in a multi-replica run on GPUs, where each rank
-    must get its own devices.
+    names the first replica's pair and local rank r shifts its CUDA indices by the GPUs a replica uses
+    (``["cuda:0", "cuda:1"]`` → ``cuda:2r``, ``cuda:2r+1``; ``["cuda:0", "cuda:0"]`` → ``cuda:r``); CPU stays.
     """
     if not world.distributed:
         return resolve_devices(request)
     if request != "auto":
-        chosen = resolve_devices(request)
-        if chosen.a.type == "cuda" and world.world_size > 1:
-            raise ValueError("train.devices: data-parallel runs choose each replica's GPUs from its local rank; "
-                             "use devices = 'auto' (local rank r -> cuda:2r, cuda:2r+1)")
-        return chosen
+        gpus = {str(torch.device(d)) for d in request if torch.device(d).type == "cuda"}
+        shift = len(gpus) * world.local_rank
+        pair = [f"cuda:{(torch.device(d).index or 0) + shift}" if torch.device(d).type == "cuda" else d
+                for d in request]
+        chosen = resolve_devices(pair)
+        return TowerDevices(chosen.a, chosen.b, f"replica {world.rank} (local rank {world.local_rank}): {chosen.reason}")
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     r = world.local_rank
     if n >= 2 * (r + 1):

@@ -244,6 +244,10 @@ class Trainer:
             raise CheckpointError(f"{path} is not a resumable training checkpoint (missing {missing})")
         self.task.load_state_dict(state)
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        if self.checkpoints is not None and self.is_main:
+            aside = self.checkpoints.set_aside_after(self.step)
+            if aside:
+                self.log(f"resume: {len(aside)} checkpoint(s) newer than step {self.step} moved to {aside[0].parent}")
         self.step_in_epoch = int(state["step_in_epoch"])
         old_ws = int(state.get("world_size", 1))
         if old_ws != self.options.world_size and self.step_in_epoch:
@@ -276,8 +280,13 @@ class Trainer:
         path = self._metrics_path()
         if not self.is_main or path is None or not path.exists():
             return
-        keep = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("epoch", 0) <= self.epoch]
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if line.strip() and json.loads(line).get("epoch", 0) <= self.epoch:
+                    keep.append(line)
+            except json.JSONDecodeError:  # a line torn by a crash mid-write: dropped, recomputed
+                self.log(f"resume: dropping an unreadable line of {path}")
         tmp = path.with_name(".metrics.jsonl.tmp")
         tmp.write_text("".join(line + "\n" for line in keep))
         os.replace(tmp, path)
@@ -354,11 +363,16 @@ class Trainer:
             total_steps = opt.epochs * spe if not opt.max_steps else min(opt.max_steps, opt.epochs * spe)
             batches = task.batches(self.epoch, self.step_in_epoch) if self.step_in_epoch < spe else iter(())
             while self.step_in_epoch < spe:
+                if opt.max_steps and self.step >= opt.max_steps:     # e.g. resumed at the limit
+                    return RunResult("max_steps", self.epoch, self.step, self.last_checkpoint,
+                                     f"train.max_steps = {opt.max_steps} already reached; checkpoint "
+                                     f"{self.last_checkpoint}")
                 t0 = time.perf_counter()
                 batch = next(batches, None)
-                if batch is None:
-                    raise RuntimeError(f"the data pipeline ended after {self.step_in_epoch} batches of epoch "
-                                       f"{self.epoch + 1}, but steps_per_epoch() said {spe}")
+                if batch is None:  # whole batches of unusable images were dropped: the epoch ends early
+                    self.log(f"epoch {self.epoch + 1} ended after {self.step_in_epoch} of {spe} batches "
+                             f"(the data pipeline dropped batches of unusable images)")
+                    break
                 t1 = time.perf_counter()
                 out = task.train_step(batch)
                 loss = float(out.loss.detach().item())

@@ -51,7 +51,7 @@ class TensorBoardHook(Hook):
 
     def on_start(self, trainer: Trainer) -> None:
         # purge_step drops events a crashed session wrote after the checkpoint being resumed
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=trainer.step or None)
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=trainer.step + 1 if trainer.step else None)
         if trainer.step == 0:
             self.writer.add_text("config", "```\n" + config_to_toml(self.cfg) + "\n```", 0)
             exp, ssi, sei = hparams(flat_hparams(self.cfg), {m: float("nan") for m in HPARAM_METRICS})

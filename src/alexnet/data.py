@@ -389,8 +389,12 @@ class ImagePipeline:
                                     for s in range(start_step, self.steps_per_epoch())]
         if self._train_loader is None:
             self._train_loader = self._loader(self._decoder(self.train_samples), self._train_keys, True)
-        yield from self._run(self._train_loader)
-        self._end_of_pass(f"epoch {epoch}")
+        planned = len(self._train_keys.batches)
+        for i, batch in enumerate(self._run(self._train_loader)):
+            if i == planned - 1:  # the trainer stops asking after the last batch: summarise now
+                self._end_of_pass(f"epoch {epoch}")
+            yield batch
+        self._end_of_pass(f"epoch {epoch}")  # reached only if batches were dropped (no-op otherwise)
 
     # -------------------------------------------------------------------------------------- val
     def val_indices(self, limit: int | None = None) -> list[int]:

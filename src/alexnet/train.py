@@ -223,12 +223,31 @@ class AlexNetTask:
         self.model.load_state_dict(weights)
         load_named_momentum(self.optimizer, self.model, momentum)
         self.schedule.load_state_dict(state["schedule"])
-        self.generator.set_state(state["lighting_generator"])
+        if self.rank > 0:
+            # The checkpoint holds rank 0's random streams: every other replica derives its own from
+            # (seed, rank, step), so replicas keep drawing different dropout masks and lighting noise.
+            self._reseed_streams(int(state["step"]))
+            return
+        saved_light = state["lighting_generator"]
+        if saved_light.numel() == self.generator.get_state().numel():
+            self.generator.set_state(saved_light)
+        else:  # resumed on another kind of device: the generator's state does not carry over
+            print(f"resume: the lighting-noise generator was saved on another kind of device; it is "
+                  f"re-seeded from (seed, step {int(state['step'])})", flush=True)
+            self.generator.manual_seed(self.cfg.train.seed * 1000 + 7 + 7919 * int(state["step"]))
         saved_rng = state["dropout_rng"]
         if len(saved_rng["cuda"]) == len(self._cuda_indices):
             self.dropout_rng = {"cpu": saved_rng["cpu"], "cuda": list(saved_rng["cuda"])}
         else:  # resumed on another kind of device: the CPU stream continues, CUDA streams restart
             self.dropout_rng = {"cpu": saved_rng["cpu"], "cuda": self.dropout_rng["cuda"]}
+
+    def _reseed_streams(self, step: int) -> None:
+        """Dropout and lighting streams of this replica from (seed, rank, step)."""
+        base = self.cfg.train.seed * 1000 + 7919 * step + 1_000_003 * self.rank
+        self.generator.manual_seed(base + 7)
+        with torch.random.fork_rng(devices=self._cuda_indices):
+            torch.manual_seed(base + 1)
+            self.dropout_rng = self._global_rng()
 
     # -------------------------------------------------------------------------------- dashboards
     @torch.no_grad()
@@ -313,6 +332,11 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
     if resume is not None:
         if trainer.resume(resume) is None and main:
             say(f"no checkpoint in {run_dir / 'checkpoints'} yet: starting from the beginning")
+    if world_size > 1 and reduce_sum is not None:
+        steps = reduce_sum(torch.tensor([float(trainer.step), float(trainer.step) ** 2], dtype=torch.float64))
+        if world_size * float(steps[1]) != float(steps[0]) ** 2:  # equal iff every rank is at the same step
+            raise TrainError(f"replica {rank} is at step {trainer.step}, other replicas are not: every node must "
+                             f"see the same run directory ({run_dir}) to resume, e.g. on a shared filesystem")
     if main:  # only once the checkpoint (if any) was accepted: the file must describe the weights
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_text_atomic(run_dir / "config.toml", config_to_toml(cfg))

@@ -86,3 +86,14 @@ def test_latest_loadable_skips_a_corrupt_last(tmp_path, capsys):
     assert path.name == "step-00000001.pt" and state["step"] == 1
     assert "last.pt" in capsys.readouterr().out
     assert CheckpointDir(tmp_path / "empty").latest_loadable() is None
+
+
+def test_resuming_an_older_step_sets_newer_files_aside(tmp_path):
+    ckpts = CheckpointDir(tmp_path, keep_last=3)
+    for step in (10, 20, 30):
+        ckpts.save({"step": step}, step)
+    moved = ckpts.set_aside_after(10)
+    assert [p.name for p in moved] == ["step-00000020.pt", "step-00000030.pt"]
+    assert all(p.exists() for p in moved) and moved[0].parent.name.startswith("abandoned-")
+    ckpts.save({"step": 11}, 11)           # retention no longer deletes the new file as 'older'
+    assert [p.name for p in ckpts.step_files()] == ["step-00000010.pt", "step-00000011.pt"]

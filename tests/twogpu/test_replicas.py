@@ -75,3 +75,14 @@ def test_allreduce_bytes_counts_every_trainable_parameter():
     m = nn.Sequential(nn.Linear(10, 5), nn.Linear(5, 2))
     m[1].bias.requires_grad_(False)
     assert allreduce_bytes_per_step(m) == 4 * (10 * 5 + 5 + 5 * 2)
+
+
+def test_explicit_device_pairs_shift_by_local_rank(monkeypatch):
+    from twogpu.replicas import World, replica_devices
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    rank3 = World(rank=3, world_size=4, local_rank=3, backend="nccl")
+    assert replica_devices(rank3, ["cuda:0", "cuda:1"]).pair == (torch.device("cuda:6"), torch.device("cuda:7"))
+    assert replica_devices(rank3, ["cuda:0", "cuda:0"]).pair == (torch.device("cuda:3"), torch.device("cuda:3"))
+    assert replica_devices(rank3, "auto").pair == (torch.device("cuda:6"), torch.device("cuda:7"))
+    assert replica_devices(rank3, ["cpu", "cpu"]).pair == (torch.device("cpu"), torch.device("cpu"))

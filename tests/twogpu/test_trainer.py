@@ -173,8 +173,16 @@ def test_max_steps_and_hooks_only_on_rank0(tmp_path):
     assert rec1.events == [] and not (tmp_path / "r1").exists()
 
 
-def test_pipeline_shorter_than_promised_is_an_error(tmp_path):
+def test_pipeline_shorter_than_promised_ends_the_epoch_early(tmp_path):
+    # The data pipeline drops a batch made only of unusable images: the run goes on, and says so.
     task = ToyTask()
     task.steps_per_epoch = lambda: 6
-    with pytest.raises(RuntimeError, match="ended after 5 batches"):
-        _run(tmp_path, task)
+    trainer, result, lines = _run(tmp_path, task, epochs=2)
+    assert result.status == "finished" and result.step == 10
+    assert sum("ended after 5 of 6 batches" in line for line in lines) == 2
+
+
+def test_resumed_at_max_steps_takes_no_further_step(tmp_path):
+    _run(tmp_path, ToyTask(), max_steps=3)
+    trainer, result, _ = _run(tmp_path, ToyTask(), max_steps=3, resume="auto")
+    assert result.status == "max_steps" and result.step == 3
