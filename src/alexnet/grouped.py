@@ -16,7 +16,7 @@ from torch import nn
 
 from alexnet.config import ModelConfig
 from alexnet.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
-from alexnet.model import (PAPER_WIDTHS, AlexNet, check_input, fc8_split, pooled_size,
+from alexnet.model import (PAPER_WIDTHS, AlexNet, check_input, fc8_split, pool5_side,
                            resolve_model_config)
 
 # Layers whose two towers are stacked along the output dimension in the twin.
@@ -36,8 +36,7 @@ class GroupedAlexNet(nn.Module):
             raise ValueError("the grouped twin exists only for the two-tower network (model.towers = 2)")
         self.cfg = cfg
         w = PAPER_WIDTHS
-        side5 = pooled_size(pooled_size(pooled_size(55, cfg.pool_size, cfg.pool_stride),
-                                        cfg.pool_size, cfg.pool_stride), cfg.pool_size, cfg.pool_stride)
+        side5 = pool5_side(cfg)
         self.conv1 = nn.Conv2d(3, 2 * w.conv1, kernel_size=11, stride=4)
         self.conv2 = nn.Conv2d(2 * w.conv1, 2 * w.conv2, kernel_size=5, padding=2, groups=2)
         self.conv3 = nn.Conv2d(2 * w.conv2, 2 * w.conv3, kernel_size=3, padding=1)

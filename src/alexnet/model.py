@@ -8,7 +8,7 @@ and fc8, each time through :func:`twogpu.exchange` (built on the one crossing he
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
@@ -47,6 +47,14 @@ BIAS_ONE_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")
 
 def pooled_size(size: int, kernel: int, stride: int) -> int:
     return (size - kernel) // stride + 1
+
+
+def pool5_side(cfg: ModelConfig) -> int:
+    """Side of the pool5 maps: conv1's 55 → pool1 27 → pool2 13 → pool5 6 with 3/2 pooling."""
+    side = 55
+    for _ in range(3):
+        side = pooled_size(side, cfg.pool_size, cfg.pool_stride)
+    return side
 
 
 class Tower(nn.Module):
@@ -127,12 +135,10 @@ def resolve_model_config(preset: str | ModelConfig, num_classes: int | None, ove
     if isinstance(preset, ModelConfig):
         cfg = preset
         if overrides:
-            from dataclasses import replace
             cfg = replace(cfg, **overrides)
     else:
         cfg = model_preset(preset, **overrides)
     if num_classes is not None and num_classes != cfg.num_classes:
-        from dataclasses import replace
         cfg = replace(cfg, num_classes=num_classes)
     return cfg
 
@@ -160,8 +166,7 @@ class AlexNet(nn.Module):
         cfg = resolve_model_config(preset, num_classes, overrides)
         self.cfg = cfg
         self.devices = (torch.device(devices[0]), torch.device(devices[1]))
-        pool = lambda s: pooled_size(s, cfg.pool_size, cfg.pool_stride)  # noqa: E731
-        side5 = pool(pool(pool(55)))  # conv1's 55 → pool1 27 → pool2 13 → pool5 6
+        side5 = pool5_side(cfg)
         if cfg.towers == 2:
             w = PAPER_WIDTHS
             flat = w.conv5 * side5 * side5
