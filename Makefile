@@ -18,6 +18,7 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m alexnet.native
 	touch $(STAMP)
 
 test: $(STAMP)

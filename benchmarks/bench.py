@@ -48,7 +48,8 @@ from flops import layer_macs, training_flops, forward_flops  # noqa: E402
 
 from alexnet.fast import amp_context, prepare_for_speed, to_input, tune_cpu_allocator  # noqa: E402
 from alexnet.grouped import GroupedAlexNet  # noqa: E402
-from alexnet.layers import LocalResponseNorm  # noqa: E402
+from alexnet import native  # noqa: E402
+from alexnet.layers import LocalResponseNorm, local_response_norm  # noqa: E402
 from alexnet.model import AlexNet  # noqa: E402
 
 
@@ -195,9 +196,13 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, *, reps: int, n: int) 
 
 def lrn_section(device: torch.device, batch: int, *, reps: int, warmup: int, iters: int,
                 channels_last: bool) -> dict:
-    """LRN (forward + backward) on conv1's output (N, 96, 55, 55) vs nn.LocalResponseNorm vs conv1."""
+    """LRN (forward + backward) on conv1's output (N, 96, 55, 55): ours as the network runs it (the
+    fused native kernel on the CPU when it is available), ours in eager PyTorch, nn.LocalResponseNorm,
+    and conv1 (forward + weight gradient)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     ours = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)                 # the grouped twin's LRN1
+    eager_window = "shift" if device.type != "cpu" else ("conv" if channels_last else "mm")
+    ours_eager = lambda t: local_response_norm(t, 5, 1e-4, 0.75, 2.0, 2, window=eager_window)  # noqa: E731
     torch_lrn = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)      # same α once divided by n
     conv1 = nn.Conv2d(3, 96, 11, stride=4).to(device, memory_format=fmt)
     image = torch.randn(batch, 3, 227, 227, device=device).contiguous(memory_format=fmt)
@@ -205,7 +210,7 @@ def lrn_section(device: torch.device, batch: int, *, reps: int, warmup: int, ite
     act.requires_grad_(True)
     grad = torch.randn_like(act)
 
-    def run(layer: nn.Module) -> Callable[[], None]:
+    def run(layer: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
         def fn() -> None:
             act.grad = None
             layer(act).backward(grad)
@@ -215,10 +220,12 @@ def lrn_section(device: torch.device, batch: int, *, reps: int, warmup: int, ite
         conv1.zero_grad(set_to_none=True)
         conv1(image).backward(grad)                    # the image needs no gradient (as in the net)
 
-    t = interleaved({"ours": run(ours), "nn.LocalResponseNorm": run(torch_lrn), "conv1": conv},
-                    reps=reps, warmup=warmup, iters=iters, devices=[device])
+    t = interleaved({"ours": run(ours), "ours eager": run(ours_eager), "nn.LocalResponseNorm": run(torch_lrn),
+                     "conv1": conv}, reps=reps, warmup=warmup, iters=iters, devices=[device])
     ms = {k: 1e3 * median(v) for k, v in t.items()}
-    return {"shape": [batch, 96, 55, 55], "ms": ms,
+    kernel = native.status() if device.type == "cpu" else f"eager PyTorch (window '{eager_window}')"
+    return {"shape": [batch, 96, 55, 55], "ms": ms, "kernel": kernel,
+            "eager_over_conv1": ms["ours eager"] / ms["conv1"],
             "ours_over_conv1": ms["ours"] / ms["conv1"],
             "nn_over_conv1": ms["nn.LocalResponseNorm"] / ms["conv1"],
             "ours_over_nn": ms["ours"] / ms["nn.LocalResponseNorm"]}
@@ -345,8 +352,11 @@ def table(r: dict) -> str:
                  ", ".join(r["peak_memory_bytes"]["torchvision"].keys()) + ")")
     lrn = r["lrn"]
     lines += ["", f"LRN fwd+bwd on {tuple(lrn['shape'])}: ours {lrn['ms']['ours']:.1f} ms, "
+              f"ours eager {lrn['ms']['ours eager']:.1f} ms, "
               f"nn.LocalResponseNorm {lrn['ms']['nn.LocalResponseNorm']:.1f} ms, conv1 {lrn['ms']['conv1']:.1f} ms"
-              f"  -> ours/conv1 {lrn['ours_over_conv1']:.2f}, nn/conv1 {lrn['nn_over_conv1']:.2f}"]
+              f"  -> ours/conv1 {lrn['ours_over_conv1']:.2f}, eager/conv1 {lrn['eager_over_conv1']:.2f}, "
+              f"nn/conv1 {lrn['nn_over_conv1']:.2f}",
+              f"LRN kernel: {lrn['kernel']}"]
     ld = r["loader"]
     if "skipped" in ld:
         lines.append(f"loader: skipped ({ld['skipped']})")

@@ -104,6 +104,30 @@ class _LRNFunction(torch.autograd.Function):
         return grad, None, None, None, None, None, None
 
 
+class _FusedLRNFunction(torch.autograd.Function):
+    """The same function and gradient as :class:`_LRNFunction`, each one fused native CPU kernel
+    (``alexnet/csrc/lrn_cpu.cpp``): one pass over memory each way; only the input is saved."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                groups: int) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.params = (size, alpha, beta, k, groups)
+        return torch.ops.alexnet_native.lrn_forward(x, size, alpha, beta, k, groups)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        grad = torch.ops.alexnet_native.lrn_backward(grad_out, x, *ctx.params)
+        return grad, None, None, None, None, None
+
+
+def _fused_ok(x: torch.Tensor) -> bool:
+    """Whether the fused CPU kernel applies to ``x`` (and could be built and loaded)."""
+    from alexnet import native
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native.load()
+
+
 def local_response_norm(
     x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1,
     window: str = "auto",
@@ -111,30 +135,42 @@ def local_response_norm(
     """The paper's LRN with α applied exactly as given (no division by ``size``), within each of
     ``groups`` equal blocks of channels (a block = one tower's maps).
 
-    ``window`` chooses how the channel-window sum is computed: ``"mm"`` (a banded matrix product,
-    batched over images: fastest on the CPU for NCHW maps; channels_last maps use ``"conv"``, the
-    same matrix as a 1×1 convolution), ``"shift"`` (added shifted slices; exact fp32 additions, used
-    on GPUs, where matrix products may run in TF32), or ``"auto"`` (mm/conv on the CPU, shift
-    elsewhere). Half-precision inputs (autocast) are normalised in float32 and returned in their
+    ``window`` chooses the implementation: ``"fused"`` (one native CPU kernel each way,
+    ``alexnet.native``; compiled on first use), ``"mm"`` (eager, the window sum a banded matrix
+    product batched over images; channels_last maps use ``"conv"``, the same matrix as a 1×1
+    convolution), ``"shift"`` (eager, added shifted slices; exact fp32 additions, used on GPUs,
+    where matrix products may run in TF32), or ``"auto"`` (fused on the CPU when the kernel is
+    available, else mm/conv; shift elsewhere). Half-precision inputs (autocast) are normalised in float32 and returned in their
     own dtype.
     """
     if x.dim() != 4:
         raise ValueError(f"local_response_norm expects (N, C, H, W), got shape {tuple(x.shape)}")
     if x.shape[1] % groups:
         raise ValueError(f"{x.shape[1]} channels cannot be split into {groups} towers")
-    if window not in ("auto", "mm", "conv", "shift"):
-        raise ValueError(f"LRN window must be 'auto', 'mm', 'conv' or 'shift', got {window!r}")
-    method = window
-    if window == "auto":
-        method = ("mm" if x.is_contiguous() else "conv") if x.device.type == "cpu" else "shift"
+    if window not in ("auto", "fused", "mm", "conv", "shift"):
+        raise ValueError(f"LRN window must be 'auto', 'fused', 'mm', 'conv' or 'shift', got {window!r}")
     dtype = x.dtype
     if dtype in (torch.float16, torch.bfloat16):
         x = x.float()
+    method = window
+    if window == "auto":
+        if x.device.type != "cpu":
+            method = "shift"
+        else:
+            method = "fused" if _fused_ok(x) else ("mm" if x.is_contiguous() else "conv")
+    elif window == "fused" and not _fused_ok(x):
+        from alexnet import native
+        raise RuntimeError(f"LRN window='fused' needs a float CPU tensor and the native kernel; "
+                           f"got {x.dtype} on {x.device}; kernel: {native.status()}")
+    if method == "fused":
+        apply = lambda: _FusedLRNFunction.apply(x, size, alpha, beta, k, groups)  # noqa: E731
+    else:
+        apply = lambda: _LRNFunction.apply(x, size, alpha, beta, k, groups, method)  # noqa: E731
     if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
         with torch.autocast(x.device.type, enabled=False):
-            out = _LRNFunction.apply(x, size, alpha, beta, k, groups, method)
+            out = apply()
     else:
-        out = _LRNFunction.apply(x, size, alpha, beta, k, groups, method)
+        out = apply()
     return out.to(dtype)
 
 

@@ -305,6 +305,9 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
     devices = devices or resolve_devices(cfg.train.devices, offset=device_offset)
     if main:
         say(f"devices: {devices.reason}")
+        if "cpu" in (devices.a.type, devices.b.type):
+            from alexnet import native
+            say(f"LRN on the CPU: {native.status()}")
     pipeline = ImagePipeline(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank,
                              world_size=world_size, device=devices.a)
     if pipeline.num_classes != cfg.model.num_classes:

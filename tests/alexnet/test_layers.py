@@ -1,6 +1,8 @@
 """The paper's layers against their definitions written out by hand (section 3.3 LRN, section 4.2
 dropout): explicit loops over the channel window, edges included, both α conventions."""
 
+import os
+
 import pytest
 import torch
 
@@ -21,14 +23,33 @@ def lrn_by_loops(a: torch.Tensor, n: int, alpha: float, beta: float, k: float, t
     return torch.stack(out, 1)
 
 
-@pytest.mark.parametrize("window", ["mm", "conv", "shift"])
+WINDOWS = ["fused", "mm", "conv", "shift"]
+
+
+@pytest.fixture(autouse=True)
+def _native_kernel(request):
+    """Tests of window="fused" need the native kernel: it must build here unless ALEXNET_NATIVE=0."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or callspec.params.get("window") != "fused":
+        return
+    from alexnet import native
+    if os.environ.get("ALEXNET_NATIVE") == "0":
+        pytest.skip("native kernels disabled by ALEXNET_NATIVE=0")
+    assert native.load(), native.status()
+
+
+@pytest.mark.parametrize("window", WINDOWS)
 @pytest.mark.parametrize("towers", [1, 2])
 @pytest.mark.parametrize("alpha_per_size", [False, True])
-def test_lrn_matches_formula_forward_and_gradient(window, towers, alpha_per_size):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lrn_matches_formula_forward_and_gradient(window, towers, alpha_per_size, channels_last):
     torch.manual_seed(0)
     # 7 maps per tower: the windows at channels 0, 1, 5, 6 are clipped by the edges; large values
     # make α Σ a² comparable with k so the normalisation is far from the identity.
-    a = (torch.randn(2, 7 * towers, 4, 3, dtype=torch.float64) * 60).requires_grad_()
+    a = torch.randn(2, 7 * towers, 4, 3, dtype=torch.float64) * 60
+    if channels_last:
+        a = a.contiguous(memory_format=torch.channels_last)
+    a.requires_grad_()
     layer = LocalResponseNorm(5, 1e-4, 0.75, 2.0, alpha_per_size=alpha_per_size, groups=towers)
     alpha_in_formula = 1e-4 / 5 if alpha_per_size else 1e-4
     expected = lrn_by_loops(a, 5, alpha_in_formula, 0.75, 2.0, towers)
@@ -53,7 +74,7 @@ def test_lrn_module_default_path_and_alpha_conventions():
     assert not torch.allclose(paper(a), caffe(a))
 
 
-@pytest.mark.parametrize("window", ["mm", "conv", "shift"])
+@pytest.mark.parametrize("window", WINDOWS)
 def test_lrn_gradcheck(window):
     torch.manual_seed(2)
     a = (torch.randn(1, 6, 3, 2, dtype=torch.float64) * 50).requires_grad_()
