@@ -16,6 +16,7 @@ A missing or empty dataset, or train and val with different class folders, raise
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import struct
@@ -285,9 +286,34 @@ class _Keys:
         return len(self.batches)
 
 
-def _worker_init(_worker_id: int) -> None:
+def _worker_init(_worker_id: int, parent: int | None = None) -> None:
     torch.set_num_threads(1)
     quiet_pil_warnings()
+    if parent is not None:
+        die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> bool:
+    """Linux: ask the kernel to SIGKILL this process when ``parent`` (the process that started it)
+    ends; exit at once if it has already gone. True if armed.
+
+    Loader workers inherit the trainer's SIGTERM/SIGINT handler, which ignores signals in forked
+    children (a terminal's Ctrl-C or ``timeout`` reaches the whole process group, and only the main
+    process decides when to stop), so the loader's own ``terminate()`` cannot end a worker stuck in a
+    read. With this, such a worker still ends with the run, however the run ends (even SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent:  # the parent ended before the request was made
+        os._exit(0)
+    return True
 
 
 # ------------------------------------------------------------------------------------ main side
@@ -344,7 +370,8 @@ class ImagePipeline:
     def _loader(self, decoder: _Decoder, keys: _Keys, persistent: bool) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             decoder, batch_sampler=keys, num_workers=self.workers, collate_fn=_collate,
-            pin_memory=self._pin, worker_init_fn=_worker_init if self.workers > 0 else None,
+            pin_memory=self._pin,
+            worker_init_fn=functools.partial(_worker_init, parent=os.getpid()) if self.workers > 0 else None,
             persistent_workers=persistent and self.workers > 0)
 
     def _run(self, loader: torch.utils.data.DataLoader) -> Iterator[Batch]:

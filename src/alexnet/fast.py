@@ -41,6 +41,9 @@ def prepare_for_speed(model: nn.Module, *, channels_last: bool = False, compile:
     """
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if compile and any(p.device.type == "cpu" for p in model.parameters()):
+        from alexnet import native
+        native.load()                          # compiled code uses the fused LRN only if loaded first
     towers = [t for t in (getattr(model, "a", None), getattr(model, "b", None)) if t is not None]
     if towers and hasattr(towers[0], "lower"):                 # the two-tower AlexNet
         if tower_streams:

@@ -72,6 +72,13 @@ def _pow_neg(s: torch.Tensor, beta: float, out: torch.Tensor) -> torch.Tensor:
     return torch.pow(s, -beta, out=out)
 
 
+def _no_double_backward() -> None:
+    """The LRN's gradients are computed, not traced: asking for a graph of them (``create_graph=True``,
+    e.g. a gradient penalty) is an error rather than a silently wrong second derivative."""
+    if torch.is_grad_enabled():
+        raise RuntimeError("the LRN has no second derivative: its backward cannot run with create_graph=True")
+
+
 class _LRNFunction(torch.autograd.Function):
     """b = a * s^-β with s = k + α Σ_window a², and its analytic gradient.
 
@@ -93,6 +100,7 @@ class _LRNFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        _no_double_backward()
         x, s, scale = ctx.saved_tensors
         size, alpha, beta, groups, method = ctx.params
         grad = grad_out * scale                                  # g s^-β
@@ -117,15 +125,21 @@ class _FusedLRNFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
+        _no_double_backward()
         (x,) = ctx.saved_tensors
         grad = torch.ops.alexnet_native.lrn_backward(grad_out, x, *ctx.params)
         return grad, None, None, None, None, None
 
 
 def _fused_ok(x: torch.Tensor) -> bool:
-    """Whether the fused CPU kernel applies to ``x`` (and could be built and loaded)."""
+    """Whether the fused CPU kernel applies to ``x`` (and could be built and loaded). While
+    ``torch.compile`` traces, only a kernel loaded beforehand is used (building is I/O)."""
     from alexnet import native
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and native.load()
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return False
+    if torch.compiler.is_compiling():
+        return native.loaded()
+    return native.load()
 
 
 def local_response_norm(

@@ -16,6 +16,7 @@ names the compiler.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -26,12 +27,14 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 SOURCE = Path(__file__).with_name("csrc") / "lrn_cpu.cpp"
 NAMESPACE = "alexnet_native"
 
+BUILD_TIMEOUT_S = 300
 _state: dict[str, object] = {}   # "ok": bool, "reason": str, "path": Path — one attempt per process
 
 
@@ -101,17 +104,41 @@ def build(force: bool = False) -> Path:
     if out.exists() and not force:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run(compile_command(SOURCE, Path(tmp), cxx), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise NativeBuildError(f"compiling {SOURCE.name} failed:\n{(proc.stderr or proc.stdout)[-3000:]}")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with _build_lock(out.parent):                 # several ranks starting at once compile once
+        if out.exists() and not force:
+            return out
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".so", dir=out.parent)
+        os.close(fd)
+        try:
+            try:
+                proc = subprocess.run(compile_command(SOURCE, Path(tmp), cxx), capture_output=True, text=True,
+                                      timeout=BUILD_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                raise NativeBuildError(f"compiling {SOURCE.name} took over {BUILD_TIMEOUT_S} s") from None
+            if proc.returncode != 0:
+                raise NativeBuildError(f"compiling {SOURCE.name} failed:\n{(proc.stderr or proc.stdout)[-3000:]}")
+            os.chmod(tmp, 0o755)                  # mkstemp makes it private; a shared cache must be readable
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return out
+
+
+@contextlib.contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder/.build.lock`` (POSIX ``flock``; no lock where unavailable)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(folder / ".build.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -144,13 +171,23 @@ def _ops_present() -> bool:
         return False
 
 
+def disabled() -> bool:
+    """Whether ``ALEXNET_NATIVE`` turns the kernels off (0, false, no, off)."""
+    return os.environ.get("ALEXNET_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+def loaded() -> bool:
+    """Whether the kernels were loaded in this process (no build, no I/O)."""
+    return bool(_state.get("ok"))
+
+
 def load(warn: bool = True) -> bool:
     """Make the native ops available (building them if needed). True on success; on failure False,
     with one warning per process naming the reason (the eager LRN is used instead)."""
     if "ok" in _state:
         return bool(_state["ok"])
-    if os.environ.get("ALEXNET_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        _state.update(ok=False, reason="disabled by ALEXNET_NATIVE=0")
+    if disabled():
+        _state.update(ok=False, reason=f"disabled by ALEXNET_NATIVE={os.environ['ALEXNET_NATIVE']}")
         return False
     try:
         if not _ops_present():
@@ -160,9 +197,9 @@ def load(warn: bool = True) -> bool:
         _register_fakes()
         _state.update(ok=True, reason="")
     except (NativeBuildError, OSError, RuntimeError) as exc:
-        _state.update(ok=False, reason=str(exc))
+        _state.update(ok=False, reason=str(exc) or type(exc).__name__)
         if warn:
-            warnings.warn(f"alexnet: the fused CPU LRN kernel is unavailable ({str(exc).splitlines()[0]}); "
+            warnings.warn(f"alexnet: the fused CPU LRN kernel is unavailable ({_first_line()}); "
                           "using the eager LRN (same results, slower on the CPU)", RuntimeWarning, stacklevel=2)
     return bool(_state["ok"])
 
@@ -171,7 +208,11 @@ def status() -> str:
     """One line for logs and benchmarks: which LRN kernel the CPU uses, and why."""
     if load(warn=False):
         return f"fused native kernel ({_state.get('path', 'loaded')})"
-    return f"eager PyTorch ({_state['reason'].splitlines()[0]})"
+    return f"eager PyTorch ({_first_line()})"
+
+
+def _first_line() -> str:
+    return (str(_state.get("reason", "")).splitlines() or ["unknown reason"])[0]
 
 
 def main() -> int:

@@ -2,7 +2,12 @@
 
 import io
 import logging
+import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -417,3 +422,52 @@ def test_loader_benchmark_runs_and_reports_a_ratio(tmp_path):
     assert row["workers"] == 0 and row["ours_img_s"] > 0 and row["torchvision_img_s"] > 0
     assert row["ratio"] == pytest.approx(row["ours_img_s"] / row["torchvision_img_s"])
     assert (tmp_path / "l.json").is_file()
+
+
+STUCK_LOADER = """
+import functools, os, signal, sys, time
+import torch
+from alexnet.data import _worker_init
+signal.signal(signal.SIGTERM, signal.SIG_IGN)      # workers ignore SIGTERM, as under the trainer
+
+class Stuck(torch.utils.data.Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        with open(sys.argv[1], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(60)                               # a read that never returns
+
+init = functools.partial(_worker_init, parent=os.getpid()) if sys.argv[2] == "armed" else _worker_init
+next(iter(torch.utils.data.DataLoader(Stuck(), num_workers=1, worker_init_fn=init)))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in state                   # a zombie has ended
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+@pytest.mark.parametrize("mode", ["armed", "unarmed"])
+def test_stuck_loader_worker_ends_with_a_killed_run(tmp_path, mode):
+    pid_file = tmp_path / "worker.pid"
+    proc = subprocess.Popen([sys.executable, "-c", STUCK_LOADER, str(pid_file), mode])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    proc.kill()                                       # the run dies without any cleanup
+    proc.wait()
+    deadline = time.monotonic() + (10 if mode == "armed" else 2)
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        # armed: the kernel killed the worker; unarmed (the control): it would outlive the run
+        assert _alive(worker) == (mode == "unarmed")
+    finally:
+        if _alive(worker):
+            os.kill(worker, signal.SIGKILL)

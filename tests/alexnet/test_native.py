@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from alexnet import native
 from alexnet.layers import local_response_norm
 
-pytestmark = pytest.mark.skipif(os.environ.get("ALEXNET_NATIVE") == "0",
-                                reason="native kernels disabled by ALEXNET_NATIVE=0")
+pytestmark = pytest.mark.skipif(native.disabled(), reason="native kernels disabled by ALEXNET_NATIVE")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -82,8 +81,9 @@ def test_fused_float32_on_conv1_sized_maps(channels_last):
     x64 = x.detach().double().requires_grad_()
     want = lrn_formula(x64, 5, 1e-4, 0.75, 2.0, 2)
     torch.testing.assert_close(y.double(), want, rtol=2e-6, atol=1e-5)
-    g = torch.randn_like(y)
-    (gh,) = torch.autograd.grad(y, x, g.contiguous())              # gradient in the other layout
+    other = torch.contiguous_format if channels_last else torch.channels_last
+    g = torch.randn_like(y).contiguous(memory_format=other)        # gradient in the other layout
+    (gh,) = torch.autograd.grad(y, x, g)
     (gw,) = torch.autograd.grad(want, x64, g.double())
     torch.testing.assert_close(gh.double(), gw, rtol=1e-5, atol=1e-6)
 
@@ -103,6 +103,28 @@ def test_auto_uses_the_fused_kernel_on_the_cpu(monkeypatch):
     assert calls == [x.shape]
     local_response_norm(x.double(), 5, 1e-4, 0.75, 2.0, window="mm")
     assert len(calls) == 1                                         # an explicit eager window is honoured
+
+
+@pytest.mark.parametrize("shape,channels_last", [((0, 6, 3, 3), False), ((2, 6, 1, 1), True),
+                                                 ((2, 1, 3, 3), True)])
+def test_fused_degenerate_shapes(shape, channels_last):
+    x = torch.rand(shape, dtype=torch.float64) * 40     # no images; one pixel; one map (ambiguous layouts)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = fused(x, 5, 1e-3, 0.75, 2.0, 1)
+    torch.testing.assert_close(y, lrn_formula(x, 5, 1e-3, 0.75, 2.0, 1))
+    g = torch.rand_like(y)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0],
+                               torch.autograd.grad(lrn_formula(x, 5, 1e-3, 0.75, 2.0, 1), x, g)[0])
+
+
+@pytest.mark.parametrize("window", ["fused", "mm", "shift"])
+def test_double_backward_is_an_error_not_a_wrong_number(window):
+    x = (torch.randn(1, 6, 2, 2, dtype=torch.float64) * 30).requires_grad_()
+    y = local_response_norm(x, 5, 1e-3, 0.75, 2.0, 1, window=window).pow(2).sum()
+    with pytest.raises(RuntimeError, match="no second derivative"):
+        torch.autograd.grad(y, x, create_graph=True)
 
 
 def test_fused_rejects_what_it_cannot_run():
@@ -144,7 +166,8 @@ def test_build_is_cached_and_leaves_no_temporaries(tmp_path, monkeypatch):
     assert path.parent == tmp_path and path.exists()
     mtime = path.stat().st_mtime_ns
     assert native.build() == path and path.stat().st_mtime_ns == mtime    # found, not rebuilt
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".build.lock", path.name]
+    assert path.stat().st_mode & 0o755 == 0o755          # other users of a shared cache can load it
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
@@ -173,6 +196,32 @@ def test_without_a_compiler_the_eager_lrn_runs_with_one_warning(tmp_path):
     assert proc.returncode == 0, proc.stderr
     count, status = proc.stdout.split(" ", 1)
     assert count == "1" and status.startswith("eager PyTorch")
+
+
+def test_without_any_compiler_on_path(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "CXX"}
+    proc = subprocess.run([sys.executable, "-c", CHECK_FALLBACK], capture_output=True, text=True, timeout=120,
+                          env={**env, "PATH": str(tmp_path), "ALEXNET_NATIVE_CACHE": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("1 eager PyTorch (no C++ compiler found")
+
+
+COMPILE_FRESH = """
+import torch
+from alexnet.layers import local_response_norm
+x = (torch.randn(2, 8, 4, 4) * 30).requires_grad_()
+f = lambda t: local_response_norm(t, 5, 1e-4, 0.75, 2.0, 2).sum()
+(g1,) = torch.autograd.grad(torch.compile(f, backend="aot_eager", fullgraph=True)(x), x)
+(g2,) = torch.autograd.grad(f(x), x)
+torch.testing.assert_close(g1, g2)
+print("ok")
+"""
+
+
+def test_torch_compile_fullgraph_in_a_fresh_process():
+    # the kernel is not loaded yet when tracing starts: tracing must not try to build it
+    proc = _run(COMPILE_FRESH)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
 
 
 def test_disabled_by_environment():
