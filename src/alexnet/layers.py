@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet import native
+
 
 def channel_window_sum(sq: torch.Tensor, size: int, groups: int = 1) -> torch.Tensor:
     """Sum of ``sq`` over a window of ``size`` adjacent channels centred on each channel (dim 1),
@@ -134,7 +136,6 @@ class _FusedLRNFunction(torch.autograd.Function):
 def _fused_ok(x: torch.Tensor) -> bool:
     """Whether the fused CPU kernel applies to ``x`` (and could be built and loaded). While
     ``torch.compile`` traces, only a kernel loaded beforehand is used (building is I/O)."""
-    from alexnet import native
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
         return False
     if torch.compiler.is_compiling():
@@ -173,7 +174,6 @@ def local_response_norm(
         else:
             method = "fused" if _fused_ok(x) else ("mm" if x.is_contiguous() else "conv")
     elif window == "fused" and not _fused_ok(x):
-        from alexnet import native
         raise RuntimeError(f"LRN window='fused' needs a float CPU tensor and the native kernel; "
                            f"got {x.dtype} on {x.device}; kernel: {native.status()}")
     if method == "fused":

@@ -170,9 +170,11 @@ def test_build_is_cached_and_leaves_no_temporaries(tmp_path, monkeypatch):
     assert path.stat().st_mode & 0o755 == 0o755          # other users of a shared cache can load it
 
 
-def _run(code: str, **env) -> subprocess.CompletedProcess:
+def _run(code: str, unset: tuple[str, ...] = (), **env) -> subprocess.CompletedProcess:
+    """``code`` in a fresh Python, with ``env`` added to this environment and ``unset`` removed."""
+    base = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
+                          env={**base, **env}, timeout=120)
 
 
 CHECK_FALLBACK = """
@@ -199,9 +201,7 @@ def test_without_a_compiler_the_eager_lrn_runs_with_one_warning(tmp_path):
 
 
 def test_without_any_compiler_on_path(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "CXX"}
-    proc = subprocess.run([sys.executable, "-c", CHECK_FALLBACK], capture_output=True, text=True, timeout=120,
-                          env={**env, "PATH": str(tmp_path), "ALEXNET_NATIVE_CACHE": str(tmp_path)})
+    proc = _run(CHECK_FALLBACK, unset=("CXX",), PATH=str(tmp_path), ALEXNET_NATIVE_CACHE=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("1 eager PyTorch (no C++ compiler found")
 
