@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 def _warm_cache(root: Path) -> tuple[int, float, float]:
     """Read every training file once; returns (files, mean width, mean height)."""
     from PIL import Image
-    from alexnet.data import find_classes, list_samples
+    from alexnet.folders import find_classes, list_samples
     train = root / "train"
     samples = list_samples(train, find_classes(train))
     ws, hs = [], []

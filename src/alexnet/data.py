@@ -10,8 +10,8 @@ Bad input never stops a run: grayscale, CMYK, palette, 16-bit, RGBA/LA images an
 photos are converted; images smaller than 256 are upscaled and extreme aspect ratios keep their
 central square; files that cannot be decoded (not an image, truncated, corrupt, too large) are
 skipped and counted, each path is logged once, and a summary is logged at the end of the epoch.
-A missing or empty dataset, or train and val with different class folders, raise one
-:class:`DataError` before any work starts.
+Decoding lives in :mod:`alexnet.images`, the folder checks in :mod:`alexnet.folders`, the
+worker processes' set-up in :mod:`alexnet.workers`.
 """
 
 from __future__ import annotations
@@ -19,211 +19,23 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import struct
-import sys
-import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, TypeVar
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from alexnet import augment
+from alexnet.classes import class_names
 from alexnet.config import DataConfig
+from alexnet.folders import DataError, list_samples, validate_dataset
+from alexnet.images import BadImage, SkippedImages, load_image, quiet_pil_warnings
+from alexnet.stats import Stats, resolve_stats
+from alexnet.workers import worker_init
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff",
-                              ".webp", ".gif"})
-"""Files with these extensions (any case) are dataset images; other files are ignored."""
-
-
-class DataError(ValueError):
-    """A dataset problem found before any work starts (names the folder or file)."""
-
-
-class BadImage(Exception):
-    """One input that cannot be used; ``kind`` is one of :data:`BAD_KINDS`."""
-
-    def __init__(self, kind: str, path: str, detail: str) -> None:
-        super().__init__(f"{path}: {kind}: {detail}")
-        self.kind, self.path, self.detail = kind, path, detail
-
-
-BAD_KINDS = ("unreadable", "not-an-image", "truncated", "corrupt", "too-large", "unsupported-mode")
-
-
-# ------------------------------------------------------------------------------------- decoding
-def _to_rgb(img: Image.Image, path: str) -> Image.Image:
-    """Any PIL mode → 8-bit RGB. Transparent pixels are composited over white; 16-bit and 32-bit
-    integer images are scaled to 8 bits (not clipped)."""
-    mode = img.mode
-    if mode == "RGB":
-        return img
-    if mode == "P" and "transparency" in img.info:
-        img, mode = img.convert("RGBA"), "RGBA"
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode.startswith("I") or mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) > 255):
-            arr = arr / 257.0                      # 0..65535 → 0..255
-        elif mode == "F" and arr.max(initial=0) <= 1.0:
-            arr = arr * 255.0                      # 0..1 floats
-        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray).convert("RGB")
-    try:
-        return img.convert("RGB")                  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX, ...
-    except (ValueError, OSError) as e:
-        raise BadImage("unsupported-mode", path, f"cannot convert mode {mode} to RGB ({e})") from None
-
-
-def resize_centre(img: Image.Image, size: int, window: tuple[int, int, int] | None = None) -> Image.Image:
-    """Shorter side to ``size`` and the central ``size``×``size`` square (section 2), in one resample:
-    the central square of the original is resized directly (antialiased bilinear), which avoids
-    blowing up extreme aspect ratios.
-
-    With ``window = (top, left, crop)`` only that ``crop``×``crop`` window of the result is computed,
-    by resampling the matching source box: the same pixels as resizing all and then cropping (PIL's
-    filter reads source pixels beyond the box), within ±1 grey level of rounding, ~20 % less work.
-    """
-    w, h = img.size
-    if (w, h) == (size, size):
-        return img if window is None else img.crop((window[1], window[0], window[1] + window[2], window[0] + window[2]))
-    s = min(w, h)
-    x0, y0 = (w - s) / 2, (h - s) / 2
-    if window is None:
-        return img.resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x0 + s, y0 + s))
-    top, left, crop = window
-    k = s / size
-    box = (x0 + left * k, y0 + top * k, x0 + (left + crop) * k, y0 + (top + crop) * k)
-    return img.resize((crop, crop), Image.Resampling.BILINEAR, box=box)
-
-
-def load_image(path: str | os.PathLike, size: int = 256, window: tuple[int, int, int] | None = None) -> np.ndarray:
-    """Decode ``path`` to the paper's preprocessed (size, size, 3) uint8 RGB image, or only its
-    ``window = (top, left, crop)``: a (crop, crop, 3) array (see :func:`resize_centre`).
-
-    Raises :class:`BadImage` when the file cannot be used. JPEGs are decoded at a reduced DCT scale
-    (PIL ``draft``) when the shorter side stays >= ``size``; EXIF orientation is applied.
-    """
-    path = str(path)
-    try:
-        img = Image.open(path)
-    except UnidentifiedImageError:
-        kind = "not-an-image"
-        try:
-            if os.path.getsize(path) == 0:
-                raise BadImage(kind, path, "empty file") from None
-        except OSError:
-            pass
-        raise BadImage(kind, path, "not a recognised image format") from None
-    except Image.DecompressionBombError as e:
-        raise BadImage("too-large", path, str(e)) from None
-    except OSError as e:
-        raise BadImage("unreadable", path, str(e)) from None
-    with img:
-        try:
-            if img.format == "JPEG":
-                img.draft(None, (size, size))      # keeps both sides >= size
-            img.load()
-            img = ImageOps.exif_transpose(img) or img
-        except Image.DecompressionBombError as e:
-            raise BadImage("too-large", path, str(e)) from None
-        except OSError as e:
-            kind = "truncated" if "truncated" in str(e) else "corrupt"
-            raise BadImage(kind, path, str(e)) from None
-        except (SyntaxError, ValueError, IndexError, TypeError, struct.error) as e:
-            raise BadImage("corrupt", path, f"{type(e).__name__}: {e}") from None
-        rgb = _to_rgb(img, path)
-        out = np.asarray(resize_centre(rgb, size, window), dtype=np.uint8)
-    side = size if window is None else window[2]
-    if out.shape != (side, side, 3):
-        raise BadImage("unsupported-mode", path, f"decoded to shape {out.shape}")
-    return out
-
-
-# -------------------------------------------------------------------------------------- folders
-def _is_image(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def find_classes(split_dir: Path) -> list[str]:
-    """Sorted names of the class folders of one split (hidden folders ignored)."""
-    return sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith("."))
-
-
-def list_images(folder: Path) -> list[str]:
-    """Sorted image files directly inside ``folder`` (and its sub-folders)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [os.path.join(dirpath, f) for f in filenames if _is_image(f)]
-    return sorted(found)
-
-
-def list_samples(split_dir: Path, classes: Sequence[str], max_per_class: int = 0) -> list[tuple[str, int]]:
-    """(path, label) of every image of a split, labels by position in the sorted ``classes``."""
-    samples = []
-    for label, name in enumerate(classes):
-        files = list_images(split_dir / name)
-        if max_per_class > 0:
-            files = files[:max_per_class]
-        samples += [(f, label) for f in files]
-    return samples
-
-
-def _names(items: Iterable[str], limit: int = 5) -> str:
-    items = sorted(items)
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more
-
-
-def validate_split(split_dir: Path, what: str) -> list[str]:
-    """Class folders of one split, or a :class:`DataError` naming what is wrong."""
-    if not split_dir.is_dir():
-        raise DataError(f"{what} folder {split_dir} does not exist (expected {split_dir}/<class>/<image>)")
-    classes = find_classes(split_dir)
-    if not classes:
-        raise DataError(f"{what} folder {split_dir} has no class folders (expected {split_dir}/<class>/<image>)")
-    empty = [c for c in classes if not any(_is_image(f) for _, _, fs in os.walk(split_dir / c) for f in fs)]
-    if empty:
-        raise DataError(f"{what} folder {split_dir}: class folder(s) without images: {_names(empty)}")
-    return classes
-
-
-def validate_dataset(root: str | Path, train_dir: str = "train", val_dir: str = "val") -> list[str]:
-    """Check the layout of a dataset root before any work starts; returns the sorted class names.
-
-    One :class:`DataError` for: unset, missing or empty root; missing or empty split folders;
-    class folders without images; train and val with different class folders.
-    """
-    if not str(root):
-        raise DataError("data.root is not set: point it at a folder with train/<class>/ and val/<class>/ "
-                        "(e.g. --set data.root=data/demo after 'alexnet demo-data')")
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"dataset root {root} does not exist")
-    if not any(root.iterdir()):
-        raise DataError(f"dataset root {root} is empty (expected {root}/{train_dir}/<class>/ and "
-                        f"{root}/{val_dir}/<class>/)")
-    train = validate_split(root / train_dir, "training")
-    val = validate_split(root / val_dir, "validation")
-    if train != val:
-        only_train, only_val = set(train) - set(val), set(val) - set(train)
-        parts = []
-        if only_train:
-            parts.append(f"only in {root / train_dir}: {_names(only_train)}")
-        if only_val:
-            parts.append(f"only in {root / val_dir}: {_names(only_val)}")
-        raise DataError(f"train and val class folders differ under {root}: " + "; ".join(parts))
-    return train
 
 
 # ---------------------------------------------------------------------------------- worker side
@@ -286,40 +98,10 @@ class _Keys:
         return len(self.batches)
 
 
-def _worker_init(_worker_id: int, parent: int | None = None) -> None:
-    torch.set_num_threads(1)
-    quiet_pil_warnings()
-    if parent is not None:
-        die_with_parent(parent)
-
-
-def die_with_parent(parent: int) -> bool:
-    """Linux: ask the kernel to SIGKILL this process when ``parent`` (the process that started it)
-    ends; exit at once if it has already gone. True if armed.
-
-    Loader workers inherit the trainer's SIGTERM/SIGINT handler, which ignores signals in forked
-    children (a terminal's Ctrl-C or ``timeout`` reaches the whole process group, and only the main
-    process decides when to stop), so the loader's own ``terminate()`` cannot end a worker stuck in a
-    read. With this, such a worker still ends with the run, however the run ends (even SIGKILL)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-    import signal
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
-            return False
-    except (OSError, AttributeError):
-        return False
-    if os.getppid() != parent:  # the parent ended before the request was made
-        os._exit(0)
-    return True
-
-
 # ------------------------------------------------------------------------------------ main side
 @dataclass
 class Batch:
-    """A batch of uint8 views and where each came from (CONTRACTS.md)."""
+    """A batch of uint8 views and where each came from."""
 
     images: torch.Tensor   # uint8 (N, 3, C, C), or (N, 10, 3, C, C) for the ten views
     labels: torch.Tensor   # int64 (N,)
@@ -331,9 +113,6 @@ class ImagePipeline:
 
     def __init__(self, data: DataConfig, *, batch_size: int, seed: int, rank: int = 0,
                  world_size: int = 1, device: torch.device | str = "cpu") -> None:
-        from alexnet.classes import class_names
-        from alexnet.stats import resolve_stats
-
         if batch_size <= 0:
             raise DataError(f"batch_size must be > 0, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -359,7 +138,7 @@ class ImagePipeline:
         self._pin = self.device.type == "cuda" and torch.cuda.is_available()
         self._train_keys = _Keys()
         self._train_loader: torch.utils.data.DataLoader | None = None
-        self._skipped: dict[str, str] = {}          # path -> kind, over the pipeline's life
+        self._skipped = SkippedImages()             # over the pipeline's life
         self._epoch_skipped: Counter[str] = Counter()
 
     # ---------------------------------------------------------------------------------- loaders
@@ -371,7 +150,7 @@ class ImagePipeline:
         return torch.utils.data.DataLoader(
             decoder, batch_sampler=keys, num_workers=self.workers, collate_fn=_collate,
             pin_memory=self._pin,
-            worker_init_fn=functools.partial(_worker_init, parent=os.getpid()) if self.workers > 0 else None,
+            worker_init_fn=functools.partial(worker_init, parent=os.getpid()) if self.workers > 0 else None,
             persistent_workers=persistent and self.workers > 0)
 
     def _run(self, loader: torch.utils.data.DataLoader) -> Iterator[Batch]:
@@ -383,9 +162,7 @@ class ImagePipeline:
 
     def _record_bad(self, path: str, kind: str, detail: str) -> None:
         self._epoch_skipped[kind] += 1
-        if path not in self._skipped:
-            self._skipped[path] = kind
-            log.warning("skipping %s (%s: %s)", path, kind, detail)
+        self._skipped.record(path, kind, detail)
 
     def _end_of_pass(self, what: str) -> None:
         if self._epoch_skipped:
@@ -445,13 +222,13 @@ class ImagePipeline:
 
     # ----------------------------------------------------------------------------------- device
     @property
-    def stats(self):
+    def stats(self) -> Stats:
         """The :class:`alexnet.stats.Stats` in use (mean image, eigen-decomposition); assignable,
         e.g. to evaluate with the statistics a checkpoint was trained with."""
         return self._stats
 
     @stats.setter
-    def stats(self, value) -> None:
+    def stats(self, value: Stats) -> None:
         self._stats = value
         self._device_stats = {}
 
@@ -474,52 +251,8 @@ class ImagePipeline:
 
     def bad_input_summary(self) -> str:
         """'' if nothing was skipped; else the number of skipped files per kind (each logged once)."""
-        if not self._skipped:
-            return ""
-        counts = Counter(self._skipped.values())
-        return (f"skipped {len(self._skipped)} unusable file(s): "
-                + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+        return self._skipped.summary()
 
     def close(self) -> None:
         """Stop the persistent training workers."""
         self._train_loader = None
-
-
-# ------------------------------------------------------------------------------------- progress
-T = TypeVar("T")
-
-
-def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "img",
-             every_s: float = 0.5, stream=None) -> Iterator[T]:
-    """A dependency-free progress bar on stderr (a line every 10 s when stderr is not a terminal)."""
-    stream = stream or sys.stderr
-    tty = hasattr(stream, "isatty") and stream.isatty()
-    every = every_s if tty else 10.0
-    start = last = time.monotonic()
-    done = 0
-
-    def show(final: bool = False) -> None:
-        elapsed = max(time.monotonic() - start, 1e-9)
-        rate = done / elapsed
-        frac = f" {100 * done / total:5.1f}%" if total else ""
-        eta = f" eta {int((total - done) / rate) if rate > 0 else 0}s" if total and not final else ""
-        line = f"{desc} {done}/{total or '?'}{frac} {rate:.1f} {unit}/s{eta} {elapsed:.0f}s"
-        stream.write(("\r" + line.ljust(70)) if tty else line + "\n")
-        if final and tty:
-            stream.write("\n")
-        stream.flush()
-
-    for item in items:
-        yield item
-        done += 1
-        now = time.monotonic()
-        if now - last >= every:
-            last = now
-            show()
-    show(final=True)
-
-
-def quiet_pil_warnings() -> None:
-    """PIL's DecompressionBomb and EXIF warnings are per-file noise; bad files are reported by us."""
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-    warnings.filterwarnings("ignore", message=".*(Corrupt EXIF|Possibly corrupt|Truncated File).*")

@@ -75,7 +75,8 @@ def evaluate(checkpoint: str | Path, data_root: str | None = None, *, devices: S
              out: str | Path | None = None, log=print) -> dict[str, Any]:
     """Centre-view (and ten-view) top-1/top-5 error of ``checkpoint`` on ``data_root``'s validation
     images; writes the result as JSON to ``out`` (default ``<run dir>/eval.json``) and returns it."""
-    from alexnet.data import ImagePipeline, progress
+    from alexnet.console import progress
+    from alexnet.data import ImagePipeline
     from twogpu.placement import resolve_devices
 
     state = load_checkpoint(checkpoint)

@@ -24,7 +24,7 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
             device: str = "cpu") -> list[tuple[str, list[tuple[str, float]] | str]]:
     """For each image: (path, [(label, probability)] * k), or (path, error message) if it cannot be read."""
     from alexnet import augment
-    from alexnet.data import BadImage, load_image
+    from alexnet.images import BadImage, load_image
     from alexnet.stats import published_stats
 
     state = load_checkpoint(checkpoint)

@@ -23,7 +23,6 @@ Two jobs (paper section 2 for the size):
 from __future__ import annotations
 
 import io
-import logging
 import os
 import re
 import shutil
@@ -35,9 +34,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
-from alexnet.data import BadImage, DataError, IMAGE_EXTENSIONS, load_image, progress
-
-log = logging.getLogger(__name__)
+from alexnet.console import progress
+from alexnet.folders import DataError, find_classes
+from alexnet.images import IMAGE_EXTENSIONS, BadImage, SkippedImages, is_image_name, load_image
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -70,7 +69,7 @@ def _walk_images(root: Path) -> list[str]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found += [os.path.relpath(os.path.join(dirpath, f), root) for f in sorted(filenames)
-                  if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS]
+                  if is_image_name(f)]
     return found
 
 
@@ -96,6 +95,7 @@ def resize_tree(src: str | Path, dst: str | Path, *, size: int = 256, workers: i
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / extra, dst / extra)
     counts = {"written": 0, "existing": existing, "skipped": 0}
+    skipped = SkippedImages()
     workers = (os.cpu_count() or 1) if workers == -1 else workers
     if workers > 1:
         pool = ProcessPoolExecutor(workers)
@@ -108,9 +108,8 @@ def resize_tree(src: str | Path, dst: str | Path, *, size: int = 256, workers: i
         for status, path, detail in results:
             if status == "written":
                 counts["written"] += 1
-            else:
+            elif skipped.record(path, status, detail):
                 counts["skipped"] += 1
-                log.warning("skipping %s (%s: %s)", path, status, detail)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -290,7 +289,6 @@ def extract_train(tar_path: str | Path, dst_train: str | Path) -> int:
 def prepare_imagenet(src: str | Path, dst: str | Path, *, val_dir: str | Path | None = None,
                      val_labels: str | Path | None = None, devkit: str | Path | None = None) -> dict[str, int]:
     """Official ILSVRC-2012 files in ``src`` → ``dst/train/<wnid>/`` and ``dst/val/<wnid>/``."""
-    from alexnet.data import find_classes
     import torch
     src, dst = Path(src), Path(dst)
     dst.mkdir(parents=True, exist_ok=True)

@@ -27,10 +27,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from alexnet.console import progress
+from alexnet.folders import DataError, list_samples, validate_split
+from alexnet.images import BadImage, SkippedImages, load_image
+
 log = logging.getLogger(__name__)
 
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
-"""Published eigenvalues of ImageNet's RGB covariance, pixels in 0..1 (PAPER.md, Data)."""
+"""Published eigenvalues of ImageNet's RGB covariance, pixels in 0..1 (the paper gives none: these are
+fb.resnet.torch's estimates, ``datasets/imagenet.lua``, the values most reproductions use)."""
 IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),
                    (-0.5808, -0.0045, -0.8140),
                    (-0.5836, -0.6948, 0.4203))
@@ -73,7 +78,6 @@ def save_stats(stats: Stats, path: str | Path) -> Path:
 
 def load_stats(path: str | Path) -> Stats:
     """Read a file written by :func:`save_stats`; a clear ``DataError`` names a bad file."""
-    from alexnet.data import DataError
     path = Path(path)
     try:
         d = torch.load(path, map_location="cpu", weights_only=True)
@@ -92,7 +96,6 @@ def load_stats(path: str | Path) -> Stats:
 def resolve_stats(configured: str, root: str | Path, image_size: int) -> Stats:
     """The statistics the loader uses: ``configured`` if set (must exist), else ``<root>/stats.pt``
     if present, else the published ImageNet values with a warning."""
-    from alexnet.data import DataError
     if configured:
         stats = load_stats(configured)
     elif (Path(root) / STATS_FILE).is_file():
@@ -129,7 +132,6 @@ class _Images(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from alexnet.data import BadImage, load_image
         try:
             return load_image(self.paths[i], self.size), None
         except BadImage as e:
@@ -157,7 +159,6 @@ def compute_stats(train_dir: str | Path, *, image_size: int = 256, sample: int =
 
     Returns the stats and the skipped files (path -> kind), each of which is logged once.
     """
-    from alexnet.data import DataError, list_samples, progress, validate_split
     train_dir = Path(train_dir)
     classes = validate_split(train_dir, "training")
     paths = [p for p, _ in list_samples(train_dir, classes)]
@@ -168,13 +169,11 @@ def compute_stats(train_dir: str | Path, *, image_size: int = 256, sample: int =
     loader = torch.utils.data.DataLoader(_Images(paths, image_size), batch_size=batch_size,
                                          num_workers=workers, collate_fn=_partial_sums)
     n, image_sum, pixel_sum, outer_sum = 0, None, np.zeros(3), np.zeros((3, 3))
-    skipped: dict[str, str] = {}
+    skipped = SkippedImages()
     batches = progress(loader, total=len(loader), desc="stats", unit="batch") if show_progress else loader
     for count, isum, psum, osum, bad in batches:
         for path, kind, detail in bad:
-            if path not in skipped:
-                skipped[path] = kind
-                log.warning("skipping %s (%s: %s)", path, kind, detail)
+            skipped.record(path, kind, detail)
         if count:
             n += count
             image_sum = isum if image_sum is None else image_sum + isum
@@ -182,7 +181,7 @@ def compute_stats(train_dir: str | Path, *, image_size: int = 256, sample: int =
             outer_sum += osum
     if n == 0:
         raise DataError(f"{train_dir}: no usable images to compute statistics from")
-    return stats_from_sums(n, image_sum, pixel_sum, outer_sum, n * image_size * image_size), skipped
+    return stats_from_sums(n, image_sum, pixel_sum, outer_sum, n * image_size * image_size), skipped.kinds
 
 
 def stats_command(data: str | Path, out: str | Path | None, *, train_dir: str = "train", image_size: int = 256,

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
+from alexnet.data import ImagePipeline
 from alexnet.fast import amp_context, prepare_for_speed, tune_cpu_allocator
 from alexnet.grouped import GroupedAlexNet, grouped_from, to_grouped_state, to_two_tower_state
 from alexnet.model import AlexNet
@@ -294,8 +295,6 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
           hooks: Sequence[Hook] = ()) -> RunResult:
     """Train with ``cfg``; ``resume`` is None (new run), ``"auto"`` (this run's newest checkpoint)
     or a checkpoint path. Returns the :class:`~twogpu.trainer.RunResult`."""
-    from alexnet.data import ImagePipeline
-
     say = log or (lambda s: print(s, flush=True))
     main = rank == 0
     run_dir = run_dir_of(cfg)

@@ -18,7 +18,9 @@ from PIL import Image
 
 from alexnet import augment
 from alexnet.config import DataConfig
-from alexnet.data import BadImage, DataError, ImagePipeline, load_image, validate_dataset
+from alexnet.data import ImagePipeline
+from alexnet.folders import DataError, validate_dataset
+from alexnet.images import BadImage, load_image
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -427,7 +429,7 @@ def test_loader_benchmark_runs_and_reports_a_ratio(tmp_path):
 STUCK_LOADER = """
 import functools, os, signal, sys, time
 import torch
-from alexnet.data import _worker_init
+from alexnet.workers import worker_init
 signal.signal(signal.SIGTERM, signal.SIG_IGN)      # workers ignore SIGTERM, as under the trainer
 
 class Stuck(torch.utils.data.Dataset):
@@ -438,7 +440,7 @@ class Stuck(torch.utils.data.Dataset):
             f.write(str(os.getpid()))
         time.sleep(60)                               # a read that never returns
 
-init = functools.partial(_worker_init, parent=os.getpid()) if sys.argv[2] == "armed" else _worker_init
+init = functools.partial(worker_init, parent=os.getpid()) if sys.argv[2] == "armed" else worker_init
 next(iter(torch.utils.data.DataLoader(Stuck(), num_workers=1, worker_init_fn=init)))
 """
 

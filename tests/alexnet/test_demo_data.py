@@ -4,7 +4,8 @@ import numpy as np
 from PIL import Image
 
 from alexnet.cli import main
-from alexnet.data import load_image, validate_dataset
+from alexnet.folders import validate_dataset
+from alexnet.images import load_image
 from alexnet.demo_data import CLASSES, make_demo_data
 
 

@@ -1,4 +1,4 @@
-"""The two-tower network against the paper's numbers (PAPER.md) and its connectivity (section 3.2)."""
+"""The two-tower network against the paper's numbers (Figure 2, section 3.5) and its connectivity (section 3.2)."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ import torch
 from alexnet import AlexNet
 from alexnet.config import ConfigError, model_preset
 
-PAPER_PARAMETERS = 60_965_224  # PAPER.md; counted by hand from Figure 2's layer sizes
+PAPER_PARAMETERS = 60_965_224  # counted by hand from Figure 2's layer sizes (section 3.5: "60 million")
 STAGE_SIZES = [55, 27, 27, 13, 13, 13, 13, 6]  # conv1, pool1, conv2, pool2, conv3, conv4, conv5, pool5
 
 

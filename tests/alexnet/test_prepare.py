@@ -13,7 +13,8 @@ from PIL import Image
 import alexnet.prepare as prepare
 from alexnet.classes import class_names
 from alexnet.cli import main
-from alexnet.data import DataError, load_image, validate_dataset
+from alexnet.folders import DataError, validate_dataset
+from alexnet.images import load_image
 
 
 def jpeg(seed: int, size=(90, 70)) -> bytes:

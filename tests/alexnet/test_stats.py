@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from alexnet.cli import main
-from alexnet.data import DataError
+from alexnet.folders import DataError
 from alexnet.stats import compute_stats, load_stats, published_stats, resolve_stats, save_stats
 
 

@@ -1,0 +1,86 @@
+"""The dependency picture the project promises: ``twogpu`` never imports ``alexnet``, and no two modules
+import each other, directly or through others — counting imports inside functions too, so a cycle
+cannot be hidden by importing late."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {"alexnet": ROOT / "src" / "alexnet", "twogpu": ROOT / "twogpu"}
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for pkg, folder in PACKAGES.items():
+        for path in folder.glob("*.py"):
+            found[pkg if path.stem == "__init__" else f"{pkg}.{path.stem}"] = path
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module → the project modules it imports anywhere in its source (top level or in a function).
+    A package's ``__init__`` counts as a module of its own; importing ``pkg.mod`` is an edge to
+    ``pkg.mod`` only (Python runs ``pkg/__init__`` first whatever the importer does)."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.stem == "__init__" else name.rsplit(".", 1)[0]
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                    + ([base] if base else []))
+                for a in node.names:    # `from alexnet import augment` imports the module alexnet.augment
+                    targets.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a list of modules (first == last), or None."""
+    state: dict[str, int] = {}       # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_the_graph_sees_imports_inside_functions():
+    graph = import_graph()
+    assert "alexnet.evaluate" in graph["alexnet.cli"]          # cli imports each command lazily
+
+
+def test_no_import_cycle_among_the_project_modules():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_twogpu_never_imports_alexnet():
+    offenders = {m: sorted(t for t in ts if t.startswith("alexnet")) for m, ts in import_graph().items()
+                 if m.startswith("twogpu")}
+    assert not any(offenders.values()), offenders
