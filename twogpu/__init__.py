@@ -5,15 +5,17 @@ and (in later modules) the trainer and data-parallel replicas. This package neve
 ``alexnet``: it knows nothing about the network it runs.
 """
 
-from twogpu.exchange import CrossingRecord, cross, exchange, record_crossings
+from twogpu.exchange import Cross, CrossingRecord, cross, exchange, gather, record_crossings
 from twogpu.placement import TowerDevices, feed, resolve_devices
 
 __all__ = [
+    "Cross",
     "CrossingRecord",
     "TowerDevices",
     "cross",
     "exchange",
     "feed",
+    "gather",
     "record_crossings",
     "resolve_devices",
 ]

@@ -1,9 +1,9 @@
 """The cross-tower exchange: the only place where activations move between the two towers.
 
 Krizhevsky et al. (2012), section 3.2: "the GPUs communicate only in certain layers". Every such
-communication in the network goes through :func:`cross` (``grep -n "cross(" src``), so the crossings
-can be found, counted and measured. :func:`record_crossings` captures each crossing's site, direction,
-shape and bytes while a forward pass runs.
+communication in the network goes through :func:`cross` (the autograd function :class:`Cross`),
+so the crossings can be found, counted and measured. :func:`record_crossings` captures each
+crossing's site, direction, shape and bytes, forward and (when it runs) backward.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 
 _local = threading.local()
 
 
-@dataclass(frozen=True)
+@dataclass
 class CrossingRecord:
-    """One tensor that crossed from one tower to the other during a forward pass."""
+    """One tensor that crossed from one tower to the other (forward), and its gradient (backward)."""
 
     site: str
     """Where in the network the crossing happens (e.g. ``"conv3"``, ``"fc6"``)."""
@@ -31,36 +31,53 @@ class CrossingRecord:
     shape: tuple[int, ...]
     """Shape of the crossing tensor, batch dimension included."""
     bytes_forward: int
-    """Bytes sent forward (activations)."""
-    bytes_backward: int
-    """Bytes sent back during the backward pass (the activation's gradient); 0 without autograd."""
+    """Bytes sent forward (the activation)."""
+    bytes_backward: int = 0
+    """Bytes of the activation's gradient sent back, added by the backward pass when it runs (0 until
+    then, and without autograd)."""
+
+
+def _copy(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    # Non-blocking only towards a GPU: a non-blocking copy from a GPU into host memory may be read
+    # before it has landed, so a tower on the CPU receives with a synchronising copy.
+    return x.to(device, non_blocking=device.type == "cuda")
+
+
+class Cross(torch.autograd.Function):
+    """The crossing between the towers, both directions (as Megatron-LM names each communication).
+
+    forward: copy the activation to the other tower's device.
+    backward: copy the gradient back to the sending tower's device; the bytes that really cross
+    are added to the crossing's :class:`CrossingRecord` when one is being recorded.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, device: torch.device, record: CrossingRecord | None) -> torch.Tensor:
+        ctx.source_device, ctx.record = x.device, record
+        out = _copy(x, device)
+        return out.view_as(out) if out is x else out            # a new tensor, even on one device
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        if ctx.record is not None:
+            ctx.record.bytes_backward += grad.numel() * grad.element_size()
+        return _copy(grad, ctx.source_device), None, None
 
 
 def cross(x: torch.Tensor, device: torch.device | str, *, site: str, source: str, target: str) -> torch.Tensor:
     """Send tower ``source``'s activation ``x`` to tower ``target`` living on ``device``.
 
-    The copy is non-blocking towards a GPU (it overlaps with compute) and differentiable:
-    autograd sends the gradient back the same way during the backward pass. On a single device
-    the copy is free (``Tensor.to`` returns ``x`` itself) but the crossing is still recorded, because it
-    is a property of the network, not of the placement.
+    forward: copy to the other tower (non-blocking towards a GPU, so it overlaps with compute);
+    backward: copy the gradient back (:class:`Cross`). On a single device no bytes move, but the
+    crossing is still recorded: it is a property of the network, not of the placement.
     """
     records = getattr(_local, "records", None)
+    record = None
     if records is not None:
-        nbytes = x.numel() * x.element_size()
-        records.append(
-            CrossingRecord(
-                site=site,
-                source=source,
-                target=target,
-                shape=tuple(x.shape),
-                bytes_forward=nbytes,
-                bytes_backward=nbytes if x.requires_grad else 0,
-            )
-        )
-    device = torch.device(device)
-    # Non-blocking only towards a GPU: a non-blocking copy from a GPU into host memory may be read
-    # before it has landed, so a tower on the CPU receives with a synchronising copy.
-    return x.to(device, non_blocking=device.type == "cuda")
+        record = CrossingRecord(site=site, source=source, target=target, shape=tuple(x.shape),
+                                bytes_forward=x.numel() * x.element_size())
+        records.append(record)
+    return Cross.apply(x, torch.device(device), record)
 
 
 def exchange(
@@ -79,6 +96,13 @@ def exchange(
     on_a = torch.cat([xa, cross(xb, devices[0], site=site, source="b", target="a")], dim=dim)
     on_b = torch.cat([cross(xa, devices[1], site=site, source="a", target="b"), xb], dim=dim)
     return on_a, on_b
+
+
+def gather(xa: torch.Tensor, xb: torch.Tensor, device_a: torch.device, *, site: str,
+           dim: int = 1) -> torch.Tensor:
+    """Tower a alone receives both towers' parts, ``cat([xa, xb])`` on ``device_a``; tower b receives
+    nothing (the logits of a split fc8, or cuda-convnet's fc8 input on GPU 0)."""
+    return torch.cat([xa, cross(xb, device_a, site=site, source="b", target="a")], dim=dim)
 
 
 @contextlib.contextmanager

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import resource
 import signal
 import threading
@@ -29,6 +28,7 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 import torch
 
 from twogpu.checkpoint import CheckpointDir, CheckpointError, load_checkpoint
+from twogpu.rng import rng_state, seed_devices, set_rng_state
 
 
 @dataclass
@@ -108,35 +108,6 @@ class RunResult:
     @property
     def exit_code(self) -> int:
         return 1 if self.status == "nonfinite" else 0
-
-
-# ------------------------------------------------------------------------------------------ RNG
-def rng_state() -> dict[str, Any]:
-    """Every global random generator, in a form ``torch.load(weights_only=True)`` accepts."""
-    import numpy as np
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    py_version, py_state, py_gauss = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": [py_version, list(py_state), py_gauss],
-        "numpy": [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached],
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    import numpy as np
-    torch.set_rng_state(state["torch"])
-    version, py_state, gauss = state["python"]
-    random.setstate((version, tuple(py_state), gauss))
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        cuda = list(state["cuda"])[: torch.cuda.device_count()]
-        for i, s in enumerate(cuda):
-            torch.cuda.set_rng_state(s, i)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -264,8 +235,8 @@ class Trainer:
         self._stall_run = int(tr.get("stall_run", 0))
         self._stall_warned = bool(tr.get("stall_warned", False))
         set_rng_state(state["rng"])
-        if self.options.rank:  # keep replicas' dropout streams distinct after a resume
-            torch.manual_seed(self.step * 1_000_003 + self.options.rank)
+        if self.options.rank:  # the checkpoint holds rank 0's generators: each replica restarts its own
+            seed_devices(torch.initial_seed(), "global", rank=self.options.rank, step=self.step)
         self.last_checkpoint = path
         self._truncate_metrics()
         self.log(f"resumed from {path}: epoch {self.epoch + 1}, step {self.step} "

@@ -2,8 +2,8 @@
 
 Section 3.2: the towers communicate only at conv3 and the fully-connected layers. The report is
 measured, not computed by hand: it runs the real forward pass (on the ``meta`` device, so no
-arithmetic happens) under :func:`twogpu.record_crossings`, which sees every call of the crossing
-helper.
+arithmetic happens), and its backward pass, under :func:`twogpu.record_crossings`, which sees every
+call of the crossing helper and every gradient sent back through it.
 """
 
 from __future__ import annotations
@@ -54,11 +54,13 @@ def crossing_report(cfg: ModelConfig | str = "paper", batch_size: int = 128,
 
     ``training=True`` counts each activation's gradient sent back in the backward pass.
     """
-    model = AlexNet(devices=("meta", "meta"), preset=cfg).to(dtype)
+    model = AlexNet(devices=("meta", "meta"), preset=cfg, seed=0).to(dtype)
     model.train(training)
     x = torch.zeros((batch_size, *INPUT_SHAPE), device="meta", dtype=dtype)
     with record_crossings() as records, torch.set_grad_enabled(training):
-        model(x)
+        logits = model(x)
+        if training:                         # the gradients' crossings are measured, not assumed
+            logits.sum().backward()
     return CrossingReport(batch_size, tuple(records))
 
 
@@ -68,7 +70,7 @@ def allreduce_table(cfg: ModelConfig | str, batch_size: int, replicas: int, dtyp
     Each replica all-reduces every gradient once per step; a ring all-reduce sends and receives
     2·(R−1)/R of those bytes per replica.
     """
-    model = AlexNet(devices=("meta", "meta"), preset=cfg).to(dtype)
+    model = AlexNet(devices=("meta", "meta"), preset=cfg, seed=0).to(dtype)
     grads = allreduce_bytes_per_step(model)
     ring = 2 * (replicas - 1) / replicas * grads if replicas > 1 else 0.0
     towers = crossing_report(cfg, batch_size, dtype).bytes_forward * 2

@@ -23,6 +23,8 @@ from typing import ContextManager
 import torch
 from torch import nn
 
+from alexnet.model import AlexNet
+
 AMP_DTYPES = {"bf16": torch.bfloat16}
 
 
@@ -44,30 +46,13 @@ def prepare_for_speed(model: nn.Module, *, channels_last: bool = False, compile:
     if compile and any(p.device.type == "cpu" for p in model.parameters()):
         from alexnet import native
         native.load()                          # compiled code uses the fused LRN only if loaded first
-    towers = [t for t in (getattr(model, "a", None), getattr(model, "b", None)) if t is not None]
-    if towers and hasattr(towers[0], "lower"):                 # the two-tower AlexNet
-        if tower_streams:
-            enable_tower_streams(model)
+    if isinstance(model, AlexNet):
+        model.use_side_stream(tower_streams)
         if compile:
-            for tower in towers:
-                for name in ("lower", "upper", "hidden6", "hidden7"):
-                    setattr(tower, name, torch.compile(getattr(tower, name), mode=compile_mode))
+            model.compile_segments(compile_mode)
     elif compile:
         model.compile(mode=compile_mode)                        # in place: keys keep their names
     return model
-
-
-def enable_tower_streams(model: nn.Module) -> bool:
-    """Give tower b its own CUDA stream when both towers share one CUDA device; returns whether
-    streams are now in use. The model's forward runs b's segments on that stream (see
-    ``AlexNet._pair``) and joins the streams at each crossing."""
-    devices = getattr(model, "devices", None)
-    if (devices is None or devices[0] != devices[1] or devices[0].type != "cuda"
-            or getattr(model, "b", None) is None):
-        model._side_stream = None
-        return False
-    model._side_stream = torch.cuda.Stream(device=devices[1])
-    return True
 
 
 def to_input(x: torch.Tensor, device: torch.device | str, *, channels_last: bool = False) -> torch.Tensor:

@@ -26,10 +26,11 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 class GroupedAlexNet(nn.Module):
     """AlexNet on one device: conv2, conv4, conv5 with ``groups=2`` (each half sees one tower's
     maps), LRN windows kept inside each tower's half, fc layers full. Channel order is
-    ``[tower a, tower b]`` everywhere, matching :class:`alexnet.model.AlexNet`."""
+    ``[tower a, tower b]`` everywhere, matching :class:`alexnet.model.AlexNet`; for a ``seed`` the
+    initial weights are the two-tower model's."""
 
     def __init__(self, num_classes: int | None = None, device: str | torch.device = "cpu",
-                 preset: str | ModelConfig = "paper", **overrides: Any) -> None:
+                 preset: str | ModelConfig = "paper", seed: int | None = None, **overrides: Any) -> None:
         super().__init__()
         cfg = resolve_model_config(preset, num_classes, overrides)
         if cfg.towers != 2:
@@ -55,6 +56,10 @@ class GroupedAlexNet(nn.Module):
         self.drop6 = Dropout(cfg.dropout, cfg.dropout_style)
         self.drop7 = Dropout(cfg.dropout, cfg.dropout_style)
         self.to(device)
+        if torch.device(device).type != "meta":
+            # the two-tower model's initial weights for this seed (section 5), in the grouped layout
+            towers = AlexNet(devices=("cpu", "cpu"), preset=cfg, seed=seed)
+            self.load_state_dict(to_grouped_state(towers.state_dict(), cfg))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x)

@@ -2,8 +2,8 @@
 
 Tower a lives on ``devices[0]`` (the paper's GPU 0), tower b on ``devices[1]``. conv1, conv2, conv4
 and conv5 see only their own tower's maps; the towers exchange activations only at conv3, fc6, fc7
-and fc8, each time through :func:`twogpu.exchange` (built on the one crossing helper,
-:func:`twogpu.cross`).
+and fc8, each time through :func:`twogpu.exchange` or :func:`twogpu.gather` (built on the one
+crossing helper, :func:`twogpu.cross`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from torch import nn
 
 from alexnet.config import ModelConfig, model_preset
 from alexnet.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
-from twogpu import cross, exchange, feed
+from twogpu import exchange, feed, gather
+from twogpu.rng import init_generator
 
 INPUT_SHAPE = (3, 227, 227)
 """Input images: 3 × 227 × 227 (the paper's text says 224; 227 makes the strides work)."""
@@ -113,17 +114,40 @@ class Tower(nn.Module):
     def hidden7(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop7(F.relu_(self.fc7(x)))             # (N, 2048)
 
+    SEGMENTS = ("lower", "upper", "hidden6", "hidden7")
+    """The tower's pieces between two crossings."""
 
-def init_weights(towers: Sequence[nn.Module], cfg: ModelConfig) -> None:
+    def compile_segments(self, mode: str | None = None) -> None:
+        """``torch.compile`` each segment between crossings, in place (parameter names unchanged)."""
+        for name in self.SEGMENTS:
+            setattr(self, name, torch.compile(getattr(self, name), mode=mode))
+
+
+def init_weights(towers: Sequence[nn.Module], cfg: ModelConfig, seed: int) -> None:
     """Section 5: weights ~ N(0, 0.01²) (cuda-convnet: 0.03 in conv3-5); biases 1 in conv2, conv4,
-    conv5, fc6, fc7 and 0 elsewhere."""
-    for tower in towers:
+    conv5, fc6, fc7 and 0 elsewhere.
+
+    Each tower draws from its own host generator (:func:`twogpu.rng.init_generator`), layer by layer,
+    and the draws are copied to the tower's device: for a seed the weights are the same on the
+    CPU, one GPU or two GPUs, and the two towers never share draws (``torch.manual_seed`` would give
+    two GPUs the same stream)."""
+    for tower_name, tower in zip(("a", "b"), towers):
+        g = init_generator(seed, tower_name)
         for name, module in tower.named_children():
             if not isinstance(module, (nn.Conv2d, nn.Linear)):
                 continue
             std = cfg.init_std_conv345 if name in ("conv3", "conv4", "conv5") else cfg.init_std
-            nn.init.normal_(module.weight, 0.0, std)
             nn.init.constant_(module.bias, cfg.init_bias_one if name in BIAS_ONE_LAYERS else 0.0)
+            if module.weight.device.type == "meta":            # shapes only (crossing reports)
+                continue
+            w = torch.empty(module.weight.shape, dtype=module.weight.dtype).normal_(0.0, std, generator=g)
+            with torch.no_grad():
+                module.weight.copy_(w)
+
+
+def default_seed() -> int:
+    """A seed drawn from PyTorch's global CPU generator (so ``torch.manual_seed`` still decides)."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
 
 
 def check_input(x: torch.Tensor) -> None:
@@ -156,16 +180,19 @@ class AlexNet(nn.Module):
     torch.Size([2, 1000])
 
     ``preset`` is a preset name ('paper', 'cuda-convnet') or a :class:`ModelConfig`; keyword
-    ``overrides`` change single options (e.g. ``lrn=False``). With ``towers=1`` in the config the
+    ``overrides`` change single options (e.g. ``lrn=False``). ``seed`` decides the initial weights
+    (None: drawn from ``torch``'s global generator). With ``towers=1`` in the config the
     model is the paper's one-tower ablation and lives on ``devices[0]``.
     """
 
     def __init__(self, num_classes: int | None = None, devices: Sequence[str | torch.device] = ("cpu", "cpu"),
-                 preset: str | ModelConfig = "paper", **overrides: Any) -> None:
+                 preset: str | ModelConfig = "paper", seed: int | None = None, **overrides: Any) -> None:
         super().__init__()
         cfg = resolve_model_config(preset, num_classes, overrides)
+        seed = default_seed() if seed is None else seed
         self.cfg = cfg
         self.devices = (torch.device(devices[0]), torch.device(devices[1]))
+        self.side_stream: torch.cuda.Stream | None = None       # see use_side_stream
         side5 = pool5_side(cfg)
         if cfg.towers == 2:
             w = PAPER_WIDTHS
@@ -176,7 +203,7 @@ class AlexNet(nn.Module):
                 self.a = Tower(w, fc8_out=n_a, **common)
             with self.devices[1]:
                 self.b = Tower(w, fc8_out=n_b, **common)
-            init_weights([self.a, self.b], cfg)
+            init_weights([self.a, self.b], cfg, seed)
         else:
             w = ONE_TOWER_WIDTHS
             flat = w.conv5 * side5 * side5
@@ -184,7 +211,7 @@ class AlexNet(nn.Module):
                 self.a = Tower(w, conv3_in=w.conv2, fc6_in=flat, fc7_in=w.fc6, fc8_in=w.fc7,
                                fc8_out=cfg.num_classes, cfg=cfg)
             self.b = None
-            init_weights([self.a], cfg)
+            init_weights([self.a], cfg, seed)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x)
@@ -200,18 +227,30 @@ class AlexNet(nn.Module):
         ha, hb = exchange(ha, hb, devs, site="fc7")             # (N, 4096) each
         ha, hb = self._pair(a.hidden7, ha, b.hidden7, hb)       # (N, 2048) each
         if b.fc8 is None:                                       # cuda-convnet: fc8 on GPU 0 only
-            ha = torch.cat([ha, cross(hb, devs[0], site="fc8", source="b", target="a")], 1)  # (N, 4096)
-            return a.fc8(ha)                                    # (N, classes)
+            return a.fc8(gather(ha, hb, devs[0], site="fc8"))  # (N, 4096) on a → (N, classes)
         ha, hb = exchange(ha, hb, devs, site="fc8")             # (N, 4096) each
         la, lb = a.fc8(ha), b.fc8(hb)                           # (N, classes/2) each
-        return torch.cat([la, cross(lb, devs[0], site="fc8", source="b", target="a")], 1)  # (N, classes)
+        return gather(la, lb, devs[0], site="fc8")              # (N, classes) on tower a
+
+    def use_side_stream(self, enable: bool = True) -> bool:
+        """When both towers share one CUDA device, run tower b's segments on a second CUDA stream,
+        concurrently with tower a's (on two devices they already run concurrently). Returns whether
+        the side stream is in use."""
+        d = self.devices
+        shared_gpu = self.b is not None and d[0] == d[1] and d[0].type == "cuda"
+        self.side_stream = torch.cuda.Stream(device=d[1]) if enable and shared_gpu else None
+        return self.side_stream is not None
+
+    def compile_segments(self, mode: str | None = None) -> None:
+        """``torch.compile`` every tower's segments between crossings (see :meth:`Tower.compile_segments`)."""
+        for tower in self.towers():
+            tower.compile_segments(mode)
 
     def _pair(self, fa, xa: torch.Tensor, fb, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One segment of both towers between two crossings. With a side stream (set by
-        :func:`alexnet.fast.enable_tower_streams`, both towers on one GPU) tower b's segment runs on
-        it, concurrently with tower a's; the streams join before the next crossing, on the device
-        without any host synchronisation."""
-        side = getattr(self, "_side_stream", None)
+        """One segment of both towers between two crossings. With a side stream
+        (:meth:`use_side_stream`) tower b's segment runs on it, concurrently with tower a's; the
+        streams join before the next crossing, on the device without any host synchronisation."""
+        side = self.side_stream
         if side is None:
             return fa(xa), fb(xb)
         main = torch.cuda.current_stream(xb.device)

@@ -14,7 +14,6 @@ stop flag) and a ``reduce_sum`` function (all-reduce of validation counts); only
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
@@ -33,6 +32,7 @@ from alexnet.model import AlexNet
 from alexnet.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
 from twogpu.checkpoint import CheckpointDir
 from twogpu.placement import TowerDevices, resolve_devices
+from twogpu.rng import device_streams, stream_seed, use_streams
 from twogpu.trainer import Hook, RunResult, StepOutput, Trainer, TrainerOptions
 
 STALL_HINT = ("This is AlexNet's known stall with biases initialised to 1 (Caffe's reproduction, BVLC PR "
@@ -78,8 +78,9 @@ class AlexNetTask:
         self.devices = devices.pair
         self.dev = devices.a
         self.reduce_sum = reduce_sum or (lambda t: t)
-        torch.manual_seed(cfg.train.seed)                      # the same initial weights on every rank
-        two_tower = AlexNet(devices=devices.pair, preset=cfg.model)
+        torch.manual_seed(cfg.train.seed)
+        # the same initial weights on every rank and on any placement; each tower its own draws
+        two_tower = AlexNet(devices=devices.pair, preset=cfg.model, seed=cfg.train.seed)
         self.grouped = devices.same and cfg.train.grouped_when_single_device and cfg.model.towers == 2
         self.model: nn.Module = grouped_from(two_tower, devices.a) if self.grouped else two_tower
         del two_tower
@@ -96,28 +97,14 @@ class AlexNetTask:
         self.schedule = LRSchedule(self.optimizer, lr, mode=o.schedule, patience=o.plateau_patience,
                                    max_drops=o.max_drops, milestones=o.milestones)
         self.generator = torch.Generator(device=self.dev)      # PCA lighting noise, on tower a's device
-        self.generator.manual_seed(cfg.train.seed * 1000 + 7 + rank)
+        self.generator.manual_seed(stream_seed(cfg.train.seed, "lighting", rank=rank))
         # Dropout draws from the global generators, which other code also draws from at times that
         # depend on when the run started (a DataLoader takes a seed from it whenever an epoch's
-        # iterator is created). The task keeps the dropout stream's state itself, so a resumed run
-        # draws exactly the masks of an uninterrupted one.
+        # iterator is created). The task keeps the dropout streams itself (one per device, so towers
+        # on two GPUs drop different neurons), and a resumed run draws exactly the masks of an
+        # uninterrupted one.
         self._cuda_indices = sorted({d.index or 0 for d in devices.pair if d.type == "cuda"})
-        with torch.random.fork_rng(devices=self._cuda_indices):
-            torch.manual_seed(cfg.train.seed * 1000 + 1 + rank)   # distinct masks per replica
-            self.dropout_rng = self._global_rng()
-
-    def _global_rng(self) -> dict[str, Any]:
-        return {"cpu": torch.get_rng_state(), "cuda": [torch.cuda.get_rng_state(i) for i in self._cuda_indices]}
-
-    @contextlib.contextmanager
-    def _dropout_stream(self) -> Iterator[None]:
-        """Run the block on the task's own dropout random stream (the global generators are restored after)."""
-        with torch.random.fork_rng(devices=self._cuda_indices):
-            torch.set_rng_state(self.dropout_rng["cpu"])
-            for i, s in zip(self._cuda_indices, self.dropout_rng["cuda"]):
-                torch.cuda.set_rng_state(s, i)
-            yield
-            self.dropout_rng = self._global_rng()
+        self.dropout_rng = device_streams(cfg.train.seed, "dropout", self._cuda_indices, rank=rank)
 
     # ------------------------------------------------------------------------------- TrainTask
     def steps_per_epoch(self) -> int:
@@ -140,7 +127,7 @@ class AlexNetTask:
         x = self._input(batch, train=True)                      # (N, 3, 227, 227) on tower a's device
         y = batch.labels.to(self.dev, non_blocking=True)        # (N,)
         self.net.train()
-        with self._dropout_stream(), self._autocast():
+        with use_streams(self.dropout_rng, self._cuda_indices), self._autocast():
             logits = self.net(x)                                # (N, classes) on tower a's device
         loss = F.cross_entropy(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -235,7 +222,8 @@ class AlexNetTask:
         else:  # resumed on another kind of device: the generator's state does not carry over
             print(f"resume: the lighting-noise generator was saved on another kind of device; it is "
                   f"re-seeded from (seed, step {int(state['step'])})", flush=True)
-            self.generator.manual_seed(self.cfg.train.seed * 1000 + 7 + 7919 * int(state["step"]))
+            self.generator.manual_seed(stream_seed(self.cfg.train.seed, "lighting", rank=self.rank,
+                                                   step=int(state["step"])))
         saved_rng = state["dropout_rng"]
         if len(saved_rng["cuda"]) == len(self._cuda_indices):
             self.dropout_rng = {"cpu": saved_rng["cpu"], "cuda": list(saved_rng["cuda"])}
@@ -244,11 +232,9 @@ class AlexNetTask:
 
     def _reseed_streams(self, step: int) -> None:
         """Dropout and lighting streams of this replica from (seed, rank, step)."""
-        base = self.cfg.train.seed * 1000 + 7919 * step + 1_000_003 * self.rank
-        self.generator.manual_seed(base + 7)
-        with torch.random.fork_rng(devices=self._cuda_indices):
-            torch.manual_seed(base + 1)
-            self.dropout_rng = self._global_rng()
+        seed = self.cfg.train.seed
+        self.generator.manual_seed(stream_seed(seed, "lighting", rank=self.rank, step=step))
+        self.dropout_rng = device_streams(seed, "dropout", self._cuda_indices, rank=self.rank, step=step)
 
     # -------------------------------------------------------------------------------- dashboards
     @torch.no_grad()

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from alexnet.fast import amp_context, enable_tower_streams, prepare_for_speed, to_input
+from alexnet.fast import amp_context, prepare_for_speed, to_input
 from alexnet.grouped import GroupedAlexNet, grouped_from
 from alexnet.model import AlexNet
 
@@ -58,8 +58,8 @@ def test_bf16_autocast_runs_and_stays_close():
 
 def test_tower_streams_only_for_two_towers_on_one_gpu():
     model = AlexNet(num_classes=10, devices=("meta", "meta"))
-    assert enable_tower_streams(model) is False           # CPU: plain sequential forward
-    assert model._side_stream is None
+    assert model.use_side_stream() is False               # not CUDA: plain sequential forward
+    assert model.side_stream is None
 
 
 @pytest.mark.cuda
@@ -68,5 +68,5 @@ def test_tower_streams_same_gpu_match_sequential():
     model = AlexNet(num_classes=10, devices=("cuda:0", "cuda:0")).eval()
     x = torch.randn(4, 3, 227, 227, device="cuda:0") * 50
     ref = model(x)
-    assert enable_tower_streams(model)
+    assert model.use_side_stream()
     torch.testing.assert_close(model(x), ref)

@@ -94,7 +94,10 @@ def test_cli_sigterm_then_resume_matches_uninterrupted_run(tmp_path, tiny_data):
 def test_grouped_twin_and_two_towers_train_alike(tmp_path, tiny_data):
     """Without dropout and lighting noise the grouped twin and the two-tower model take the same
     steps; both write checkpoints in the two-tower layout."""
-    common = ("train.max_steps=2", "model.dropout=0.0", "data.lighting_std=0.0", "train.epochs=1")
+    # seed 1: with seed 0's initial weights one activation sits on a ReLU / max-pool tie that the two
+    # summation orders break differently (conv1's momentum then differs by 2e-3 of its largest
+    # value); seeds 1, 2 and 3 agree to 3e-6
+    common = ("train.max_steps=2", "model.dropout=0.0", "data.lighting_std=0.0", "train.epochs=1", "train.seed=1")
     train(tiny_config(tmp_path, tiny_data, "grouped", *common), dashboards=False, log=lambda s: None)
     train(tiny_config(tmp_path, tiny_data, "towers", "train.grouped_when_single_device=false", *common),
           dashboards=False, log=lambda s: None)
