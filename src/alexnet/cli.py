@@ -194,6 +194,23 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 1 if any(isinstance(r, str) for _, r in results) else 0
 
 
+# ----------------------------------------------------------------------------------- import-caffe
+def _build_import_caffe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.caffemodel", help="Caffe's trained AlexNet, e.g. bvlc_alexnet.caffemodel")
+    p.add_argument("--mean", default=None, metavar="MEAN.binaryproto",
+                   help="Caffe's mean image, e.g. imagenet_mean.binaryproto (stored in the checkpoint)")
+    p.add_argument("--out", required=True, metavar="CHECKPOINT", help="checkpoint file (.pt) to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+@command("import-caffe", "convert Caffe's bvlc_alexnet (.caffemodel, mean .binaryproto) into a two-tower checkpoint")(_build_import_caffe)
+def _run_import_caffe(args: argparse.Namespace) -> int:
+    from alexnet.caffe_import import import_caffe
+    out = import_caffe(args.model, args.out, args.mean, force=args.force)
+    print(f"next: alexnet evaluate DATA --checkpoint {out}   (DATA with ILSVRC-2012's 1000 wnid folders)")
+    return 0
+
+
 # ------------------------------------------------------------------------------- data: stats, prepare, demo
 def _build_stats(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", metavar="DATA", help="dataset root (with train/) or a training folder")

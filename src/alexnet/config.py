@@ -33,9 +33,10 @@ def _f(default: Any, doc: str) -> Any:
 class ModelConfig:
     """The network (paper section 3). Defaults are the paper's published text (preset ``paper``)."""
 
-    preset: Literal["paper", "cuda-convnet"] = _f(
-        "paper", "Base preset the other model keys override: 'paper' (published text) or "
-        "'cuda-convnet' (Krizhevsky's released layers-145 configuration).")
+    preset: Literal["paper", "cuda-convnet", "caffe"] = _f(
+        "paper", "Base preset the other model keys override: 'paper' (published text), "
+        "'cuda-convnet' (Krizhevsky's released layers-145 configuration) or 'caffe' (what Caffe's "
+        "bvlc_alexnet computes; for weights from 'alexnet import-caffe').")
     num_classes: int = _f(1000, "Number of output classes of fc8 (ILSVRC: 1000).")
     towers: Literal[1, 2] = _f(
         2, "2: the paper's two towers. 1: the one-tower ablation (half the kernels in conv1-conv4, "
@@ -48,6 +49,10 @@ class ModelConfig:
     lrn_alpha_per_size: bool = _f(
         False, "Divide α by n before multiplying the sum (cuda-convnet, Caffe and nn.LocalResponseNorm "
         "convention; α_eff = 2e-5). The paper's text does not divide.")
+    lrn_across_towers: bool = _f(
+        False, "LRN windows span both towers' maps, as Caffe's ungrouped norm1/norm2 do: each tower "
+        "receives the other's n//2 boundary maps at conv1 and conv2 (a crossing of its own, sites "
+        "'lrn1'/'lrn2'). Caffe's computation, not the paper's connectivity (section 3.2).")
     lrn1_before_relu: bool = _f(
         False, "Apply conv1's LRN before its ReLU (cuda-convnet); the paper applies it after.")
     conv2_spatial_norm: bool = _f(
@@ -80,6 +85,8 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.init_std < 0 or self.init_std_conv345 < 0:
             raise ConfigError("model.init_std and model.init_std_conv345 must be >= 0")
+        if self.lrn_across_towers and self.towers != 2:
+            raise ConfigError("model.lrn_across_towers needs two towers (model.towers = 2)")
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -90,6 +97,17 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "conv2_spatial_norm": True,
         "init_std_conv345": 0.03,
         "fc8_placement": "a",
+    },
+    # BVLC Caffe, models/bvlc_alexnet/train_val.prototxt (norm1/norm2: local_size 5, alpha 1e-4,
+    # beta 0.75, k left at LRNParameter's default 1, not grouped; relu1 before norm1; bias_filler
+    # 0.1 in conv2, conv4, conv5, fc6, fc7), src/caffe/layers/lrn_layer.cpp (alpha_ / size_) and
+    # dropout_layer.cpp (train outputs × 1/(1 − p): inverted).
+    "caffe": {
+        "lrn_alpha_per_size": True,
+        "lrn_k": 1.0,
+        "lrn_across_towers": True,
+        "dropout_style": "inverted",
+        "init_bias_one": 0.1,
     },
 }
 """Each preset as its differences from the paper's text (documented in README, 'Presets')."""

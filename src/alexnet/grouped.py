@@ -25,9 +25,10 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 
 class GroupedAlexNet(nn.Module):
     """AlexNet on one device: conv2, conv4, conv5 with ``groups=2`` (each half sees one tower's
-    maps), LRN windows kept inside each tower's half, fc layers full. Channel order is
-    ``[tower a, tower b]`` everywhere, matching :class:`alexnet.model.AlexNet`; for a ``seed`` the
-    initial weights are the two-tower model's."""
+    maps), LRN windows kept inside each tower's half (over all channels with
+    ``lrn_across_towers``), fc layers full. Channel order is ``[tower a, tower b]`` everywhere,
+    matching :class:`alexnet.model.AlexNet`; for a ``seed`` the initial weights are the two-tower
+    model's."""
 
     def __init__(self, num_classes: int | None = None, device: str | torch.device = "cpu",
                  preset: str | ModelConfig = "paper", seed: int | None = None, **overrides: Any) -> None:
@@ -43,8 +44,9 @@ class GroupedAlexNet(nn.Module):
         self.conv3 = nn.Conv2d(2 * w.conv2, 2 * w.conv3, kernel_size=3, padding=1)
         self.conv4 = nn.Conv2d(2 * w.conv3, 2 * w.conv4, kernel_size=3, padding=1, groups=2)
         self.conv5 = nn.Conv2d(2 * w.conv4, 2 * w.conv5, kernel_size=3, padding=1, groups=2)
+        lrn_groups = 1 if cfg.lrn_across_towers else 2          # Caffe's norm1/norm2: over all channels
         lrn = (lambda: LocalResponseNorm(cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k,
-                                         cfg.lrn_alpha_per_size, groups=2)) if cfg.lrn else nn.Identity
+                                         cfg.lrn_alpha_per_size, groups=lrn_groups)) if cfg.lrn else nn.Identity
         self.lrn1, self.lrn2 = lrn(), lrn()
         self.norm2 = (SpatialResponseNorm(cfg.spatial_norm_size, cfg.spatial_norm_alpha,
                                           cfg.spatial_norm_beta, cfg.spatial_norm_k)

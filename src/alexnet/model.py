@@ -3,7 +3,8 @@
 Tower a lives on ``devices[0]`` (the paper's GPU 0), tower b on ``devices[1]``. conv1, conv2, conv4
 and conv5 see only their own tower's maps; the towers exchange activations only at conv3, fc6, fc7
 and fc8, each time through :func:`twogpu.exchange` or :func:`twogpu.gather` (built on the one
-crossing helper, :func:`twogpu.cross`).
+crossing helper, :func:`twogpu.cross`). Only the ``caffe`` preset adds a crossing: its LRN windows
+span both towers (:func:`halo`, sites ``lrn1`` and ``lrn2``), as Caffe's ungrouped norm1/norm2 compute.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 from alexnet.config import ModelConfig, model_preset
 from alexnet.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
-from twogpu import exchange, feed, gather
+from twogpu import cross, exchange, feed, gather
 from twogpu.rng import init_generator
 
 INPUT_SHAPE = (3, 227, 227)
@@ -63,9 +64,10 @@ class Tower(nn.Module):
     arriving from both towers; ``fc8_out`` is 0 when this tower holds no part of fc8."""
 
     def __init__(self, w: Widths, *, conv3_in: int, fc6_in: int, fc7_in: int, fc8_in: int,
-                 fc8_out: int, cfg: ModelConfig) -> None:
+                 fc8_out: int, cfg: ModelConfig, halo: tuple[int, int] = (0, 0)) -> None:
         super().__init__()
         self.cfg = cfg
+        self.halo = halo  # maps of the other tower before / after this one's at the LRNs (lrn_across_towers)
         self.conv1 = nn.Conv2d(3, w.conv1, kernel_size=11, stride=4)
         self.lrn1 = self._lrn()
         self.conv2 = nn.Conv2d(w.conv1, w.conv2, kernel_size=5, padding=2)
@@ -91,15 +93,30 @@ class Tower(nn.Module):
 
     def lower(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 → pool2, on this tower's own maps only."""
+        return self.pool2(self.conv2_maps(self.conv1_maps(x)))
+
+    def conv1_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1 (and its ReLU unless the LRN comes first): the maps conv1's LRN normalises."""
         x = self.conv1(x)                                   # (N, 48, 55, 55)
+        return x if self.cfg.lrn1_before_relu else F.relu_(x)
+
+    def conv2_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1's LRN → pool1 → conv2 → ReLU: the maps conv2's LRN normalises."""
+        x = self._norm(self.lrn1, x)                        # (N, 48, 55, 55)
         if self.cfg.lrn1_before_relu:
-            x = F.relu_(self.lrn1(x))
-        else:
-            x = self.lrn1(F.relu_(x))
-        x = self.pool(x)                                    # (N, 48, 27, 27)
-        x = self.lrn2(F.relu_(self.conv2(x)))                # (N, 128, 27, 27)
-        x = self.norm2(x)
-        return self.pool(x)                                 # (N, 128, 13, 13)
+            x = F.relu_(x)
+        return F.relu_(self.conv2(self.pool(x)))            # (N, 128, 27, 27)
+
+    def pool2(self, x: torch.Tensor) -> torch.Tensor:
+        """conv2's LRN → pool2."""
+        return self.pool(self.norm2(self._norm(self.lrn2, x)))  # (N, 128, 13, 13)
+
+    def _norm(self, lrn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The LRN; with a halo (the other tower's boundary maps beside this tower's), computed over
+        all of them and the halo dropped, so windows at the towers' border span both."""
+        lo, hi = self.halo
+        x = lrn(x)
+        return x[:, lo:x.shape[1] - hi] if lo or hi else x
 
     def upper(self, x: torch.Tensor) -> torch.Tensor:
         """conv3 (input from both towers) → pool5."""
@@ -167,6 +184,16 @@ def resolve_model_config(preset: str | ModelConfig, num_classes: int | None, ove
     return cfg
 
 
+def halo(xa: torch.Tensor, xb: torch.Tensor, devices: tuple[torch.device, torch.device], width: int, *,
+         site: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each tower's maps with the other tower's ``width`` nearest maps beside them (the LRN window's
+    halo): ``[a, b[:width]]`` on tower a, ``[a[-width:], b]`` on tower b. Only with
+    ``lrn_across_towers`` (Caffe's ungrouped norm1/norm2), never in the paper's network."""
+    on_a = torch.cat([xa, cross(xb[:, :width], devices[0], site=site, source="b", target="a")], 1)
+    on_b = torch.cat([cross(xa[:, -width:], devices[1], site=site, source="a", target="b"), xb], 1)
+    return on_a, on_b
+
+
 def fc8_split(num_classes: int) -> tuple[int, int]:
     """Classes computed by tower a and by tower b when fc8 is split: a takes the larger half."""
     return (num_classes + 1) // 2, num_classes // 2
@@ -194,15 +221,16 @@ class AlexNet(nn.Module):
         self.devices = (torch.device(devices[0]), torch.device(devices[1]))
         self.side_stream: torch.cuda.Stream | None = None       # see use_side_stream
         side5 = pool5_side(cfg)
+        self.lrn_halo = cfg.lrn_size // 2 if cfg.lrn and cfg.lrn_across_towers else 0
         if cfg.towers == 2:
             w = PAPER_WIDTHS
             flat = w.conv5 * side5 * side5
             n_a, n_b = fc8_split(cfg.num_classes) if cfg.fc8_placement == "split" else (cfg.num_classes, 0)
             common = dict(conv3_in=2 * w.conv2, fc6_in=2 * flat, fc7_in=2 * w.fc6, fc8_in=2 * w.fc7, cfg=cfg)
             with self.devices[0]:  # built in place: no host copy of a tower bound for a GPU
-                self.a = Tower(w, fc8_out=n_a, **common)
+                self.a = Tower(w, fc8_out=n_a, halo=(0, self.lrn_halo), **common)
             with self.devices[1]:
-                self.b = Tower(w, fc8_out=n_b, **common)
+                self.b = Tower(w, fc8_out=n_b, halo=(self.lrn_halo, 0), **common)
             init_weights([self.a, self.b], cfg, seed)
         else:
             w = ONE_TOWER_WIDTHS
@@ -219,7 +247,14 @@ class AlexNet(nn.Module):
             return self._forward_one_tower(x.to(self.devices[0], non_blocking=self.devices[0].type == "cuda"))
         devs, a, b = self.devices, self.a, self.b
         xa, xb = feed(x, devs)                                  # (N, 3, 227, 227) on each tower
-        ha, hb = self._pair(a.lower, xa, b.lower, xb)           # (N, 128, 13, 13) each
+        if self.lrn_halo:                                       # Caffe: LRN windows span the towers
+            ha, hb = self._pair(a.conv1_maps, xa, b.conv1_maps, xb)    # (N, 48, 55, 55) each
+            ha, hb = halo(ha, hb, devs, self.lrn_halo, site="lrn1")       # (N, 48 + n//2, 55, 55) each
+            ha, hb = self._pair(a.conv2_maps, ha, b.conv2_maps, hb)    # (N, 128, 27, 27) each
+            ha, hb = halo(ha, hb, devs, self.lrn_halo, site="lrn2")       # (N, 128 + n//2, 27, 27) each
+            ha, hb = self._pair(a.pool2, ha, b.pool2, hb)              # (N, 128, 13, 13) each
+        else:
+            ha, hb = self._pair(a.lower, xa, b.lower, xb)       # (N, 128, 13, 13) each
         ha, hb = exchange(ha, hb, devs, site="conv3")           # (N, 256, 13, 13) each
         ha, hb = self._pair(a.upper, ha, b.upper, hb)           # (N, 128, 6, 6) each
         ha, hb = exchange(ha.flatten(1), hb.flatten(1), devs, site="fc6")  # (N, 9216) each

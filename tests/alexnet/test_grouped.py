@@ -11,7 +11,7 @@ def image(n=2):
     return torch.rand(n, 3, 227, 227, dtype=torch.float64) * 255 - 120
 
 
-@pytest.mark.parametrize("preset", ["paper", "cuda-convnet"])
+@pytest.mark.parametrize("preset", ["paper", "cuda-convnet", "caffe"])
 def test_forward_and_every_gradient_agree(preset):
     torch.manual_seed(3)
     # float64 so that the comparison can be tight; dropout is deterministic in eval mode (× 0.5).

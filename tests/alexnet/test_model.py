@@ -95,7 +95,7 @@ def test_one_tower_ablation_matches_footnote():
 
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(ConfigError, match="unknown model preset"):
-        model_preset("caffe")
+        model_preset("torch7")
 
 
 # --------------------------------------------------------------------------- connectivity
