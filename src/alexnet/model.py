@@ -133,10 +133,12 @@ class Tower(nn.Module):
 
     SEGMENTS = ("lower", "upper", "hidden6", "hidden7")
     """The tower's pieces between two crossings."""
+    HALO_SEGMENTS = ("conv1_maps", "conv2_maps", "pool2", "upper", "hidden6", "hidden7")
+    """The same with LRN halos (``lrn_across_towers``), which cut ``lower`` at both LRNs."""
 
     def compile_segments(self, mode: str | None = None) -> None:
         """``torch.compile`` each segment between crossings, in place (parameter names unchanged)."""
-        for name in self.SEGMENTS:
+        for name in self.HALO_SEGMENTS if any(self.halo) else self.SEGMENTS:
             setattr(self, name, torch.compile(getattr(self, name), mode=mode))
 
 
