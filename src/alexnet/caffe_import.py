@@ -202,7 +202,7 @@ def import_caffe(model_path: str | Path, out: str | Path, mean_path: str | Path 
         extra["stats"] = {"mean": mean, "eigval": torch.tensor(IMAGENET_EIGVAL),
                           "eigvec": torch.tensor(IMAGENET_EIGVEC)}
     cfg = Config(model=model_cfg, data=data_cfg)
-    state = {k: v.clone() for k, v in to_two_tower_state(grouped, model_cfg).items()}  # own storage each
+    state = to_two_tower_state(grouped, model_cfg)   # views: each Caffe blob's storage is saved once
     _check_loads(state, cfg)
     if num_classes == 1000:
         from alexnet.classes import imagenet_categories
