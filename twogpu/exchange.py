@@ -25,7 +25,7 @@ class CrossingRecord:
     site: str
     """Where in the network the crossing happens (e.g. ``"conv3"``, ``"fc6"``)."""
     source: str
-    """Tower the tensor leaves (``"a"`` or ``"b"``)."""
+    """Tower the tensor leaves (``"a"`` or ``"b"``; ``"host"`` for the input feed)."""
     target: str
     """Tower the tensor arrives at."""
     shape: tuple[int, ...]
@@ -71,13 +71,19 @@ def cross(x: torch.Tensor, device: torch.device | str, *, site: str, source: str
     backward: copy the gradient back (:class:`Cross`). On a single device no bytes move, but the
     crossing is still recorded: it is a property of the network, not of the placement.
     """
+    return Cross.apply(x, torch.device(device), record_transfer(x, site=site, source=source, target=target))
+
+
+def record_transfer(x: torch.Tensor, *, site: str, source: str, target: str) -> CrossingRecord | None:
+    """Inside :func:`record_crossings`, record that ``x`` goes from ``source`` to ``target`` (a
+    crossing, or the input feed: ``site="feed"``); returns the record (None outside)."""
     records = getattr(_local, "records", None)
-    record = None
-    if records is not None:
-        record = CrossingRecord(site=site, source=source, target=target, shape=tuple(x.shape),
-                                bytes_forward=x.numel() * x.element_size())
-        records.append(record)
-    return Cross.apply(x, torch.device(device), record)
+    if records is None:
+        return None
+    record = CrossingRecord(site=site, source=source, target=target, shape=tuple(x.shape),
+                            bytes_forward=x.numel() * x.element_size())
+    records.append(record)
+    return record
 
 
 def exchange(
@@ -107,7 +113,8 @@ def gather(xa: torch.Tensor, xb: torch.Tensor, device_a: torch.device, *, site: 
 
 @contextlib.contextmanager
 def record_crossings() -> Iterator[list[CrossingRecord]]:
-    """Collect a :class:`CrossingRecord` for every :func:`cross` call made inside the block."""
+    """Collect a :class:`CrossingRecord` for every :func:`cross` call made inside the block, and one
+    per tower for every input fed (:func:`twogpu.feed`, ``site="feed"``)."""
     previous = getattr(_local, "records", None)
     records: list[CrossingRecord] = []
     _local.records = records

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from twogpu.exchange import record_transfer
+
 
 @dataclass(frozen=True)
 class TowerDevices:
@@ -72,10 +74,14 @@ def resolve_devices(request: str | Sequence[str], *, offset: int = 0) -> TowerDe
 
 
 def feed(x: torch.Tensor, devices: tuple[torch.device, torch.device]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Give both towers the whole input batch (section 3.2: each GPU sees every image).
-
-    This is the host-to-device load, not a cross-tower exchange, so it is not recorded as a crossing.
-    """
-    xa = x.to(devices[0], non_blocking=devices[0].type == "cuda")
-    xb = xa if devices[1] == devices[0] else x.to(devices[1], non_blocking=devices[1].type == "cuda")
-    return xa, xb
+    """Give both towers the whole tensor ``x`` (section 3.2: each GPU sees every image): ``x`` goes
+    to each tower's device (from the host, or from tower a's device to tower b). Recorded as site
+    ``"feed"``, one record per tower (inside :func:`twogpu.record_crossings`), whatever the
+    placement, as crossings are; on one device the tensor is sent once and shared."""
+    source = "a" if x.device == devices[0] else "host" if x.device.type == "cpu" else "?"
+    out = []
+    for tower, dev in zip(("a", "b"), devices):
+        if not (source == "a" and tower == "a"):
+            record_transfer(x, site="feed", source=source, target=tower)
+        out.append(out[0] if out and dev == devices[0] else x.to(dev, non_blocking=dev.type == "cuda"))
+    return out[0], out[1]

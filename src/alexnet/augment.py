@@ -139,30 +139,39 @@ def lighting_offsets(alpha: torch.Tensor, eigval: torch.Tensor, eigvec: torch.Te
     return 255.0 * weights @ eigvec.T                  # (N, 3)   Σ_i w_i p_i
 
 
+def image_offsets(n: int, eigval: torch.Tensor, eigvec: torch.Tensor, lighting_std: float, *,
+                  formula: Literal["paper", "cuda-convnet"] = "paper",
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Section 4.1's PCA lighting: one RGB offset per image, (n, 3), on ``eigval``'s device, from
+    α ~ N(0, σ²) drawn with ``generator``."""
+    alpha = torch.randn(n, 3, generator=generator, device=eigval.device) * lighting_std
+    return lighting_offsets(alpha, eigval, eigvec.to(eigval.device), formula)
+
+
 def model_input(images: torch.Tensor, crops: torch.Tensor, mean: torch.Tensor, *,
                 eigval: torch.Tensor | None = None, eigvec: torch.Tensor | None = None,
                 lighting_std: float = 0.0, formula: Literal["paper", "cuda-convnet"] = "paper",
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, offsets: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 views → float32 network input on ``mean``'s device.
 
     ``images`` (N, 3, C, C) or (N, V, 3, C, C) uint8, ``crops`` (N, 3) or (N, V, 3). Subtracts the
     mean window of each view; adds lighting noise (one α per image, shared by its views) when
-    ``lighting_std > 0``.
+    ``lighting_std > 0``, or the per-image RGB ``offsets`` (N, 3) given (already drawn, e.g. for the
+    other tower's copy of the batch).
     """
     device = mean.device
     shape = images.shape
     c = shape[-1]
     views = images.reshape(-1, 3, c, c)                                          # (M, 3, C, C)
-    offsets = None
-    if lighting_std > 0:
+    if offsets is None and lighting_std > 0:
         if eigval is None or eigvec is None:
             raise ValueError("lighting needs the eigenvalues and eigenvectors")
-        n = shape[0]
-        alpha = torch.randn(n, 3, generator=generator, device=device) * lighting_std
-        offsets = lighting_offsets(alpha, eigval.to(device), eigvec.to(device), formula)  # (N, 3)
-        offsets = offsets.repeat_interleave(views.shape[0] // n, dim=0)                  # (M, 3)
+        offsets = image_offsets(shape[0], eigval.to(device), eigvec, lighting_std, formula=formula,
+                                generator=generator)                             # (N, 3)
+    if offsets is not None:
+        offsets = offsets.to(device).repeat_interleave(views.shape[0] // shape[0], dim=0)  # (M, 3)
     if device.type == "cpu":
-        flat = _cpu_input(views, mean, crops.reshape(-1, 3), offsets)
+        flat = _cpu_input(views.cpu(), mean, crops.reshape(-1, 3), offsets)
     else:
         flat = views.to(device, non_blocking=True).float()
         flat -= mean_windows(mean, crops.reshape(-1, 3).to(device, non_blocking=True), c)

@@ -58,7 +58,8 @@ def _run_crossings(args: argparse.Namespace) -> int:
     from alexnet.config import load_config
     from alexnet.crossings import crossing_report
     cfg = load_config(args.config, args.overrides)
-    print(crossing_report(cfg.model, args.batch_size, training=not args.inference).table())
+    print(crossing_report(cfg.model, args.batch_size, training=not args.inference,
+                          lighting=cfg.data.lighting_std > 0).table())
     if args.replicas:
         from alexnet.crossings import allreduce_table
         print(allreduce_table(cfg.model, args.batch_size, args.replicas))

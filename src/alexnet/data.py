@@ -34,6 +34,7 @@ from alexnet.folders import DataError, list_samples, validate_dataset
 from alexnet.images import BadImage, SkippedImages, load_image, quiet_pil_warnings
 from alexnet.stats import Stats, resolve_stats
 from alexnet.workers import worker_init
+from twogpu.placement import feed
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +249,27 @@ class ImagePipeline:
         std = self.cfg.lighting_std if train else 0.0
         return augment.model_input(batch.images, batch.crops, mean, eigval=eigval, eigvec=eigvec,
                                    lighting_std=std, formula=self.cfg.lighting_formula, generator=generator)
+
+    def to_tower_inputs(self, batch: Batch, devices: Sequence[torch.device], *, train: bool,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each tower's float32 input, normalised on its own device (section 3.2: each GPU sees
+        every image). The uint8 batch goes from the host to each tower's device (3·227·227 =
+        154,587 B per image each, instead of a float32 copy of 618,348 B from GPU 0 to GPU 1); the
+        lighting offsets are drawn once, on tower a's device, and sent to tower b (12 B per image).
+        On one device both towers share one input."""
+        a, b = torch.device(devices[0]), torch.device(devices[1])
+        if a == b:
+            x = self.to_model_input(batch, a, train=train, generator=generator)
+            return x, x
+        std = self.cfg.lighting_std if train else 0.0
+        (mean_a, eigval_a, eigvec_a), (mean_b, _, _) = self._stats_on(a), self._stats_on(b)
+        offsets = (augment.image_offsets(batch.images.shape[0], eigval_a, eigvec_a, std,
+                                         formula=self.cfg.lighting_formula, generator=generator)
+                   if std > 0 else None)                                          # (N, 3) on a
+        images_a, images_b = feed(batch.images, (a, b))                          # uint8, host → each tower
+        offsets_a, offsets_b = feed(offsets, (a, b)) if offsets is not None else (None, None)
+        return (augment.model_input(images_a, batch.crops, mean_a, offsets=offsets_a),
+                augment.model_input(images_b, batch.crops, mean_b, offsets=offsets_b))
 
     def bad_input_summary(self) -> str:
         """'' if nothing was skipped; else the number of skipped files per kind (each logged once)."""

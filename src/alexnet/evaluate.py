@@ -100,13 +100,13 @@ def evaluate(checkpoint: str | Path, data_root: str | None = None, *, devices: S
         n = wrong1 = wrong5 = 0
         batches = pipe.val_batches(ten_view=ten, batch_size=bs, limit=limit)
         for batch in progress(batches, total=(n_val + bs - 1) // bs, desc=f"{name:8s}", unit="batch"):
-            x = pipe.to_model_input(batch, dev, train=False)    # (N, 3, C, C) or (N, 10, 3, C, C)
+            # (N, 3, C, C) or (N, 10, 3, C, C); on two devices each tower's copy, normalised there
+            xs = (pipe.to_tower_inputs(batch, tower_devs.pair, train=False) if not tower_devs.same
+                  else (pipe.to_model_input(batch, dev, train=False),))
             y = batch.labels.to(dev)
-            if ten:
-                b, v = x.shape[:2]
-                probs = net(x.reshape(b * v, *x.shape[2:])).softmax(1).reshape(b, v, -1).mean(1)  # (N, classes)
-            else:
-                probs = net(x).softmax(1)
+            flat = tuple(x.reshape(-1, *x.shape[-3:]) for x in xs)                 # (N·V, 3, C, C)
+            logits = net(flat if len(flat) == 2 else flat[0])                      # (N·V, classes)
+            probs = logits.softmax(1).reshape(len(y), -1, logits.shape[1]).mean(1)  # (N, classes), views averaged
             w1, w5 = topk_errors(probs, y)
             n, wrong1, wrong5 = n + len(y), wrong1 + w1, wrong5 + w5
         result[name] = {"top1_err": wrong1 / max(n, 1), "top5_err": wrong5 / max(n, 1)}

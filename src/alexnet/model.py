@@ -243,12 +243,17 @@ class AlexNet(nn.Module):
             self.b = None
             init_weights([self.a], cfg, seed)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x)
+    def forward(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``x``: the input batch (fed to both towers here), or each tower's copy on its device
+        (``ImagePipeline.to_tower_inputs``: normalised there from the uint8 batch)."""
+        pair = isinstance(x, (tuple, list))
+        for t in (x if pair else (x,)):
+            check_input(t)
         if self.b is None:
+            x = x[0] if pair else x
             return self._forward_one_tower(x.to(self.devices[0], non_blocking=self.devices[0].type == "cuda"))
         devs, a, b = self.devices, self.a, self.b
-        xa, xb = feed(x, devs)                                  # (N, 3, 227, 227) on each tower
+        xa, xb = x if pair else feed(x, devs)                   # (N, 3, 227, 227) on each tower
         if self.lrn_halo:                                       # Caffe: LRN windows span the towers
             ha, hb = self._pair(a.conv1_maps, xa, b.conv1_maps, xb)    # (N, 48, 55, 55) each
             ha, hb = halo(ha, hb, devs, self.lrn_halo, site="lrn1")       # (N, 48 + n//2, 55, 55) each

@@ -113,18 +113,25 @@ class AlexNetTask:
     def batches(self, epoch: int, start_step: int) -> Iterator[Any]:
         return self.pipeline.train_batches(epoch, start_step)
 
-    def _input(self, batch: Any, train: bool) -> torch.Tensor:
-        x = self.pipeline.to_model_input(batch, self.dev, train=train, generator=self.generator if train else None)
-        if self.cfg.train.channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+    def _input(self, batch: Any, train: bool) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The network input: on two devices each tower's own copy, normalised there from the uint8
+        batch (:meth:`ImagePipeline.to_tower_inputs`); else one tensor on tower a's device."""
+        gen = self.generator if train else None
+        two_devices = isinstance(self.model, AlexNet) and self.model.b is not None and self.devices[0] != self.devices[1]
+        if two_devices:
+            xs = self.pipeline.to_tower_inputs(batch, self.devices, train=train, generator=gen)
+        else:
+            xs = (self.pipeline.to_model_input(batch, self.dev, train=train, generator=gen),)
+        if self.cfg.train.channels_last:
+            xs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in xs)
+        return xs if two_devices else xs[0]
 
     def _autocast(self):
         """bf16 autocast on CUDA when ``train.amp = "bf16"``; the paper's fp32 elsewhere."""
         return amp_context(self.dev, self.cfg.train.amp if self.dev.type == "cuda" else "none")
 
     def train_step(self, batch: Any) -> StepOutput:
-        x = self._input(batch, train=True)                      # (N, 3, 227, 227) on tower a's device
+        x = self._input(batch, train=True)                      # (N, 3, 227, 227) on each tower's device
         y = batch.labels.to(self.dev, non_blocking=True)        # (N,)
         self.net.train()
         with use_streams(self.dropout_rng, self._cuda_indices), self._autocast():
