@@ -90,9 +90,10 @@ def build_models(devices: tuple[torch.device, torch.device], *, channels_last: b
                  only: str | None = None) -> dict[str, tuple[nn.Module, tuple[int, int, int], torch.device]]:
     """name → (model, input shape, input device). The grouped twin only when the towers share a device."""
     import torchvision
-    builders = {"two-tower": lambda: (AlexNet(devices=devices), (3, 227, 227), devices[0])}
+    ours = lambda m: (m, m.input_shape, devices[0])  # noqa: E731  (3, 224, 224): model.input_size
+    builders = {"two-tower": lambda: ours(AlexNet(devices=devices))}
     if devices[0] == devices[1]:
-        builders["grouped"] = lambda: (GroupedAlexNet(device=devices[0]), (3, 227, 227), devices[0])
+        builders["grouped"] = lambda: ours(GroupedAlexNet(device=devices[0]))
     builders["torchvision"] = lambda: (torchvision.models.alexnet().to(devices[0]), (3, 224, 224), devices[0])
     models = {k: b() for k, b in builders.items() if only in (None, k)}
     for model, _, _ in models.values():
@@ -273,7 +274,8 @@ def run(devices: tuple[torch.device, torch.device], batch: int, *, reps: int, wa
 
     # FLOPs per image, from each architecture's own layer shapes
     import torchvision
-    meta = {"two-tower": (AlexNet(devices=("meta", "meta")), (3, 227, 227)),
+    two_tower = AlexNet(devices=("meta", "meta"))
+    meta = {"two-tower": (two_tower, two_tower.input_shape),
             "torchvision": (torchvision.models.alexnet().to("meta"), (3, 224, 224))}
     meta["grouped"] = meta["two-tower"]
     flops = {k: {"forward": forward_flops(layer_macs(m, s)), "training": training_flops(layer_macs(m, s))}

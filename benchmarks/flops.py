@@ -27,8 +27,9 @@ class LayerCount:
     """Whether the backward pass computes this layer's input gradient."""
 
 
-def layer_macs(model: nn.Module, input_shape: tuple[int, ...] = (3, 227, 227)) -> list[LayerCount]:
-    """Per-layer multiply-adds per image of ``model`` (built on the ``meta`` device), in call order."""
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> list[LayerCount]:
+    """Per-layer multiply-adds per image of ``model`` (built on the ``meta`` device), in call order;
+    ``input_shape`` defaults to the model's own (our networks': ``model.input_shape``)."""
     counts: list[LayerCount] = []
     hooks = []
 
@@ -50,7 +51,7 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...] = (3, 227, 227)) -
     try:
         device = next(model.parameters()).device
         with torch.enable_grad():
-            model(torch.zeros((2, *input_shape), device=device))
+            model(torch.zeros((2, *(input_shape or model.input_shape)), device=device))
     finally:
         for h in hooks:
             h.remove()

@@ -12,7 +12,12 @@ Two halves, split by where they run:
 
 * On the device, batched in float32: subtract the per-pixel mean image (section 2: raw 0..255
   values minus the training-set mean, no division by a std), cropped and mirrored like each
-  image, and add the PCA colour ("lighting") noise.
+  image (``mean_window="crop"``) or its centre window for every view (``"centre"``, cuda-convnet2's
+  ``convdata.py``), and add the PCA colour ("lighting") noise; cuda-convnet2 then scales the whole
+  training input by 1/(1 + σ) (``rescale``).
+
+Crops are ``model.input_size`` wide: 224 (the paper's; 33 × 33 offsets in a 256 image, as
+cuda-convnet2's ``jpeg.cpp`` draws them) or 227 (Caffe's; 30 × 30).
 
 Lighting convention (section 4.1). To each pixel add ``P (α ∘ λ)`` where the columns of ``P`` are
 the eigenvectors of the 3×3 RGB covariance, ``λ`` its eigenvalues and ``α ~ N(0, σ²)``, σ = 0.1,
@@ -148,20 +153,36 @@ def image_offsets(n: int, eigval: torch.Tensor, eigvec: torch.Tensor, lighting_s
     return lighting_offsets(alpha, eigval, eigvec.to(eigval.device), formula)
 
 
+def mean_crops(crops: torch.Tensor, image_size: int, crop_size: int,
+               mean_window: Literal["crop", "centre"]) -> torch.Tensor:
+    """The windows of the mean image to subtract from views cut at ``crops`` (..., 3): the views' own
+    (``"crop"``) or the unmirrored centre window for all (``"centre"``, cuda-convnet2's ``data_mean_crop``)."""
+    if mean_window == "crop":
+        return crops
+    if mean_window != "centre":
+        raise ValueError(f"unknown mean window {mean_window!r}")
+    c = (image_size - crop_size) // 2
+    return torch.tensor([c, c, 0], dtype=crops.dtype, device=crops.device).expand(crops.shape)
+
+
 def model_input(images: torch.Tensor, crops: torch.Tensor, mean: torch.Tensor, *,
                 eigval: torch.Tensor | None = None, eigvec: torch.Tensor | None = None,
                 lighting_std: float = 0.0, formula: Literal["paper", "cuda-convnet"] = "paper",
-                generator: torch.Generator | None = None, offsets: torch.Tensor | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, offsets: torch.Tensor | None = None,
+                mean_window: Literal["crop", "centre"] = "crop", rescale: bool = False) -> torch.Tensor:
     """uint8 views → float32 network input on ``mean``'s device.
 
     ``images`` (N, 3, C, C) or (N, V, 3, C, C) uint8, ``crops`` (N, 3) or (N, V, 3). Subtracts the
-    mean window of each view; adds lighting noise (one α per image, shared by its views) when
-    ``lighting_std > 0``, or the per-image RGB ``offsets`` (N, 3) given (already drawn, e.g. for the
-    other tower's copy of the batch).
+    mean image's window (:func:`mean_crops`); adds lighting noise (one α per image, shared by its
+    views) when ``lighting_std > 0``, or the per-image RGB ``offsets`` (N, 3) given (already drawn,
+    e.g. for the other tower's copy of the batch); then, with ``rescale`` and ``lighting_std > 0``,
+    multiplies the whole input by 1 / (1 + lighting_std) (cuda-convnet2 ``convdata.py``,
+    ``add_color_noise``).
     """
     device = mean.device
     shape = images.shape
     c = shape[-1]
+    crops = mean_crops(crops, mean.shape[-1], c, mean_window)
     views = images.reshape(-1, 3, c, c)                                          # (M, 3, C, C)
     if offsets is None and lighting_std > 0:
         if eigval is None or eigvec is None:
@@ -177,6 +198,8 @@ def model_input(images: torch.Tensor, crops: torch.Tensor, mean: torch.Tensor, *
         flat -= mean_windows(mean, crops.reshape(-1, 3).to(device, non_blocking=True), c)
         if offsets is not None:
             flat += offsets[:, :, None, None]
+    if rescale and lighting_std > 0:
+        flat *= 1.0 / (1.0 + lighting_std)
     return flat.reshape(shape)
 
 

@@ -194,9 +194,9 @@ def import_caffe(model_path: str | Path, out: str | Path, mean_path: str | Path 
     if mean_path is not None:
         mean = read_mean(mean_path)
         side = mean.shape[-1]
-        if side < data_cfg.crop_size:
+        if side < model_cfg.input_size:
             raise CaffeFormatError(f"{mean_path}: the mean image is {side}×{side}, smaller than the "
-                                   f"{data_cfg.crop_size}×{data_cfg.crop_size} input")
+                                   f"{model_cfg.input_size}×{model_cfg.input_size} input")
         from alexnet.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
         data_cfg = DataConfig(image_size=side)
         extra["stats"] = {"mean": mean, "eigval": torch.tensor(IMAGENET_EIGVAL),

@@ -139,10 +139,10 @@ def _build_train(p: argparse.ArgumentParser) -> None:
 
 @command("train", "train AlexNet (section 5): checkpoints, resume, TensorBoard dashboards in runs/<name>")(_build_train)
 def _run_train(args: argparse.Namespace) -> int:
-    from alexnet.config import load_config
+    from alexnet.config import load_config, toml_string
     from alexnet.train import check_config_for_training, require_gpus, train, train_data_parallel
     from twogpu.replicas import launched_by_torchrun
-    overrides = list(args.overrides) + ([f"data.root={_toml_str(args.data)}"] if args.data else [])
+    overrides = list(args.overrides) + ([f"data.root={toml_string(args.data)}"] if args.data else [])
     cfg = load_config(args.config, overrides)
     if args.require_gpus:
         require_gpus(args.require_gpus)
@@ -150,10 +150,6 @@ def _run_train(args: argparse.Namespace) -> int:
     if launched_by_torchrun():  # one replica of a data-parallel run
         return train_data_parallel(cfg, resume=args.resume).exit_code
     return train(cfg, resume=args.resume).exit_code
-
-
-def _toml_str(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 # --------------------------------------------------------------------------------------- evaluate

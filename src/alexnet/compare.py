@@ -92,7 +92,7 @@ def identify(run: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]]
 
 # ------------------------------------------------------------------------------------------- runs
 @dataclass
-class RunResult:
+class RunRecord:
     """What one run directory holds, errors as fractions (None where not measured)."""
 
     path: Path
@@ -146,7 +146,7 @@ def _checkpoint_config(run: Path) -> dict[str, dict[str, Any]] | None:
     return None
 
 
-def read_run(path: str | Path) -> RunResult:
+def read_run(path: str | Path) -> RunRecord:
     """Read one run directory (config.toml required; metrics.jsonl and eval.json when present)."""
     path = Path(path)
     cfg_path = path / "config.toml"
@@ -176,7 +176,7 @@ def read_run(path: str | Path) -> RunResult:
             print(f"alexnet compare: {cfg_path} differs from the config saved in its checkpoint in {keys}; "
                   "using the checkpoint's", file=sys.stderr)
             config = ckpt_config
-    run = RunResult(path=path, config=config, notes=notes)
+    run = RunRecord(path=path, config=config, notes=notes)
     metrics_path = path / "metrics.jsonl"
     if metrics_path.is_file():
         rows = _read_metrics(metrics_path)
@@ -255,7 +255,7 @@ def _sub(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def find_baseline(runs: Sequence[RunResult], baseline: str | Path | None = None) -> RunResult:
+def find_baseline(runs: Sequence[RunRecord], baseline: str | Path | None = None) -> RunRecord:
     """The run given as ``baseline``, else the one run whose config has none of the ablations."""
     if baseline is not None:
         want = Path(baseline).resolve()
@@ -272,7 +272,7 @@ def find_baseline(runs: Sequence[RunResult], baseline: str | Path | None = None)
                      "choose the baseline with --baseline RUN")
 
 
-def compare_runs(runs: Sequence[RunResult], baseline: RunResult) -> list[Row]:
+def compare_runs(runs: Sequence[RunRecord], baseline: RunRecord) -> list[Row]:
     """The baseline first, then every other run with its differences to the baseline."""
     rows = []
     for run in [baseline] + [r for r in runs if r is not baseline]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from alexnet.config import ModelConfig
-from alexnet.model import INPUT_SHAPE, AlexNet
+from alexnet.model import AlexNet
 from twogpu import CrossingRecord, feed, record_crossings
 from twogpu.replicas import allreduce_bytes_per_step
 
@@ -71,7 +71,7 @@ def crossing_report(cfg: ModelConfig | str = "paper", batch_size: int = 128,
     model = AlexNet(devices=("meta", "meta"), preset=cfg, seed=0).to(dtype)
     model.train(training)
     devices = (torch.device("meta"), torch.device("meta"))
-    host = torch.empty((batch_size, *INPUT_SHAPE), dtype=torch.uint8)    # the batch as loaded
+    host = torch.empty((batch_size, *model.input_shape), dtype=torch.uint8)    # the batch as loaded
     with record_crossings() as records, torch.set_grad_enabled(training):
         xa, xb = feed(host, devices)
         if training and lighting:

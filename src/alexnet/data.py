@@ -113,14 +113,17 @@ class ImagePipeline:
     """The training and evaluation input of one rank (section 2, 4.1, 6)."""
 
     def __init__(self, data: DataConfig, *, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, device: torch.device | str = "cpu") -> None:
+                 world_size: int = 1, device: torch.device | str = "cpu", input_size: int = 224) -> None:
         if batch_size <= 0:
             raise DataError(f"batch_size must be > 0, got {batch_size}")
         if not 0 <= rank < world_size:
             raise DataError(f"rank {rank} outside world size {world_size}")
         if data.workers < -1:
             raise DataError(f"data.workers must be -1 (one per core) or >= 0, got {data.workers}")
+        if not 0 < input_size <= data.image_size:
+            raise DataError(f"input_size {input_size} must be in 1..data.image_size ({data.image_size})")
         self.cfg = data
+        self.input_size = input_size                # side of crops and views: the model's input_size
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.device = torch.device(device)
         root = Path(data.root)
@@ -145,7 +148,7 @@ class ImagePipeline:
     # ---------------------------------------------------------------------------------- loaders
     def _decoder(self, samples: Sequence[tuple[str, int]]) -> _Decoder:
         c = self.cfg
-        return _Decoder(samples, c.image_size, c.crop_size, self.seed, c.random_crop, c.flip)
+        return _Decoder(samples, c.image_size, self.input_size, self.seed, c.random_crop, c.flip)
 
     def _loader(self, decoder: _Decoder, keys: _Keys, persistent: bool) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -243,18 +246,19 @@ class ImagePipeline:
 
     def to_model_input(self, batch: Batch, device: torch.device, *, train: bool,
                        generator: torch.Generator | None = None) -> torch.Tensor:
-        """float32 network input on ``device``: raw 0..255 minus the mean image (cropped/flipped like
-        each view), plus PCA lighting noise in training (section 2 and 4.1)."""
+        """float32 network input on ``device``: raw 0..255 minus the mean image's window
+        (``data.mean_window``), plus PCA lighting noise in training (section 2 and 4.1)."""
         mean, eigval, eigvec = self._stats_on(torch.device(device))
         std = self.cfg.lighting_std if train else 0.0
         return augment.model_input(batch.images, batch.crops, mean, eigval=eigval, eigvec=eigvec,
-                                   lighting_std=std, formula=self.cfg.lighting_formula, generator=generator)
+                                   lighting_std=std, formula=self.cfg.lighting_formula, generator=generator,
+                                   mean_window=self.cfg.mean_window, rescale=self.cfg.lighting_rescale)
 
     def to_tower_inputs(self, batch: Batch, devices: Sequence[torch.device], *, train: bool,
                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Each tower's float32 input, normalised on its own device (section 3.2: each GPU sees
-        every image). The uint8 batch goes from the host to each tower's device (3·227·227 =
-        154,587 B per image each, instead of a float32 copy of 618,348 B from GPU 0 to GPU 1); the
+        every image). The uint8 batch goes from the host to each tower's device (3·224·224 =
+        150,528 B per image each, instead of a float32 copy of 602,112 B from GPU 0 to GPU 1); the
         lighting offsets are drawn once, on tower a's device, and sent to tower b (12 B per image).
         On one device both towers share one input."""
         a, b = torch.device(devices[0]), torch.device(devices[1])
@@ -268,8 +272,9 @@ class ImagePipeline:
                    if std > 0 else None)                                          # (N, 3) on a
         images_a, images_b = feed(batch.images, (a, b))                          # uint8, host → each tower
         offsets_a, offsets_b = feed(offsets, (a, b)) if offsets is not None else (None, None)
-        return (augment.model_input(images_a, batch.crops, mean_a, offsets=offsets_a),
-                augment.model_input(images_b, batch.crops, mean_b, offsets=offsets_b))
+        same = dict(lighting_std=std, mean_window=self.cfg.mean_window, rescale=self.cfg.lighting_rescale)
+        return (augment.model_input(images_a, batch.crops, mean_a, offsets=offsets_a, **same),
+                augment.model_input(images_b, batch.crops, mean_b, offsets=offsets_b, **same))
 
     def bad_input_summary(self) -> str:
         """'' if nothing was skipped; else the number of skipped files per kind (each logged once)."""

@@ -1,6 +1,6 @@
 """Evaluation (section 6): top-1 and top-5 error of a checkpoint on the validation set, for the
-centre 227×227 view and for the paper's ten views (four corners and the centre, and their
-reflections), whose softmax outputs are averaged.
+centre view (``model.input_size``: 224×224, or Caffe's 227×227) and for the paper's ten views (four
+corners and the centre, and their reflections), whose softmax outputs are averaged.
 
 ``alexnet evaluate --checkpoint runs/x/checkpoints/best.pt DATA`` prints both and writes
 ``eval.json`` into the run directory (see the run-directory contract in the README).
@@ -85,7 +85,8 @@ def evaluate(checkpoint: str | Path, data_root: str | None = None, *, devices: S
     net: nn.Module = grouped_from(model, tower_devs.a).eval() if tower_devs.same and cfg.model.towers == 2 else model
     data = dataclasses.replace(cfg.data, root=data_root or cfg.data.root)
     bs = batch_size or cfg.eval.batch_size
-    pipe = ImagePipeline(data, batch_size=1, seed=cfg.train.seed, device=tower_devs.a)
+    pipe = ImagePipeline(data, batch_size=1, seed=cfg.train.seed, device=tower_devs.a,
+                         input_size=cfg.model.input_size)
     if "classes" in state and list(state["classes"]) != pipe.classes:
         raise ValueError(f"{data.root} has different class folders than the checkpoint {checkpoint} was trained on")
     stats = checkpoint_stats(state, str(checkpoint), data.image_size)

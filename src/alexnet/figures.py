@@ -152,7 +152,7 @@ def line_height(font_size: int = 12) -> int:
 @torch.no_grad()
 def fc7_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The last hidden layer (fc7 after ReLU and test-time dropout scaling; 4096-d, both towers'
-    halves side by side) and the logits, for a batch ``x`` (N, 3, 227, 227). Read with forward hooks on
+    halves side by side) and the logits, for a batch ``x`` (N, 3, S, S). Read with forward hooks on
     each tower's ``drop7``, the exact tensors that fc8 receives."""
     captured: list[torch.Tensor] = []
     hooks = [t.drop7.register_forward_hook(lambda _m, _i, out: captured.append(out)) for t in model.towers()]
@@ -249,7 +249,8 @@ def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Pa
     dev = torch.device(device)
     # Centre crops, no reflections: the pictures show the images as the test views see them.
     data_cfg = dataclasses.replace(cfg.data, root=str(data_root), flip=False, random_crop=False)
-    pipe = ImagePipeline(data_cfg, batch_size=batch_size, seed=seed, device=device)
+    pipe = ImagePipeline(data_cfg, batch_size=batch_size, seed=seed, device=device,
+                         input_size=cfg.model.input_size)
     if "classes" in state and list(state["classes"]) != pipe.classes:
         raise ValueError(f"{data_root} has different class folders than the checkpoint {checkpoint} was trained on")
     if pipe.num_classes != cfg.model.num_classes:

@@ -16,8 +16,8 @@ from torch import nn
 
 from alexnet.config import ModelConfig
 from alexnet.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
-from alexnet.model import (PAPER_WIDTHS, AlexNet, check_input, fc8_split, pool5_side,
-                           resolve_model_config)
+from alexnet.model import (PAPER_WIDTHS, AlexNet, check_input, conv1_pad, fc8_split, input_shape,
+                           pool5_side, resolve_model_config)
 
 # Layers whose two towers are stacked along the output dimension in the twin.
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
@@ -39,6 +39,8 @@ class GroupedAlexNet(nn.Module):
         self.cfg = cfg
         w = PAPER_WIDTHS
         side5 = pool5_side(cfg)
+        pad = conv1_pad(cfg.input_size)
+        self.pad1 = nn.ZeroPad2d((0, pad, 0, pad)) if pad else nn.Identity()  # right, bottom
         self.conv1 = nn.Conv2d(3, 2 * w.conv1, kernel_size=11, stride=4)
         self.conv2 = nn.Conv2d(2 * w.conv1, 2 * w.conv2, kernel_size=5, padding=2, groups=2)
         self.conv3 = nn.Conv2d(2 * w.conv2, 2 * w.conv3, kernel_size=3, padding=1)
@@ -63,9 +65,14 @@ class GroupedAlexNet(nn.Module):
             towers = AlexNet(devices=("cpu", "cpu"), preset=cfg, seed=seed)
             self.load_state_dict(to_grouped_state(towers.state_dict(), cfg))
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The shape of one input image, (3, S, S) with S = ``cfg.input_size``."""
+        return input_shape(self.cfg)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x)
-        x = self.conv1(x)                                       # (N, 96, 55, 55)
+        check_input(x, self.cfg)
+        x = self.conv1(self.pad1(x))                            # (N, 96, 55, 55)
         x = F.relu_(self.lrn1(x)) if self.cfg.lrn1_before_relu else self.lrn1(F.relu_(x))
         x = self.pool(x)                                        # (N, 96, 27, 27)
         x = self.norm2(self.lrn2(F.relu_(self.conv2(x))))        # (N, 256, 27, 27)

@@ -21,8 +21,22 @@ from alexnet.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
 from twogpu import cross, exchange, feed, gather
 from twogpu.rng import init_generator
 
-INPUT_SHAPE = (3, 227, 227)
-"""Input images: 3 × 227 × 227 (the paper's text says 224; 227 makes the strides work)."""
+CONV1 = (11, 4)
+"""conv1's kernel side and stride (section 3.5: "96 kernels of size 11×11×3 with a stride of 4 pixels")."""
+
+
+def conv1_pad(input_size: int) -> int:
+    """Zero pixels added at the right and bottom of the input so conv1 gives cuda-convnet's output
+    size, 1 + ceil((input_size - 11) / 4) (cuda-convnet2 layer.py, ConvLayerParser ``modulesX``):
+    3 for the paper's 224 (55 outputs, the last window over 3 padded pixels), 0 for Caffe's 227."""
+    kernel, stride = CONV1
+    outputs = 1 + -(-(input_size - kernel) // stride)
+    return (outputs - 1) * stride + kernel - input_size
+
+
+def input_shape(cfg: ModelConfig) -> tuple[int, int, int]:
+    """(3, S, S) with S = ``cfg.input_size``: 224 (the paper's) or 227 (Caffe's)."""
+    return (3, cfg.input_size, cfg.input_size)
 
 
 @dataclass(frozen=True)
@@ -53,7 +67,7 @@ def pooled_size(size: int, kernel: int, stride: int) -> int:
 
 def pool5_side(cfg: ModelConfig) -> int:
     """Side of the pool5 maps: conv1's 55 → pool1 27 → pool2 13 → pool5 6 with 3/2 pooling."""
-    side = 55
+    side = pooled_size(cfg.input_size + conv1_pad(cfg.input_size), *CONV1)   # conv1: 55
     for _ in range(3):
         side = pooled_size(side, cfg.pool_size, cfg.pool_stride)
     return side
@@ -68,6 +82,8 @@ class Tower(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.halo = halo  # maps of the other tower before / after this one's at the LRNs (lrn_across_towers)
+        pad = conv1_pad(cfg.input_size)
+        self.pad1 = nn.ZeroPad2d((0, pad, 0, pad)) if pad else nn.Identity()  # right, bottom
         self.conv1 = nn.Conv2d(3, w.conv1, kernel_size=11, stride=4)
         self.lrn1 = self._lrn()
         self.conv2 = nn.Conv2d(w.conv1, w.conv2, kernel_size=5, padding=2)
@@ -97,7 +113,7 @@ class Tower(nn.Module):
 
     def conv1_maps(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 (and its ReLU unless the LRN comes first): the maps conv1's LRN normalises."""
-        x = self.conv1(x)                                   # (N, 48, 55, 55)
+        x = self.conv1(self.pad1(x))                        # (N, 48, 55, 55) from 224 + 3 or 227
         return x if self.cfg.lrn1_before_relu else F.relu_(x)
 
     def conv2_maps(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,9 +185,11 @@ def default_seed() -> int:
     return int(torch.randint(0, 2**62, (), dtype=torch.int64))
 
 
-def check_input(x: torch.Tensor) -> None:
-    if x.dim() != 4 or tuple(x.shape[1:]) != INPUT_SHAPE:
-        raise ValueError(f"AlexNet expects input of shape (N, 3, 227, 227), got {tuple(x.shape)}")
+def check_input(x: torch.Tensor, cfg: ModelConfig) -> None:
+    shape = input_shape(cfg)
+    if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+        raise ValueError(f"this AlexNet was built for input of shape (N, {', '.join(map(str, shape))}) "
+                         f"(model.input_size = {cfg.input_size}), got {tuple(x.shape)}")
 
 
 def resolve_model_config(preset: str | ModelConfig, num_classes: int | None, overrides: dict[str, Any]) -> ModelConfig:
@@ -205,13 +223,13 @@ class AlexNet(nn.Module):
     """The two-tower network of Figure 2.
 
     >>> model = AlexNet(num_classes=1000, devices=("cpu", "cpu"), preset="paper")
-    >>> model(torch.zeros(2, 3, 227, 227)).shape
+    >>> model(torch.zeros(2, 3, 224, 224)).shape
     torch.Size([2, 1000])
 
     ``preset`` is a preset name ('paper', 'cuda-convnet') or a :class:`ModelConfig`; keyword
-    ``overrides`` change single options (e.g. ``lrn=False``). ``seed`` decides the initial weights
-    (None: drawn from ``torch``'s global generator). With ``towers=1`` in the config the
-    model is the paper's one-tower ablation and lives on ``devices[0]``.
+    ``overrides`` change single options (e.g. ``lrn=False``, ``input_size=227``). ``seed`` decides the
+    initial weights (None: drawn from ``torch``'s global generator). With ``towers=1`` in the config
+    the model is the paper's one-tower ablation and lives on ``devices[0]``.
     """
 
     def __init__(self, num_classes: int | None = None, devices: Sequence[str | torch.device] = ("cpu", "cpu"),
@@ -248,12 +266,12 @@ class AlexNet(nn.Module):
         (``ImagePipeline.to_tower_inputs``: normalised there from the uint8 batch)."""
         pair = isinstance(x, (tuple, list))
         for t in (x if pair else (x,)):
-            check_input(t)
+            check_input(t, self.cfg)
         if self.b is None:
             x = x[0] if pair else x
             return self._forward_one_tower(x.to(self.devices[0], non_blocking=self.devices[0].type == "cuda"))
         devs, a, b = self.devices, self.a, self.b
-        xa, xb = x if pair else feed(x, devs)                   # (N, 3, 227, 227) on each tower
+        xa, xb = x if pair else feed(x, devs)                   # (N, 3, 224, 224) on each tower
         if self.lrn_halo:                                       # Caffe: LRN windows span the towers
             ha, hb = self._pair(a.conv1_maps, xa, b.conv1_maps, xb)    # (N, 48, 55, 55) each
             ha, hb = halo(ha, hb, devs, self.lrn_halo, site="lrn1")       # (N, 48 + n//2, 55, 55) each
@@ -309,6 +327,11 @@ class AlexNet(nn.Module):
         a = self.a
         h = a.upper(a.lower(x)).flatten(1)                      # (N, 9216)
         return a.fc8(a.hidden7(a.hidden6(h)))                   # (N, classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """The shape of one input image, (3, S, S) with S = ``cfg.input_size``."""
+        return input_shape(self.cfg)
 
     def towers(self) -> list[nn.Module]:
         """The towers, a first (one entry for the one-tower ablation)."""

@@ -2,8 +2,9 @@
 left): ``alexnet predict --checkpoint runs/x/checkpoints/best.pt photo.jpg ...``.
 
 Each image gets the test-time preprocessing of section 2 and 6: shorter side to 256, the central
-256×256 square, the centre 227×227 view (or the ten views averaged with ``--ten-view``), minus the
-mean image the network was trained with (stored in the checkpoint).
+256×256 square, the centre view of the model's input size (224, or Caffe's 227; or the ten views
+averaged with ``--ten-view``), minus the mean image the network was trained with (stored in the
+checkpoint).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
     state = load_checkpoint(checkpoint)
     model, cfg = model_from_state(state, (device, device), str(checkpoint))
     net = grouped_from(model).eval() if cfg.model.towers == 2 else model
-    size, crop = cfg.data.image_size, cfg.data.crop_size
+    size, crop = cfg.data.image_size, cfg.model.input_size
     stats = checkpoint_stats(state, str(checkpoint), size) or published_stats(size)
     mean = torch.as_tensor(stats.mean, dtype=torch.float32, device=device)
     names = list(state.get("class_names") or [f"class {i}" for i in range(cfg.model.num_classes)])
@@ -44,7 +45,7 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
             continue
         x = torch.from_numpy(np.stack([augment.crop_view(image, v, crop) for v in views]))  # (V, 3, C, C)
         crops = torch.tensor(views, dtype=torch.int64)                              # (V, 3)
-        x = augment.model_input(x, crops, mean)                                     # float, mean subtracted
+        x = augment.model_input(x, crops, mean, mean_window=cfg.data.mean_window)   # float, mean subtracted
         probs = net(x).softmax(1).mean(0)                                           # (classes,)
         p, i = probs.topk(min(k, probs.numel()))
         out.append((str(path), [(names[int(j)], float(q)) for q, j in zip(p, i)]))

@@ -94,8 +94,11 @@ class AlexNetTask:
         lr = o.lr * (world_size if o.lr_scaling == "linear" else 1)
         self.optimizer = build_optimizer(self.model, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
                                          bias_lr_mult=o.bias_lr_mult, bias_decay=o.bias_decay)
-        self.schedule = LRSchedule(self.optimizer, lr, mode=o.schedule, patience=o.plateau_patience,
-                                   max_drops=o.max_drops, milestones=o.milestones)
+        self.schedule = LRSchedule(
+            self.optimizer, lr, mode=o.schedule, patience=o.plateau_patience, max_drops=o.max_drops,
+            milestones=o.milestones, min_delta=o.plateau_min_delta, min_epochs=o.plateau_min_epochs,
+            max_epochs=o.plateau_max_epochs, total_steps=cfg.train.epochs * pipeline.steps_per_epoch(),
+            dexp=(o.dexp_factor, o.dexp_steps), dexp_bias=(o.dexp_bias_factor, o.dexp_bias_steps))
         self.generator = torch.Generator(device=self.dev)      # PCA lighting noise, on tower a's device
         self.generator.manual_seed(stream_seed(cfg.train.seed, "lighting", rank=rank))
         # Dropout draws from the global generators, which other code also draws from at times that
@@ -131,7 +134,7 @@ class AlexNetTask:
         return amp_context(self.dev, self.cfg.train.amp if self.dev.type == "cuda" else "none")
 
     def train_step(self, batch: Any) -> StepOutput:
-        x = self._input(batch, train=True)                      # (N, 3, 227, 227) on each tower's device
+        x = self._input(batch, train=True)                      # (N, 3, 224, 224) on each tower's device
         y = batch.labels.to(self.dev, non_blocking=True)        # (N,)
         self.net.train()
         with use_streams(self.dropout_rng, self._cuda_indices), self._autocast():
@@ -139,12 +142,13 @@ class AlexNetTask:
         loss = F.cross_entropy(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.schedule.before_step()                             # 'dexp': ε by the fraction of training done
         self.optimizer.step()
         return StepOutput(loss.detach(), int(y.shape[0]), topk_mistakes(logits.detach(), y))
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits in eval mode (dropout's test-time scaling) for (N, 3, 227, 227) inputs."""
+        """Logits in eval mode (dropout's test-time scaling) for (N, 3, S, S) inputs, S = model.input_size."""
         self.net.eval()
         with self._autocast():
             return self.net(x).float()
@@ -301,7 +305,7 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
             from alexnet import native
             say(f"LRN on the CPU: {native.status()}")
     pipeline = ImagePipeline(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank,
-                             world_size=world_size, device=devices.a)
+                             world_size=world_size, device=devices.a, input_size=cfg.model.input_size)
     if pipeline.num_classes != cfg.model.num_classes:
         if main:
             say(f"model.num_classes set to {pipeline.num_classes}, the number of class folders in {cfg.data.root}")

@@ -19,7 +19,7 @@ def test_defaults_are_the_paper():
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.01, 0.9, 0.0005)
     assert (cfg.model.lrn_k, cfg.model.lrn_size, cfg.model.lrn_alpha, cfg.model.lrn_beta) == (2.0, 5, 1e-4, 0.75)
     assert (cfg.model.pool_size, cfg.model.pool_stride, cfg.model.dropout) == (3, 2, 0.5)
-    assert cfg.train.batch_size == 128 and cfg.data.crop_size == 227 and cfg.data.image_size == 256
+    assert cfg.train.batch_size == 128 and cfg.model.input_size == 224 and cfg.data.image_size == 256
 
 
 def test_preset_then_overrides(tmp_path):
@@ -39,7 +39,9 @@ def test_preset_then_overrides(tmp_path):
     ("[model]\nlrn_size = 4\n", "lrn_size must be odd"),
     ("[model]\ndropout_style = 'scaled'\n", "expected one of"),
     ("[train]\ndevices = ['cpu']\n", "two devices"),
-    ("[data]\ncrop_size = 300\n", "crop_size"),
+    ("[data]\ncrop_size = 227\n", r"data.crop_size is now model.input_size"),
+    ("[model]\ninput_size = 225\n", r"model.input_size: expected one of \[224, 227\]"),
+    ("[model]\ninput_size = 227\n[data]\nimage_size = 200\n", "exceeds data.image_size"),
     ("[model\n", "not valid TOML"),
 ])
 def test_bad_configs_name_file_and_key(tmp_path, text, message):
@@ -58,6 +60,24 @@ def test_bad_override_and_missing_file(tmp_path):
         load_config(None, ["optim.nope=1"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_saved_configs_of_earlier_versions_are_read_in_todays_keys():
+    old = config_to_dict(Config())
+    del old["model"]["input_size"]
+    old["data"]["crop_size"] = 227          # a checkpoint saved before model.input_size existed
+    assert config_from_dict(old).model.input_size == 227
+    with pytest.raises(ConfigError, match="data.crop_size is now model.input_size"):
+        load_config(None, ["data.crop_size=227"])     # but a user's key is refused with the new name
+
+
+def test_toml_strings_round_trip_every_character():
+    import tomllib
+    from alexnet.config import toml_string, toml_value
+    for text in ['plain', 'a "quoted" path', 'back\\slash\\', 'tab\tnew\nline\r', '\x00\x1f\x7f', 'ünï ☃']:
+        assert tomllib.loads(f"v = {toml_string(text)}")["v"] == text
+    value = [1, 2.5, True, "x\"y", [3]]
+    assert tomllib.loads(f"v = {toml_value(value)}")["v"] == value
 
 
 def test_override_values_are_toml():

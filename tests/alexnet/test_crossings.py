@@ -41,21 +41,21 @@ def test_one_tower_ablation_has_no_crossings():
 def test_real_forward_records_the_same_as_the_report():
     m = AlexNet(num_classes=10, devices=("cpu", "cpu")).eval()
     with record_crossings() as records, torch.no_grad():
-        m(torch.zeros(2, 3, 227, 227))
+        m(torch.zeros(2, 3, 224, 224))
     assert [(r.site, r.shape) for r in records if r.site != "feed"] == [
         (r.site, r.shape) for r in crossing_report(m.cfg, batch_size=2).records]
     # a float batch handed to the model on tower a's device is fed to tower b as it is
     assert [(r.source, r.target, r.bytes_forward) for r in records if r.site == "feed"] == [
-        ("a", "b", 2 * 3 * 227 * 227 * F32)]
+        ("a", "b", 2 * 3 * 224 * 224 * F32)]
 
 
 def test_feed_is_its_own_line_uint8_from_the_host():
-    """Issue 11, 2g: each tower receives the uint8 batch from the host (3·227·227 = 154,587 B per
+    """Issue 11, 2g: each tower receives the uint8 batch from the host (3·224·224 = 150,528 B per
     image), and in training each image's 3 lighting offsets (float32) go from tower a to tower b."""
     report = crossing_report("paper", batch_size=4)
     assert [(r.source, r.target, r.bytes_forward) for r in report.feed] == [
-        ("host", "a", 4 * 154_587), ("host", "b", 4 * 154_587), ("a", "b", 4 * 3 * F32)]
-    assert report.feed_bytes_per_image == 2 * 154_587 + 12
+        ("host", "a", 4 * 150_528), ("host", "b", 4 * 150_528), ("a", "b", 4 * 3 * F32)]
+    assert report.feed_bytes_per_image == 2 * 150_528 + 12
     assert "feed" in report.table()
     assert [r.target for r in crossing_report("paper", 4, training=False).feed] == ["a", "b"]
     assert report.bytes_per_image == crossing_report("paper", 4, lighting=False).bytes_per_image  # not a crossing

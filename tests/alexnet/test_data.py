@@ -230,7 +230,7 @@ def test_pipeline_basics(tmp_path):
     batches = list(p.train_batches(0))
     assert len(batches) == 4
     b = batches[0]
-    assert b.images.dtype == torch.uint8 and b.images.shape == (4, 3, 227, 227)
+    assert b.images.dtype == torch.uint8 and b.images.shape == (4, 3, 224, 224)
     assert b.labels.dtype == torch.int64 and b.crops.shape == (4, 3)
     seen = torch.cat([x.labels for x in batches])
     assert len(seen) == 16 and set(seen.tolist()) <= {0, 1, 2}
@@ -265,10 +265,10 @@ def test_crops_are_the_ones_derived_from_seed_epoch_index(tmp_path):
     b = next(p.train_batches(3))
     for k in range(4):
         idx = int(order[k])
-        assert tuple(b.crops[k].tolist()) == augment.train_crop(0, 3, idx, 256, 227)
+        assert tuple(b.crops[k].tolist()) == augment.train_crop(0, 3, idx, 256, 224)
         assert b.labels[k] == p.train_samples[idx][1]
         # The worker resamples only the window; resize-all-then-crop gives the same within rounding.
-        ref = augment.crop_view(load_image(p.train_samples[idx][0]), tuple(b.crops[k].tolist()), 227)
+        ref = augment.crop_view(load_image(p.train_samples[idx][0]), tuple(b.crops[k].tolist()), 224)
         assert (b.images[k].int() - torch.from_numpy(ref).int()).abs().max() <= 1
 
 
@@ -295,7 +295,7 @@ def test_ranks_get_disjoint_shards_of_the_same_permutation(tmp_path):
         shards.append(_epoch(p, 0)[2])
     order = augment.epoch_permutation(0, 0, 24)
     for rank in range(2):
-        expected = [augment.train_crop(0, 0, int(i), 256, 227) for i in order[rank::2]]
+        expected = [augment.train_crop(0, 0, int(i), 256, 224) for i in order[rank::2]]
         assert [tuple(c) for c in shards[rank].tolist()] == expected
 
 
@@ -304,11 +304,11 @@ def test_val_views_and_sharding(tmp_path):
     p = pipeline(root)
     centre = list(p.val_batches(batch_size=4))
     assert [len(b.labels) for b in centre] == [4, 4, 1]
-    assert all(tuple(c) == (14, 14, 0) for b in centre for c in b.crops.tolist())
+    assert all(tuple(c) == (16, 16, 0) for b in centre for c in b.crops.tolist())
     assert torch.cat([b.labels for b in centre]).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     ten = next(p.val_batches(ten_view=True, batch_size=2))
-    assert ten.images.shape == (2, 10, 3, 227, 227) and ten.crops.shape == (2, 10, 3)
-    assert [tuple(c) for c in ten.crops[0].tolist()] == augment.ten_views(256, 227)
+    assert ten.images.shape == (2, 10, 3, 224, 224) and ten.crops.shape == (2, 10, 3)
+    assert [tuple(c) for c in ten.crops[0].tolist()] == augment.ten_views(256, 224)
     shard = [pipeline(root, rank=r, world_size=2).val_indices() for r in range(2)]
     assert sorted(shard[0] + shard[1]) == list(range(9)) and not set(shard[0]) & set(shard[1])
     limited = p.val_indices(limit=4)
@@ -326,7 +326,7 @@ def test_to_model_input_subtracts_the_saved_mean_image(tmp_path):
     x = p.to_model_input(b, torch.device("cpu"), train=False)
     for k in range(len(b.labels)):
         t, l, f = b.crops[k].tolist()
-        m = mean[:, t:t + 227, l:l + 227]
+        m = mean[:, t:t + 224, l:l + 224]
         ref = b.images[k].numpy().astype(np.float32) - (m[:, :, ::-1] if f else m)
         np.testing.assert_allclose(x[k].numpy(), ref, atol=1e-4)
     p.stats = Stats(np.zeros_like(mean), p.stats.eigval, p.stats.eigvec, 0, "replaced")   # e.g. a checkpoint's

@@ -55,7 +55,7 @@ def test_load_model_round_trip(tmp_path, data3):
     assert not model.training and cfg.model.num_classes == 3
     torch.manual_seed(0)
     reference = AlexNet(devices=("cpu", "cpu"), preset=cfg.model).eval()
-    x = torch.randn(2, 3, 227, 227)
+    x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(model(x), reference(x))
 

@@ -23,7 +23,7 @@ def test_channels_last_keeps_keys_and_outputs():
     prepare_for_speed(fast, channels_last=True)
     assert list(fast.state_dict()) == keys
     assert fast.a.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-    x = torch.randn(2, 3, 227, 227) * 50
+    x = torch.randn(2, 3, 224, 224) * 50
     torch.testing.assert_close(fast(to_input(x, "cpu", channels_last=True)), model(x), rtol=1e-4, atol=1e-4)
 
 
@@ -34,7 +34,7 @@ def test_channels_last_grouped_twin_gradients_match():
     fast = grouped_from(model).train()
     prepare_for_speed(fast, channels_last=True)
     assert isinstance(fast, GroupedAlexNet) and list(fast.state_dict()) == list(twin.state_dict())
-    x = torch.randn(2, 3, 227, 227) * 50
+    x = torch.randn(2, 3, 224, 224) * 50
     torch.manual_seed(1)
     twin(x).sum().backward()
     torch.manual_seed(1)                                  # same dropout masks
@@ -45,7 +45,7 @@ def test_channels_last_grouped_twin_gradients_match():
 @pytest.mark.slow
 def test_bf16_autocast_runs_and_stays_close():
     model, _ = _pair()
-    x = torch.randn(2, 3, 227, 227) * 50
+    x = torch.randn(2, 3, 224, 224) * 50
     with amp_context("cpu", "bf16"):
         y = model(x)
     assert y.dtype == torch.bfloat16
@@ -66,7 +66,7 @@ def test_tower_streams_only_for_two_towers_on_one_gpu():
 def test_tower_streams_same_gpu_match_sequential():
     torch.manual_seed(0)
     model = AlexNet(num_classes=10, devices=("cuda:0", "cuda:0")).eval()
-    x = torch.randn(4, 3, 227, 227, device="cuda:0") * 50
+    x = torch.randn(4, 3, 224, 224, device="cuda:0") * 50
     ref = model(x)
     assert model.use_side_stream()
     torch.testing.assert_close(model(x), ref)

@@ -107,7 +107,7 @@ def test_neighbour_grid_places_the_chosen_images(tmp_path):
 def test_fc7_features_are_what_fc8_sees(towers):
     torch.manual_seed(0)
     model = AlexNet(num_classes=6, devices=("cpu", "cpu"), towers=towers).eval()
-    x = torch.randn(2, 3, 227, 227) * 50
+    x = torch.randn(2, 3, 224, 224) * 50
     feats, logits = fc7_features(model, x)
     assert feats.shape == (2, 4096)
     if towers == 2:  # fc8 split: tower a computes classes 0..2, tower b 3..5, each from all 4096

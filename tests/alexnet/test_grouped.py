@@ -8,7 +8,7 @@ from alexnet import AlexNet, GroupedAlexNet, grouped_from, to_grouped_state, to_
 
 
 def image(n=2):
-    return torch.rand(n, 3, 227, 227, dtype=torch.float64) * 255 - 120
+    return torch.rand(n, 3, 224, 224, dtype=torch.float64) * 255 - 120
 
 
 @pytest.mark.parametrize("preset", ["paper", "cuda-convnet", "caffe"])

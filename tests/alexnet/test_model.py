@@ -11,7 +11,7 @@ STAGE_SIZES = [55, 27, 27, 13, 13, 13, 13, 6]  # conv1, pool1, conv2, pool2, con
 
 
 def image(n=2):
-    return torch.rand(n, 3, 227, 227) * 255 - 120
+    return torch.rand(n, 3, 224, 224) * 255 - 120
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +73,10 @@ def test_kernel_shapes_per_tower(model):
 
 
 def test_wrong_input_shape_names_expected_shape(model):
-    with pytest.raises(ValueError, match=r"\(N, 3, 227, 227\)"):
-        model(torch.zeros(2, 3, 224, 224))
-    with pytest.raises(ValueError, match=r"\(N, 3, 227, 227\)"):
-        model(torch.zeros(3, 227, 227))
+    with pytest.raises(ValueError, match=r"\(N, 3, 224, 224\)"):
+        model(torch.zeros(2, 3, 227, 227))
+    with pytest.raises(ValueError, match=r"\(N, 3, 224, 224\)"):
+        model(torch.zeros(3, 224, 224))
 
 
 def test_odd_number_of_classes_is_split_between_towers():

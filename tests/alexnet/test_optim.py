@@ -144,3 +144,69 @@ def test_milestones():
 def test_rejects_bad_hyperparameters():
     with pytest.raises(ValueError, match="momentum"):
         PaperSGD([nn.Parameter(torch.zeros(1))], momentum=1.5)
+
+
+# ------------------------------------------------- the paper preset's plateau rule over 90 epochs
+def _paper_schedule():
+    from alexnet.config import load_config
+    o = load_config().optim                                   # the paper preset's values
+    opt = PaperSGD([nn.Parameter(torch.zeros(1))], lr=o.lr)
+    return o, LRSchedule(opt, o.lr, mode=o.schedule, patience=o.plateau_patience, max_drops=o.max_drops,
+                         min_delta=o.plateau_min_delta, min_epochs=o.plateau_min_epochs,
+                         max_epochs=o.plateau_max_epochs)
+
+
+def _run(sched, curve):
+    drops = []
+    for epoch, err in enumerate(curve, 1):
+        if sched.step(err):
+            drops.append(epoch)
+    return drops
+
+
+def _run_on_simulated_training(sched, epochs=90, seed=0):
+    """Drive the rule with a validation curve that answers to it, like a real run: at each rate the
+    top-1 error approaches that rate's floor (0.8^t, flat after ~15-20 epochs), each division of ε
+    opens a lower floor, and each epoch's measurement carries the binomial noise of 50,000 validation
+    images (σ ≈ 0.22 points at 40 %). Returns the drop epochs and the noiseless curve."""
+    import random
+    rng = random.Random(seed)
+    floors = (0.50, 0.445, 0.42, 0.415)
+    level, at_rate, clean, drops = 0.75, 0, [], []
+    for epoch in range(1, epochs + 1):
+        at_rate += 1
+        floor = floors[sched.drops]
+        err = floor + (level - floor) * 0.8 ** at_rate
+        clean.append(err)
+        if sched.step(err + rng.gauss(0, 0.0022)):
+            drops.append(epoch)
+            level, at_rate = err, 0
+    return drops, clean
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plateau_rule_gives_three_drops_within_90_epochs_on_a_flattening_curve(seed):
+    o, sched = _paper_schedule()
+    assert (o.plateau_patience, o.plateau_min_epochs, o.plateau_max_epochs, o.max_drops) == (5, 10, 25, 3)
+    drops, clean = _run_on_simulated_training(sched, seed=seed)
+    assert len(drops) == 3 and drops[-1] <= 75, drops          # all three, well before epoch 90
+    assert drops[0] >= 10                                      # not in the first noisy epochs
+    assert all(b - a >= 10 for a, b in zip(drops, drops[1:]))  # each rate lasts at least min_epochs
+    for d in drops:  # fired only once the (noiseless) curve had stopped improving: < 0.5 points in 5 epochs
+        assert clean[d - 1 - o.plateau_patience] - clean[d - 1] < 0.005, (drops, d)
+    assert sched.lr == pytest.approx(0.01 * 0.1 ** 3)
+
+
+def test_plateau_rule_cannot_fire_early_on_a_noisy_flat_start():
+    _, sched = _paper_schedule()
+    flat = [0.99 + 0.001 * (i % 2) for i in range(90)]         # no improvement at all from epoch 2
+    drops = _run(sched, flat)
+    assert drops[0] == 10                                      # held back to min_epochs, not epoch 6
+    assert drops == [10, 20, 30]
+
+
+def test_plateau_rule_still_fires_when_the_curve_keeps_creeping_down():
+    _, sched = _paper_schedule()
+    creeping = [0.9 - 0.002 * e for e in range(90)]            # improves by 0.2 points every epoch
+    drops = _run(sched, creeping)
+    assert drops == [25, 50, 75]                               # plateau_max_epochs: never silent

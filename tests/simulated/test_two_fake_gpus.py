@@ -61,7 +61,7 @@ def test_one_step_placement_copies_and_bytes(preset, devices):
     with SimulatedGPUs() as sim:
         model = AlexNet(num_classes=10, devices=devices, preset=preset, seed=0)
         opt = build_optimizer(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
-        x = torch.zeros(n, 3, 227, 227, device="cuda:0")
+        x = torch.zeros(n, *model.input_shape, device="cuda:0")
         y = torch.zeros(n, dtype=torch.long, device="cuda:0")
         built = len(sim.log.copies)
         logits = model(x)
