@@ -51,25 +51,28 @@ evaluate: $(STAMP)
 
 # ---- the paper's ablations on the demo data (README: Reproducing the paper's claims) ----
 # Trains configs/ablations/demo/{baseline,<ablation>}.toml one after another on the CPU (or GPUs),
-# evaluates each run (centre + 10 views) and prints the comparison table. Re-running continues
-# unfinished runs (--resume), skips finished ones, and re-evaluates only newer checkpoints.
-# ABLATIONS= a subset, e.g. "no-lrn one-tower"; ABLATION_RUNS= parent folder of the run directories.
+# evaluates each run (centre + 10 views) and prints the comparison table with 95 % intervals.
+# Re-running continues unfinished runs (--resume), skips finished ones, and re-evaluates only newer
+# checkpoints. ABLATIONS= a subset, e.g. "no-lrn one-tower"; ABLATION_RUNS= parent folder of the run
+# directories; SEEDS=N trains N seeds of each (train.seed 0..N-1; seed k > 0 in <run>-seed<k>), which
+# `alexnet compare` averages, adding their spread to the intervals.
 ABLATIONS     ?= one-tower no-lrn no-overlap no-lighting no-dropout no-flip-crop
 ABLATION_RUNS ?= runs
+SEEDS         ?= 1
 
 ablations-demo: $(STAMP)
 	@test -d $(DEMO_DATA)/train || $(PY) -m alexnet demo-data --out $(DEMO_DATA)
-	@failed=""; for a in baseline $(ABLATIONS); do \
-	  run=$(ABLATION_RUNS)/demo-ablation-$$a; \
-	  echo "== ablation $$a -> $$run"; \
+	@failed=""; runs=""; for a in baseline $(ABLATIONS); do for s in $$(seq 0 $$(($(SEEDS) - 1))); do \
+	  name=demo-ablation-$$a; test $$s = 0 || name=$$name-seed$$s; run=$(ABLATION_RUNS)/$$name; \
+	  echo "== ablation $$a, seed $$s -> $$run"; \
 	  $(PY) -m alexnet train --config configs/ablations/demo/$$a.toml $(DEMO_DATA) --resume \
-	    --set train.runs_dir='"$(ABLATION_RUNS)"' $(ARGS) || failed="$$failed $$a"; \
+	    --set train.runs_dir='"$(ABLATION_RUNS)"' --set train.seed=$$s --set train.name='"'$$name'"' $(ARGS) \
+	    || failed="$$failed $$a/seed$$s"; \
 	  test ! -f $$run/checkpoints/best.pt || test $$run/eval.json -nt $$run/checkpoints/best.pt || \
-	    $(PY) -m alexnet evaluate --checkpoint $$run/checkpoints/best.pt $(DEMO_DATA) || failed="$$failed $$a"; \
-	done; \
-	$(PY) -m alexnet compare --baseline $(ABLATION_RUNS)/demo-ablation-baseline \
-	  $$(for a in baseline $(ABLATIONS); do test ! -d $(ABLATION_RUNS)/demo-ablation-$$a || echo $(ABLATION_RUNS)/demo-ablation-$$a; done) \
-	  || exit 1; \
+	    $(PY) -m alexnet evaluate --checkpoint $$run/checkpoints/best.pt $(DEMO_DATA) || failed="$$failed $$a/seed$$s"; \
+	  test ! -d $$run || runs="$$runs $$run"; \
+	done; done; \
+	$(PY) -m alexnet compare --baseline $(ABLATION_RUNS)/demo-ablation-baseline $$runs || exit 1; \
 	if [ -n "$$failed" ]; then echo "ablations-demo: these runs failed or stopped early (see above):$$failed" >&2; exit 1; fi
 
 tensorboard: $(STAMP)

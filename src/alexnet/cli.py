@@ -86,14 +86,16 @@ def _build_compare(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="run directories (a folder without config.toml stands for the runs inside it)")
     p.add_argument("--baseline", default=None, metavar="RUN",
-                   help="the baseline run (default: the one run with none of the ablations)")
+                   help="the baseline run, or any seed of it (default: the one configuration with none "
+                        "of the ablations)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv", help="print CSV")
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="print JSON")
     p.set_defaults(fmt="markdown")
 
 
-@command("compare", "table of finished runs: errors, and each ablation's difference beside the paper's")(_build_compare)
+@command("compare", "table of finished runs (seeds averaged): errors and each ablation's difference with "
+                    "95 % intervals, beside the paper's")(_build_compare)
 def _run_compare(args: argparse.Namespace) -> int:
     from alexnet.compare import compare
     print(compare(args.runs, baseline=args.baseline, fmt=args.fmt))

@@ -1,11 +1,14 @@
 """``alexnet compare``: the paper's ablation claims (Krizhevsky et al. 2012, sections 3.2-3.4, 4.1,
 4.2) checked against finished runs.
 
-Reads run directories (``config.toml``, ``metrics.jsonl``, ``eval.json``; see the run-directory
-contract), finds the baseline (the run with none of the ablations, or ``--baseline``), names each
-other run's ablation by diffing its resolved config against the baseline's, and prints one table
-(markdown, CSV or JSON) of top-1/top-5 error (centre view and ten views), epochs, images seen, wall
-time, and each ablation's difference to the baseline beside the difference the paper reports.
+Reads run directories (:mod:`alexnet.runs`), groups the runs that differ only in ``train.seed``
+(``make ablations-demo SEEDS=N``), finds the baseline (the configuration with none of the ablations,
+or ``--baseline``), names each other configuration's ablation by diffing its resolved config against
+the baseline's, and prints one table (:mod:`alexnet.compare_output`: markdown, CSV or JSON) of top-1/
+top-5 error (centre view and ten views), epochs, images seen, wall time, and each ablation's
+difference to the baseline beside the difference the paper reports — every error and difference
+with its 95 % interval (:mod:`alexnet.intervals`), and the differences the runs cannot resolve
+marked.
 
 A difference is the ablation's error minus the baseline's: positive means removing the feature hurt,
 i.e. the feature helps, which is what the paper claims for each one.
@@ -13,17 +16,15 @@ i.e. the feature helps, which is what the paper claims for each one.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
-import sys
-import tomllib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from alexnet.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+from alexnet.compare_output import FORMATS
+from alexnet.intervals import Estimate, difference_estimate, error_estimate
+from alexnet.runs import IGNORED_KEYS, RunRecord, config_diff, expand_runs, flatten, read_run
 
 
 # ------------------------------------------------------------------------------------- ablations
@@ -58,26 +59,6 @@ ABLATIONS: tuple[Ablation, ...] = (
 )
 """The ablations of ``configs/ablations/`` with the paper's reported differences (top-1 / top-5)."""
 
-IGNORED_KEYS = frozenset({
-    "train.name", "train.runs_dir", "train.devices", "train.grouped_when_single_device",
-    "train.checkpoint_minutes", "train.keep_last", "train.log_every", "train.channels_last",
-    "train.compile", "data.workers", "eval.batch_size", "eval.ten_view",
-})
-"""Bookkeeping keys that do not change what is trained, left out of the config diff."""
-
-
-def flatten(cfg: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """``{"model": {"lrn": True}}`` → ``{"model.lrn": True}``."""
-    return {f"{s}.{k}": v for s, values in cfg.items() for k, v in values.items()}
-
-
-def config_diff(run: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, Any]]:
-    """Keys whose values differ, as ``key -> (baseline value, run value)``, bookkeeping keys left out."""
-    a, b = flatten(baseline), flatten(run)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if k not in IGNORED_KEYS and a.get(k) != b.get(k)}
-
-
 def active_ablations(cfg: dict[str, dict[str, Any]]) -> list[Ablation]:
     return [a for a in ABLATIONS if a.active(cfg)]
 
@@ -90,159 +71,118 @@ def identify(run: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]]
     return found, [k for k in diff if k not in explained]
 
 
-# ------------------------------------------------------------------------------------------- runs
-@dataclass
-class RunRecord:
-    """What one run directory holds, errors as fractions (None where not measured)."""
+# ------------------------------------------------------------------------------------- groups
+SEED_KEY = "train.seed"
 
-    path: Path
-    config: dict[str, dict[str, Any]]
-    epochs: int | None = None
-    images_seen: int | None = None
-    wall_time_s: float | None = None
-    train_top1_err: float | None = None
-    centre_top1_err: float | None = None
-    centre_top5_err: float | None = None
-    ten_view_top1_err: float | None = None
-    ten_view_top5_err: float | None = None
-    centre_source: str = ""          # "eval.json", "metrics.jsonl" (last epoch's validation) or ""
-    eval_centre: tuple[float | None, float | None] | None = None  # eval.json's centre top-1, top-5
-    last_val: tuple[float | None, float | None] | None = None     # last epoch's validation top-1, top-5
-    notes: list[str] = field(default_factory=list)
+
+def _recipe(cfg: dict[str, dict[str, Any]]) -> str:
+    """What a run trains, seed and bookkeeping left out: runs with the same recipe are seeds of one."""
+    return json.dumps({k: v for k, v in flatten(cfg).items() if k not in IGNORED_KEYS and k != SEED_KEY},
+                      sort_keys=True, default=str)
+
+
+@dataclass
+class Group:
+    """The runs of one configuration that differ only in ``train.seed`` (one per seed)."""
+
+    runs: list[RunRecord]
+
+    @property
+    def config(self) -> dict[str, dict[str, Any]]:
+        return self.runs[0].config
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The runs' common name without a ``-seed<k>`` suffix (``make ablations-demo SEEDS=N``)."""
+        names = {re.sub(r"-seed\d+$", "", r.name) for r in self.runs}
+        return names.pop() if len(names) == 1 else self.runs[0].name
+
+    def errors(self, which: str) -> tuple[dict[str, list[float]], int | None, str]:
+        """Per-metric lists (one value per seed) of centre errors from the same source for every run:
+        ``which`` = 'eval.json' or 'metrics.jsonl'; ({}, None, '') when some run lacks it."""
+        pairs = [(r.eval_centre, r.eval_images) if which == "eval.json" else (r.last_val, r.last_val_images)
+                 for r in self.runs]
+        if any(v is None or None in v for v, _ in pairs):
+            return {}, None, ""
+        counts = [n for _, n in pairs if n]
+        return ({"top1": [v[0] for v, _ in pairs], "top5": [v[1] for v, _ in pairs]},
+                min(counts) if len(counts) == len(pairs) else None, which)
+
+    def ten_view(self) -> tuple[dict[str, list[float]], int | None]:
+        if any(r.ten_view_top1_err is None or r.ten_view_top5_err is None for r in self.runs):
+            return {}, None
+        counts = [r.eval_images for r in self.runs if r.eval_images]
+        return ({"top1": [r.ten_view_top1_err for r in self.runs], "top5": [r.ten_view_top5_err for r in self.runs]},
+                min(counts) if len(counts) == len(self.runs) else None)
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    lines = path.read_text().splitlines()
-    rows = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i == len(lines):  # a run still writing its last line: use the finished epochs
-                print(f"alexnet compare: {path}:{i}: ignoring an unfinished last line", file=sys.stderr)
-                continue
-            raise ValueError(f"{path}:{i}: not a JSON object: {e}") from None
-    return rows
+def _seed(r: RunRecord) -> Any:
+    return r.config.get("train", {}).get("seed", 0)
 
 
-def _checkpoint_config(run: Path) -> dict[str, dict[str, Any]] | None:
-    """The resolved config stored in the run's newest checkpoint (last.pt, else best.pt), if any."""
-    for name in ("last.pt", "best.pt"):
-        ckpt = run / "checkpoints" / name
-        if ckpt.is_file():
-            try:
-                import torch
-                state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-                return config_to_dict(config_from_dict(state["config"], str(ckpt)))
-            except Exception as e:  # unreadable or foreign checkpoint: fall back to config.toml
-                print(f"alexnet compare: {ckpt}: cannot read its config ({e}); using config.toml", file=sys.stderr)
-                return None
-    return None
+def group_runs(runs: Sequence[RunRecord]) -> list[Group]:
+    """Runs grouped by recipe, one run per seed in a group (a second run of the same recipe and seed
+    starts another group), in the order first seen; a group's runs sorted by seed."""
+    groups: list[tuple[str, Group]] = []
+    for r in runs:
+        key = _recipe(r.config)
+        home = next((g for k, g in groups if k == key and all(_seed(x) != _seed(r) for x in g.runs)), None)
+        if home is None:
+            home = Group([])
+            groups.append((key, home))
+        home.runs.append(r)
+    for _, g in groups:
+        g.runs.sort(key=lambda r: (_seed(r), r.name))
+    return [g for _, g in groups]
 
 
-def read_run(path: str | Path) -> RunRecord:
-    """Read one run directory (config.toml required; metrics.jsonl and eval.json when present)."""
-    path = Path(path)
-    cfg_path = path / "config.toml"
-    if not cfg_path.is_file():
-        raise ValueError(f"{path}: not a run directory (no config.toml)")
-    notes = []
-    try:
-        config = config_to_dict(load_config(cfg_path))
-    except ConfigError as e:
-        # A run from another version of the config schema: compare what it says over the defaults.
-        try:
-            raw = tomllib.loads(cfg_path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{cfg_path}: not valid TOML: {err}") from None
-        config = config_to_dict(Config())
-        for section, values in raw.items():
-            if isinstance(values, dict):
-                config.setdefault(section, {}).update(values)
-        notes.append(f"config read without validation ({e})")
-        print(f"alexnet compare: {cfg_path}: read without validation: {e}", file=sys.stderr)
-    ckpt_config = _checkpoint_config(path)
-    if ckpt_config is not None:
-        drift = config_diff(ckpt_config, config)
-        if drift:  # config.toml rewritten after training (e.g. a refused resume): trust the weights' own
-            keys = ", ".join(drift)
-            notes.append(f"config.toml differs from the checkpoint's config in {keys}; using the checkpoint's")
-            print(f"alexnet compare: {cfg_path} differs from the config saved in its checkpoint in {keys}; "
-                  "using the checkpoint's", file=sys.stderr)
-            config = ckpt_config
-    run = RunRecord(path=path, config=config, notes=notes)
-    metrics_path = path / "metrics.jsonl"
-    if metrics_path.is_file():
-        rows = _read_metrics(metrics_path)
-        if rows:
-            last = rows[-1]
-            run.epochs = last.get("epoch")
-            run.images_seen = last.get("images_seen")
-            run.wall_time_s = last.get("wall_time_s")
-            run.train_top1_err = last.get("train_top1_err")
-            run.last_val = (last.get("val_top1_err"), last.get("val_top5_err"))
-            run.centre_top1_err, run.centre_top5_err = run.last_val
-            run.centre_source = "metrics.jsonl"
-    else:
-        run.notes.append("no metrics.jsonl")
-    eval_path = path / "eval.json"
-    if eval_path.is_file():
-        try:
-            ev = json.loads(eval_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{eval_path}: not valid JSON: {e}") from None
-        centre, ten = ev.get("centre") or {}, ev.get("ten_view") or {}
-        if centre:
-            run.eval_centre = (centre.get("top1_err"), centre.get("top5_err"))
-            run.centre_top1_err, run.centre_top5_err = run.eval_centre
-            run.centre_source = "eval.json"
-        if ten:
-            run.ten_view_top1_err, run.ten_view_top5_err = ten.get("top1_err"), ten.get("top5_err")
-    return run
+def find_baseline(groups: Sequence[Group], baseline: str | Path | None = None) -> Group:
+    """The group holding the run given as ``baseline``, else the one group with none of the ablations."""
+    if baseline is not None:
+        want = Path(baseline).resolve()
+        for g in groups:
+            if any(r.path.resolve() == want for r in g.runs):
+                return g
+        raise ValueError(f"--baseline {baseline}: not among the runs compared")
+    clean = [g for g in groups if not active_ablations(g.config)]
+    if len(clean) == 1:
+        return clean[0]
+    if not clean:
+        raise ValueError("no baseline: every run has an ablation switched on; name one with --baseline RUN")
+    raise ValueError(f"{len(clean)} configurations have no ablation ({', '.join(g.name for g in clean)}); "
+                     "choose the baseline with --baseline RUN")
 
 
-def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
-    """Run directories; a folder without config.toml stands for the run directories inside it."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if not p.exists():
-            raise ValueError(f"{p}: no such run directory")
-        if (p / "config.toml").is_file():
-            out.append(p)
-            continue
-        inner = sorted(c for c in p.iterdir() if (c / "config.toml").is_file()) if p.is_dir() else []
-        if not inner:
-            raise ValueError(f"{p}: not a run directory (no config.toml) and holds none")
-        out += inner
-    return out
-
-
-# ---------------------------------------------------------------------------------------- compare
+# --------------------------------------------------------------------------------------- rows
 @dataclass
 class Row:
-    """One line of the comparison table (errors and differences as fractions)."""
+    """One line of the comparison table: one configuration, averaged over its seeds (errors and
+    differences as fractions; each with a 95 % interval in ``ci`` where the image count is known)."""
 
     run: str
+    runs: list[str]
+    seeds: int
     ablation: str
     epochs: int | None
     planned_epochs: int | None
     images_seen: int | None
     wall_time_s: float | None
     train_top1_err: float | None
-    centre_top1_err: float | None
-    centre_top5_err: float | None
-    ten_view_top1_err: float | None
-    ten_view_top5_err: float | None
+    val_images: int | None = None
+    centre_top1_err: float | None = None
+    centre_top5_err: float | None = None
+    ten_view_top1_err: float | None = None
+    ten_view_top5_err: float | None = None
     d_centre_top1: float | None = None
     d_centre_top5: float | None = None
     d_ten_view_top1: float | None = None
     d_ten_view_top5: float | None = None
+    ci: dict[str, list[float]] = field(default_factory=dict)
+    """Metric name → [low, high] of its 95 % interval (:mod:`alexnet.intervals`)."""
+    resolved: dict[str, bool] = field(default_factory=dict)
+    """Difference name → whether its interval excludes 0."""
+    spread: dict[str, float] = field(default_factory=dict)
+    """Metric name → sample standard deviation over seeds (two seeds or more)."""
     paper_d_top1: float | None = None
     paper_d_top5: float | None = None
     paper_claim: str = ""
@@ -251,126 +191,83 @@ class Row:
     d_centre_source: str = ""
 
 
-def _sub(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else a - b
+def _mean(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
 
 
-def find_baseline(runs: Sequence[RunRecord], baseline: str | Path | None = None) -> RunRecord:
-    """The run given as ``baseline``, else the one run whose config has none of the ablations."""
-    if baseline is not None:
-        want = Path(baseline).resolve()
-        for r in runs:
-            if r.path.resolve() == want:
-                return r
-        raise ValueError(f"--baseline {baseline}: not among the runs compared")
-    clean = [r for r in runs if not active_ablations(r.config)]
-    if len(clean) == 1:
-        return clean[0]
-    if not clean:
-        raise ValueError("no baseline: every run has an ablation switched on; name one with --baseline RUN")
-    raise ValueError(f"{len(clean)} runs have no ablation ({', '.join(r.name for r in clean)}); "
-                     "choose the baseline with --baseline RUN")
+def _record(row: Row, name: str, est: Estimate | None) -> float | None:
+    if est is None:
+        return None
+    row.ci[name] = [est.lo, est.hi]
+    if est.spread is not None:
+        row.spread[name] = est.spread
+    if name.startswith("d_"):
+        row.resolved[name] = est.resolved
+    return est.value
 
 
-def compare_runs(runs: Sequence[RunRecord], baseline: RunRecord) -> list[Row]:
-    """The baseline first, then every other run with its differences to the baseline."""
+def _centre(g: Group) -> tuple[dict[str, list[float]], int | None, str]:
+    for which in ("eval.json", "metrics.jsonl"):
+        errs, n, source = g.errors(which)
+        if errs:
+            return errs, n, source
+    return {}, None, ""
+
+
+def compare_runs(groups: Sequence[Group], baseline: Group) -> list[Row]:
+    """The baseline first, then every other configuration with its differences to the baseline."""
     rows = []
-    for run in [baseline] + [r for r in runs if r is not baseline]:
-        row = Row(run=run.name, ablation="baseline" if run is baseline else "", epochs=run.epochs,
-                  planned_epochs=run.config.get("train", {}).get("epochs"),
-                  images_seen=run.images_seen, wall_time_s=run.wall_time_s, train_top1_err=run.train_top1_err,
-                  centre_top1_err=run.centre_top1_err, centre_top5_err=run.centre_top5_err,
-                  ten_view_top1_err=run.ten_view_top1_err, ten_view_top5_err=run.ten_view_top5_err,
-                  centre_source=run.centre_source)
-        if run is not baseline:
-            found, other = identify(run.config, baseline.config)
+    for g in [baseline] + [x for x in groups if x is not baseline]:
+        runs = g.runs
+        row = Row(run=g.name, runs=[r.name for r in runs], seeds=len(runs),
+                  ablation="baseline" if g is baseline else "", epochs=min((r.epochs for r in runs if r.epochs is not None), default=None),
+                  planned_epochs=g.config.get("train", {}).get("epochs"),
+                  images_seen=max((r.images_seen for r in runs if r.images_seen is not None), default=None),
+                  wall_time_s=_mean([r.wall_time_s for r in runs]),
+                  train_top1_err=_mean([r.train_top1_err for r in runs]))
+        centre, n, row.centre_source = _centre(g)
+        ten, n10 = g.ten_view()
+        row.val_images = n
+        for view, errs, count in (("centre", centre, n), ("ten_view", ten, n10)):
+            for k in errs:
+                value = _mean(errs[k])
+                est = error_estimate(errs[k], count) if count else None
+                setattr(row, f"{view}_{k}_err", _record(row, f"{view}_{k}_err", est) if est else value)
+        if g is not baseline:
+            found, other = identify(g.config, baseline.config)
             row.ablation = " + ".join(a.name for a in found) or "(other)"
-            diff = config_diff(run.config, baseline.config)
-            row.other_changes = ", ".join(f"{k}={diff[k][1]!r}" for k in other)
-            # Like with like: both runs' evaluated checkpoints, else both runs' last epochs.
-            for source, mine, theirs in (("eval.json", run.eval_centre, baseline.eval_centre),
-                                         ("metrics.jsonl", run.last_val, baseline.last_val)):
-                if mine is not None and theirs is not None:
-                    row.d_centre_top1, row.d_centre_top5 = _sub(mine[0], theirs[0]), _sub(mine[1], theirs[1])
-                    row.d_centre_source = source
+            diff = config_diff(g.config, baseline.config)
+            row.other_changes = ", ".join(f"{k}={diff[k][1]!r}" for k in other if k != SEED_KEY)
+            # Like with like: both groups' evaluated checkpoints, else both groups' last epochs.
+            pairs = []
+            for which in ("eval.json", "metrics.jsonl"):
+                mine, n_m, _ = g.errors(which)
+                theirs, n_t, _ = baseline.errors(which)
+                if mine and theirs:
+                    pairs.append(("centre", mine, theirs, n_m, n_t))
+                    row.d_centre_source = which
                     break
-            row.d_ten_view_top1 = _sub(run.ten_view_top1_err, baseline.ten_view_top1_err)
-            row.d_ten_view_top5 = _sub(run.ten_view_top5_err, baseline.ten_view_top5_err)
-            if len(found) == 1 and not other:  # the paper's number applies only to a clean single ablation
+            (mine10, n_m10), (theirs10, n_t10) = g.ten_view(), baseline.ten_view()
+            if mine10 and theirs10:
+                pairs.append(("ten_view", mine10, theirs10, n_m10, n_t10))
+            for view, mine, theirs, n_m, n_t in pairs:
+                for k in ("top1", "top5"):
+                    name = f"d_{view}_{k}"
+                    if n_m and n_t:
+                        value = _record(row, name, difference_estimate(mine[k], theirs[k], n_m, n_t))
+                    else:
+                        value = _mean(mine[k]) - _mean(theirs[k])  # type: ignore[operator]
+                    setattr(row, name, value)
+            if len(found) == 1 and not row.other_changes:  # the paper's number: a clean single ablation only
                 row.paper_d_top1, row.paper_d_top5 = found[0].paper_top1, found[0].paper_top5
                 row.paper_claim = found[0].paper_claim
         rows.append(row)
     return rows
 
 
-# ----------------------------------------------------------------------------------------- output
-def _pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.2f}"
-
-
-def _dpct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:+.2f}"
-
-
-def _pair(a: float | None, b: float | None, fmt: Callable[[float | None], str]) -> str:
-    return "–" if a is None and b is None else f"{fmt(a)} / {fmt(b)}"
-
-
-def _duration(s: float | None) -> str:
-    if s is None or not math.isfinite(s):
-        return "–"
-    h, rem = divmod(int(round(s)), 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
-
-
-def to_markdown(rows: Sequence[Row]) -> str:
-    """The table in markdown; errors and differences in percentage points."""
-    head = ["run", "ablation", "epochs", "images seen", "wall time", "train top-1",
-            "top-1 / top-5 centre", "top-1 / top-5 10-view", "Δ centre", "Δ 10-view", "paper Δ"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        ablation = r.ablation + (f" (also {r.other_changes})" if r.other_changes else "")
-        centre = _pair(r.centre_top1_err, r.centre_top5_err, _pct)
-        if r.centre_source == "metrics.jsonl":
-            centre += " *"
-        epochs = "–" if r.epochs is None else str(r.epochs)
-        if r.epochs is not None and r.planned_epochs and r.epochs < r.planned_epochs:
-            epochs += f" of {r.planned_epochs}"  # stopped early (interrupted, diverged) or still running
-        cells = [r.run, ablation, epochs,
-                 "–" if r.images_seen is None else f"{r.images_seen:,}", _duration(r.wall_time_s),
-                 _pct(r.train_top1_err), centre, _pair(r.ten_view_top1_err, r.ten_view_top5_err, _pct),
-                 _pair(r.d_centre_top1, r.d_centre_top5, _dpct) + (" *" if r.d_centre_source == "metrics.jsonl" else ""),
-                 _pair(r.d_ten_view_top1, r.d_ten_view_top5, _dpct), r.paper_claim or "–"]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    lines.append("")
-    lines.append("Errors in %. Δ = the ablation's error minus the baseline's, in points (positive: removing "
-                 "the feature hurt, as the paper claims). Train top-1 is the last epoch's, measured with "
-                 "augmentation and dropout on.")
-    if any("metrics.jsonl" in (r.centre_source, r.d_centre_source) for r in rows):
-        lines.append("* the last epoch's validation error from metrics.jsonl (no eval.json for this run or the "
-                     "baseline; `alexnet evaluate` gives the chosen checkpoint's error and the 10-view error).")
-    return "\n".join(lines)
-
-
-def to_csv(rows: Sequence[Row]) -> str:
-    """Every field of every row; errors and differences as fractions."""
-    buf = io.StringIO()
-    names = list(Row.__dataclass_fields__)
-    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in vars(r).items()})
-    return buf.getvalue()
-
-
-def to_json(rows: Sequence[Row]) -> str:
-    return json.dumps([vars(r) for r in rows], indent=2)
-
-
 def compare(paths: Sequence[str | Path], baseline: str | Path | None = None, fmt: str = "markdown") -> str:
     """Read the run directories ``paths`` and return the comparison in ``fmt``
     ('markdown', 'csv' or 'json')."""
-    runs = [read_run(p) for p in expand_runs(paths)]
-    rows = compare_runs(runs, find_baseline(runs, baseline))
-    return {"markdown": to_markdown, "csv": to_csv, "json": to_json}[fmt](rows)
+    groups = group_runs([read_run(p) for p in expand_runs(paths)])
+    return FORMATS[fmt](compare_runs(groups, find_baseline(groups, baseline)))

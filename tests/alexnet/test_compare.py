@@ -73,10 +73,14 @@ def test_markdown_table(two_runs):
     assert lines[0].startswith("| run | ablation |")
     base_row = next(l for l in lines if l.startswith("| base |"))
     abl_row = next(l for l in lines if l.startswith("| nolrn |"))
-    assert "40.00 / 18.00" in base_row and "38.00 / 17.00" in base_row
+    # Wilson intervals on 100 images, by hand: 40 % -> [30.94, 49.80], 18 % -> [11.70, 26.67]
+    assert "40.00 [30.94, 49.80] / 18.00 [11.70, 26.67]" in base_row
+    assert "38.00 [" in base_row and "| 1 |" in base_row    # one seed
     assert "| no-lrn |" in abl_row
-    assert "+1.40 / +1.20" in abl_row       # centre difference in points
-    assert "+1.50 / +1.50" in abl_row       # 10-view difference
+    assert "+1.40 [" in abl_row and "+1.20 [" in abl_row    # centre difference in points
+    assert abl_row.count(" ?") == 4                          # 1.4 points on 100 images: unresolved
+    assert "+1.50 [" in abl_row                              # 10-view difference
+    assert "one seed" in text
     assert "+1.4 / +1.2" in abl_row         # the paper's
     assert "2m02s" in abl_row and "2,560" in abl_row
     assert "| 2 of 90 |" in abl_row          # BASE plans the paper's 90 epochs; 2 are done
@@ -187,3 +191,45 @@ def test_checkpoint_config_wins_over_a_rewritten_config_toml(tmp_path, capsys):
     rows = json.loads(compare([tmp_path], fmt="json"))
     assert rows[1]["ablation"] == "no-lrn" and rows[1]["other_changes"] == ""
     assert "model.init_std_conv345" in capsys.readouterr().err
+
+
+def _eval_n(c1: float, n: int = 250) -> dict:
+    return {"checkpoint": "x.pt", "images": n, "centre": {"top1_err": c1, "top5_err": c1 / 4},
+            "ten_view": {"top1_err": c1, "top5_err": c1 / 4}}
+
+
+def test_seeds_are_grouped_averaged_and_their_spread_widens_the_interval(tmp_path):
+    from alexnet.intervals import difference_estimate, error_estimate
+    base_errs, drop_errs, flip_errs = [0.04, 0.05, 0.06], [0.05, 0.07, 0.06], [0.30, 0.26, 0.28]
+    for seed, (b, d, f) in enumerate(zip(base_errs, drop_errs, flip_errs)):
+        sfx = "" if seed == 0 else f"-seed{seed}"
+        cfg = replace(BASE, train=replace(BASE.train, seed=seed))
+        make_run(tmp_path, f"base{sfx}", cfg, [epoch(1, b, b)], _eval_n(b))
+        make_run(tmp_path, f"nodrop{sfx}", replace(cfg, model=replace(cfg.model, dropout=0.0)), [epoch(1, d, d)], _eval_n(d))
+        make_run(tmp_path, f"noflip{sfx}", replace(cfg, data=replace(cfg.data, flip=False, random_crop=False)),
+                 [epoch(1, f, f)], _eval_n(f))
+    rows = {r["run"]: r for r in json.loads(compare([tmp_path], fmt="json"))}
+    assert set(rows) == {"base", "nodrop", "noflip"}                 # -seedK runs joined to their recipe
+    assert rows["base"]["seeds"] == 3 and rows["base"]["runs"] == ["base", "base-seed1", "base-seed2"]
+    e = error_estimate(base_errs, 250)
+    assert rows["base"]["centre_top1_err"] == pytest.approx(0.05)
+    assert rows["base"]["ci"]["centre_top1_err"] == pytest.approx([e.lo, e.hi])
+    assert rows["base"]["spread"]["centre_top1_err"] == pytest.approx(0.01)
+    d = difference_estimate(drop_errs, base_errs, 250, 250)
+    assert rows["nodrop"]["d_centre_top1"] == pytest.approx(0.01)
+    assert rows["nodrop"]["ci"]["d_centre_top1"] == pytest.approx([d.lo, d.hi])
+    assert rows["nodrop"]["resolved"]["d_centre_top1"] is False      # 1 point on 250 images x 3 seeds: noise
+    assert rows["noflip"]["resolved"]["d_centre_top1"] is True       # 23 points: resolved
+    text = compare([tmp_path])
+    noflip = next(line for line in text.splitlines() if line.startswith("| noflip |"))
+    nodrop = next(line for line in text.splitlines() if line.startswith("| nodrop |"))
+    assert "| 3 |" in noflip and "+23.00 [" in noflip and " ?" not in noflip.split("|")[10]
+    assert " ?" in nodrop.split("|")[10]
+    assert "one seed" not in text
+
+
+def test_csv_carries_the_intervals(two_runs):
+    rows = list(csv.DictReader(io.StringIO(compare(list(two_runs), fmt="csv"))))
+    lo, hi = float(rows[0]["centre_top1_err_lo"]), float(rows[0]["centre_top1_err_hi"])
+    assert (round(lo, 4), round(hi, 4)) == (0.3094, 0.4980)             # Wilson, 40 of 100
+    assert rows[1]["d_centre_top1_resolved"] == "False"
