@@ -68,3 +68,16 @@ def test_differences_the_demo_can_and_cannot_resolve():
     # ImageNet's 50,000 images at ~40 %: 1.4 points resolves, 0.4 (overlapping pooling) does not.
     assert difference_estimate([0.414], [0.40], 50_000, 50_000).resolved
     assert not difference_estimate([0.404], [0.40], 50_000, 50_000).resolved
+
+
+def test_difference_with_seeds_adds_their_spread_by_hand():
+    a, b = [0.05, 0.07, 0.06], [0.04, 0.05, 0.06]           # three seeds each, 250 images
+    la, ua = wilson(0.06, 250)
+    lb, ub = wilson(0.05, 250)
+    h = 4.302652729911275 * math.sqrt(0.01 ** 2 / 3 + 0.01 ** 2 / 3)   # t(2) · √(s_a²/3 + s_b²/3)
+    d = difference_estimate(a, b, 250, 250)
+    assert d.value == pytest.approx(0.01)
+    assert d.lo == pytest.approx(0.01 - math.sqrt((0.06 - la) ** 2 + (ub - 0.05) ** 2 + h * h))
+    assert d.hi == pytest.approx(0.01 + math.sqrt((ua - 0.06) ** 2 + (0.05 - lb) ** 2 + h * h))
+    one = difference_estimate([0.06], [0.05], 250, 250)     # one seed each: binomial only, narrower
+    assert one.hi - one.lo < d.hi - d.lo and one.spread is None
