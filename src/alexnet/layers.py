@@ -232,8 +232,9 @@ class SpatialResponseNorm(nn.Module):
 class Dropout(nn.Module):
     """Section 4.2 dropout. ``style="paper"``: in training each output is zeroed with probability p
     and left unscaled; at test time every output is multiplied by 1 − p ("we use all the neurons
-    but multiply their outputs by 0.5"). ``style="inverted"``: PyTorch's convention (train outputs
-    scaled by 1/(1−p), test untouched) — same expected activations, different numbers."""
+    but multiply their outputs by 0.5"). ``style="inverted"``: cuda-convnet2's and PyTorch's
+    convention (train outputs scaled by 1/(1−p), test untouched) — same expected activations,
+    different numbers. Both draw the same Bernoulli mask from the same generator."""
 
     def __init__(self, p: float = 0.5, style: str = "paper") -> None:
         super().__init__()
@@ -246,11 +247,11 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0:
             return x
-        if self.style == "inverted":
-            return F.dropout(x, self.p, self.training)
-        if self.training:
-            return x * torch.empty_like(x).bernoulli_(1.0 - self.p)
-        return x * (1.0 - self.p)
+        inverted = self.style == "inverted"
+        if self.training:   # cuda-convnet2 layer.cuh DropoutSmallerThanOperator: (u < keep) × 1/keep
+            mask = torch.empty_like(x).bernoulli_(1.0 - self.p)
+            return x * (mask.div_(1.0 - self.p) if inverted else mask)
+        return x if inverted else x * (1.0 - self.p)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, style={self.style}"

@@ -7,8 +7,8 @@ import torch
 from alexnet import AlexNet, GroupedAlexNet, grouped_from, to_grouped_state, to_two_tower_state, two_tower_from
 
 
-def image(n=2):
-    return torch.rand(n, 3, 224, 224, dtype=torch.float64) * 255 - 120
+def image(n=2, size=224):
+    return torch.rand(n, 3, size, size, dtype=torch.float64) * 255 - 120
 
 
 @pytest.mark.parametrize("preset", ["paper", "cuda-convnet", "caffe"])
@@ -17,7 +17,7 @@ def test_forward_and_every_gradient_agree(preset):
     # float64 so that the comparison can be tight; dropout is deterministic in eval mode (× 0.5).
     model = AlexNet(num_classes=20, devices=("cpu", "cpu"), preset=preset).double().eval()
     twin = grouped_from(model).double().eval()
-    x = image()
+    x = image(size=model.cfg.input_size)                    # caffe: 227
     y_model, y_twin = model(x), twin(x)
     torch.testing.assert_close(y_model, y_twin, rtol=1e-10, atol=1e-10)
     target = torch.randint(0, 20, (2,))
