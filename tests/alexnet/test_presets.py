@@ -38,6 +38,15 @@ def test_every_table_key_is_a_config_key_and_every_value_has_a_source():
                                                        "make-data.py", "lr.cu")), key
 
 
+def test_tables_are_complete():
+    from alexnet.config import SECTIONS
+    import dataclasses
+    model_keys = {f"model.{f.name}" for f in dataclasses.fields(SECTIONS["model"])} - {"model.preset"}
+    for name, table in PRESETS.items():
+        assert model_keys <= set(table), (name, sorted(model_keys - set(table)))   # every network value
+    assert set(PRESETS["paper"]) == set(PRESETS["cuda-convnet"])                   # the same rows
+
+
 def test_paper_table_is_the_schema_defaults_and_the_paper_files():
     assert {k: flat(Config())[k] for k in PRESETS["paper"]} == table_values("paper")
     for path in PRESET_FILES["paper"]:

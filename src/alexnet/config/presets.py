@@ -60,6 +60,8 @@ PAPER: dict[str, Sourced] = {
     "model.lrn_beta": Sourced(0.75, _paper("3.3", "we used k = 2, n = 5, α = 10^-4, and β = 0.75")),
     "model.lrn_k": Sourced(2.0, _paper("3.3", "we used k = 2, n = 5, α = 10^-4, and β = 0.75")),
     "model.lrn_alpha_per_size": Sourced(False, _paper("3.3", "b = a / (k + α Σ_j a_j²)^β") + " (α multiplies the sum, not divided by n)"),
+    "model.lrn_across_towers": Sourced(False, _paper("3.2", "the GPUs communicate only in certain layers") +
+                                       " (not at the LRNs: each tower normalises its own maps)"),
     "model.lrn1_before_relu": Sourced(False, _paper("3.3", "We applied this normalization after applying the ReLU "
                                                            "nonlinearity in certain layers")),
     "model.conv2_spatial_norm": Sourced(False, "not in the paper (§3.3 describes only the across-map normalisation)"),
@@ -132,6 +134,8 @@ CUDA_CONVNET: dict[str, Sourced] = {
     "model.lrn_beta": Sourced(0.75, f"{_PARAMS} [rnorm1a] pow=0.75, [rnorm2a] pow=0.75"),
     "model.lrn_k": Sourced(2.0, f"{_PARAMS} [rnorm1a] minDiv=2 (cudaconv3/src/conv_util.cu: minDiv + addScale·Σ)"),
     "model.lrn_alpha_per_size": Sourced(True, "layer.py NormLayerParser: dic['scale'] /= dic['size'] for cmrnorm"),
+    "model.lrn_across_towers": Sourced(False, f"{_LAYERS} [rnorm1a] inputs=conv1a channels=48, [rnorm2a] "
+                                              "inputs=conv2a channels=128 (one tower's maps)"),
     "model.lrn1_before_relu": Sourced(True, f"{_LAYERS} [conv1a] has no neuron, [rnorm1a] inputs=conv1a, "
                                             "[pool1a] neuron=relu (ReLU after LRN; max-pool and ReLU commute)"),
     "model.conv2_spatial_norm": Sourced(True, f"{_LAYERS} [cnorm2a] type=rnorm inputs=rnorm2a"),
@@ -197,6 +201,10 @@ CAFFE: dict[str, Sourced] = {
     "model.lrn_across_towers": Sourced(True, f"{_BVLC} norm1, norm2 have no group (windows span all channels)"),
     "model.lrn1_before_relu": Sourced(False, f"{_BVLC} relu1 runs in place on conv1 before norm1"),
     "model.conv2_spatial_norm": Sourced(False, f"{_BVLC} has no such layer"),
+    "model.spatial_norm_size": Sourced(5, UNUSED + "conv2_spatial_norm = false"),
+    "model.spatial_norm_alpha": Sourced(1e-3, UNUSED + "conv2_spatial_norm = false"),
+    "model.spatial_norm_beta": Sourced(0.75, UNUSED + "conv2_spatial_norm = false"),
+    "model.spatial_norm_k": Sourced(1.0, UNUSED + "conv2_spatial_norm = false"),
     "model.pool_size": Sourced(3, f"{_BVLC} pool1, pool2, pool5 kernel_size: 3"),
     "model.pool_stride": Sourced(2, f"{_BVLC} pool1, pool2, pool5 stride: 2"),
     "model.dropout": Sourced(0.5, f"{_BVLC} drop6, drop7 dropout_ratio: 0.5"),
