@@ -170,3 +170,36 @@ def test_lighting_rescale_scales_the_whole_training_input_by_one_over_1_1():
     torch.testing.assert_close(scaled, plain * (1 / (1 + 0.1)))   # convdata.py: data *= 1.0 / (1.0 + 0.1)
     off = augment.model_input(x, crops, mean, rescale=True, mean_window="centre")   # no noise: no rescale
     torch.testing.assert_close(off, x.float() - mean[:, 16:240, 16:240])
+
+
+# ------------------------------------------------------- checkpoint users: evaluate, predict, figures
+@pytest.mark.slow
+@pytest.mark.parametrize("size", SIZES)
+def test_evaluate_predict_and_figures_use_the_checkpoints_input_size(tmp_path, size):
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
+    from tinydata import make_tiny_dataset
+
+    from alexnet.config import config_to_dict
+    from alexnet.evaluate import evaluate
+    from alexnet.figures import make_figures
+    from alexnet.predict import predict
+    from twogpu.checkpoint import save_atomic
+
+    data = make_tiny_dataset(tmp_path / "data", classes=("blue", "green", "red"), train_n=2, val_n=2)
+    cfg = load_config(None, [f'data.root="{data}"', "model.num_classes=3", "data.workers=0",
+                             "eval.batch_size=4", f"model.input_size={size}"])
+    model = AlexNet(devices=("cpu", "cpu"), preset=cfg.model, seed=0)
+    path = tmp_path / "run" / "checkpoints" / "best.pt"
+    save_atomic({"model": model.state_dict(), "config": config_to_dict(cfg), "step": 1, "epoch": 1,
+                 "classes": ["blue", "green", "red"], "class_names": ["b", "g", "r"]}, path)
+    # Each of these builds the model from the checkpoint and cuts views of its size: a view of the
+    # other size would be refused by the model's input-shape check.
+    result = evaluate(path, str(data), devices=("cpu", "cpu"), log=lambda s: None)
+    assert result["images"] == 6 and set(result) >= {"centre", "ten_view"}
+    image = next((data / "val" / "red").iterdir())
+    (_, preds), = predict(path, [image], ten_view=True)
+    assert len(preds) == 3 and abs(sum(p for _, p in preds) - 1) < 1e-5
+    paths = make_figures(path, data, n_images=2, n_queries=1, n_neighbours=2, max_train=4, thumb=16, batch_size=2)
+    assert len(paths) == 3
