@@ -29,11 +29,11 @@ def test_tower_a_input_is_the_pipeline_input_and_b_gets_the_uint8_batch(tmp_path
     assert xb.device == META and xb.shape == xa.shape and xb.dtype == torch.float32
     n = len(b.labels)
     assert [(r.source, r.target, r.bytes_forward) for r in records] == [
-        ("a", "b", n * 154_587), ("a", "b", n * 3 * 4)]
+        ("a", "b", n * 150_528), ("a", "b", n * 3 * 4)]
     # evaluation: no lighting, so only the images travel
     with record_crossings() as records:
         p.to_tower_inputs(b, (CPU, META), train=False)
-    assert [r.bytes_forward for r in records] == [n * 154_587]
+    assert [r.bytes_forward for r in records] == [n * 150_528]
 
 
 def test_one_device_shares_one_input_and_the_model_takes_a_pair(tmp_path):

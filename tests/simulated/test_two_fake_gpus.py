@@ -136,12 +136,14 @@ def test_train_checkpoint_resume_evaluate(tmp_path, tiny_data, preset, devices, 
     assert {c.site for c in d2d} <= sites(preset) | {"feed"}, [c for c in d2d if c.site not in sites(preset) | {"feed"}]
     if devices == TWO:
         assert {c.site for c in d2d} >= sites(preset) and "backward" in {c.phase for c in d2d}
-        # the input (issue 11, 2g): the uint8 batch goes from the host to each GPU (154,587 B per
-        # view); between the GPUs only the lighting offsets (3 float32 per image), no image
+        # the input (issue 11, 2g): the uint8 batch goes from the host to each GPU (3·S·S B per
+        # view: 150,528 at 224, 154,587 at Caffe's 227); between the GPUs only the lighting
+        # offsets (3 float32 per image), no image
         feed = [c for c in sim.log.copies if c.site == "feed"]
         to_gpu = [c for c in feed if c.source.type == "cpu"]
         assert {c.target for c in to_gpu} == {torch.device(d) for d in TWO}
-        assert all(c.nbytes % 154_587 == 0 for c in to_gpu), to_gpu
+        side = 227 if preset == "caffe" else 224                  # model.input_size
+        assert all(c.nbytes % (3 * side * side) == 0 for c in to_gpu), to_gpu
         assert all(c.nbytes <= 2 * 12 for c in feed if c.device_to_device), [c for c in feed if c.device_to_device]
         # dropout on each GPU draws from that GPU's own stream, seeded from its own name
         seeds = {dev: {d.stream for d in sim.log.draws if d.device == torch.device(dev)
