@@ -19,6 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from alexnet.config import Config, config_to_dict, config_to_toml
+from alexnet.figures import across_classes, kernel_grid, top5_panel
 from twogpu.trainer import Hook, RunResult, Trainer
 
 HISTOGRAM_SAMPLE = 1 << 20
@@ -96,7 +97,6 @@ class TensorBoardHook(Hook):
         w.flush()
 
     def _weights(self, step: int) -> None:
-        from alexnet.figures import kernel_grid
         w = self.writer
         assert w is not None
         state = self.task.two_tower_state()
@@ -114,7 +114,6 @@ class TensorBoardHook(Hook):
                         w.add_histogram(f"grads/{tower}/{layer}.{kind}", _sample(grads[name]), step)
 
     def _validation_images(self, step: int) -> None:
-        from alexnet.figures import top5_panel
         n = self.cfg.train.dashboard_images
         if n <= 0:
             return
@@ -124,7 +123,7 @@ class TensorBoardHook(Hook):
         w = self.writer
         assert w is not None
         names = self.task.pipeline.class_names
-        shown = slice(0, n)
+        shown = across_classes(sample["labels"], n)      # as Figure 4: different classes, not the first files
         panel = top5_panel(sample["images"][shown], sample["probs"][shown], sample["labels"][shown], names)
         w.add_image("validation/top5", panel, step, dataformats="HWC")
         thumbs = torch.nn.functional.interpolate(sample["images"].float() / 255, size=(64, 64), mode="bilinear",

@@ -44,6 +44,7 @@ IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 """ImageNet's per-channel mean in 0..255 (the fallback mean image, broadcast)."""
 
 STATS_FILE = "stats.pt"
+PUBLISHED = "imagenet-published"
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,16 @@ class Stats:
     mean: np.ndarray      # (3, S, S) float32, 0..255
     eigval: np.ndarray    # (3,) float32, descending, covariance of 0..1 pixels
     eigvec: np.ndarray    # (3, 3) float32, eigenvectors in columns
-    images: int           # images the statistics were computed from (0: published fallback)
+    images: int           # images the statistics were computed from (0: published fallback or unknown)
     source: str           # file it came from, or "imagenet-published"
+
+    def describe(self) -> str:
+        """Which mean image this is, in words (printed by the commands that use one)."""
+        if self.source == PUBLISHED:
+            rgb = ", ".join(f"{v:.1f}" for v in IMAGENET_MEAN_RGB)
+            return f"ImageNet's published per-channel mean ({rgb}) broadcast to every pixel"
+        of = f" of {self.images} training images" if self.images else ""
+        return f"the per-pixel mean image{of} from {self.source}"
 
 
 def published_stats(image_size: int = 256) -> Stats:
@@ -60,7 +69,7 @@ def published_stats(image_size: int = 256) -> Stats:
     mean = np.broadcast_to(np.asarray(IMAGENET_MEAN_RGB, np.float32)[:, None, None],
                            (3, image_size, image_size)).copy()
     return Stats(mean, np.asarray(IMAGENET_EIGVAL, np.float32), np.asarray(IMAGENET_EIGVEC, np.float32),
-                 0, "imagenet-published")
+                 0, PUBLISHED)
 
 
 def save_stats(stats: Stats, path: str | Path) -> Path:

@@ -27,7 +27,8 @@ from torch import nn
 from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
 from alexnet.data import ImagePipeline
 from alexnet.fast import amp_context, prepare_for_speed, tune_cpu_allocator
-from alexnet.grouped import GroupedAlexNet, grouped_from, to_grouped_state, to_two_tower_state
+from alexnet.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
+from alexnet.inference import Fc7Capture, network_for, topk_mistakes
 from alexnet.model import AlexNet
 from alexnet.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
 from twogpu.checkpoint import CheckpointDir
@@ -43,14 +44,6 @@ class TrainError(RuntimeError):
     """A run that cannot start (existing run directory, mismatched checkpoint, missing GPUs)."""
 
 
-def topk_mistakes(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, torch.Tensor]:
-    """Images whose label is not among the k highest logits, for each k (section 6: top-1, top-5)."""
-    kmax = min(max(ks), logits.shape[1])
-    top = logits.topk(kmax, dim=1).indices                      # (N, kmax)
-    hit = top == labels[:, None]                                # (N, kmax)
-    return {f"top{k}": (~hit[:, :min(k, kmax)].any(1)).sum() for k in ks}
-
-
 def require_gpus(n: int) -> None:
     """``make train-2gpu``: stop with a clear message unless ``n`` GPUs are visible."""
     found = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -58,13 +51,6 @@ def require_gpus(n: int) -> None:
         raise TrainError(f"this target trains the two towers on {n} GPUs, but {found} CUDA device(s) are "
                          f"visible. With one GPU or none, run `make train-1gpu DATA=...` (both towers on one "
                          f"device, or the CPU).")
-
-
-def _capture_fc7(module: nn.Module) -> list[nn.Module]:
-    """The modules whose inputs are the fc7 activations (after ReLU) of each tower, a first."""
-    if isinstance(module, GroupedAlexNet):
-        return [module.drop7]
-    return [t.drop7 for t in module.towers()]
 
 
 class AlexNetTask:
@@ -80,10 +66,9 @@ class AlexNetTask:
         self.reduce_sum = reduce_sum or (lambda t: t)
         torch.manual_seed(cfg.train.seed)
         # the same initial weights on every rank and on any placement; each tower its own draws
-        two_tower = AlexNet(devices=devices.pair, preset=cfg.model, seed=cfg.train.seed)
-        self.grouped = devices.same and cfg.train.grouped_when_single_device and cfg.model.towers == 2
-        self.model: nn.Module = grouped_from(two_tower, devices.a) if self.grouped else two_tower
-        del two_tower
+        self.model: nn.Module = network_for(AlexNet(devices=devices.pair, preset=cfg.model, seed=cfg.train.seed),
+                                            devices, enabled=cfg.train.grouped_when_single_device)
+        self.grouped = isinstance(self.model, GroupedAlexNet)
         if devices.a.type == "cpu" or devices.b.type == "cpu":
             tune_cpu_allocator(cfg.train.cpu_allocator_cache)
         self.net: nn.Module = prepare_for_speed(self.model, channels_last=cfg.train.channels_last,
@@ -248,20 +233,13 @@ class AlexNetTask:
     def sample_validation(self, n: int) -> dict[str, torch.Tensor]:
         """The first ``n`` validation images' centre views (uint8), labels, softmax and fc7 features."""
         images, labels, probs, feats = [], [], [], []
-        captured: list[torch.Tensor] = []
-        hooks = [m.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
-                 for m in _capture_fc7(self.model)]
-        try:
+        with Fc7Capture(self.model) as fc7:
             for batch in self.pipeline.val_batches(batch_size=min(n, self.cfg.eval.batch_size), limit=n):
-                captured.clear()
                 logits = self.predict(self._input(batch, train=False))
                 images.append(batch.images)
                 labels.append(batch.labels)
                 probs.append(logits.softmax(1).cpu())
-                feats.append(torch.cat([c.to(self.dev) for c in captured], 1).float().cpu())  # (N, 4096)
-        finally:
-            for h in hooks:
-                h.remove()
+                feats.append(fc7.take().float().cpu())                                     # (N, 4096)
         if not images:
             return {}
         return {"images": torch.cat(images)[:n], "labels": torch.cat(labels)[:n],

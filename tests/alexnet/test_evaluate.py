@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from alexnet.config import config_to_dict, load_config
-from alexnet.evaluate import evaluate, load_model
+from alexnet.evaluate import evaluate
+from alexnet.inference import load_model
 from alexnet.model import AlexNet
 from alexnet.predict import predict
 from twogpu.checkpoint import CheckpointError, save_atomic

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from alexnet.config import load_config
-from alexnet.train import topk_mistakes, train
+from alexnet.inference import topk_mistakes
+from alexnet.train import train
 from twogpu.checkpoint import load_checkpoint
 from twogpu.trainer import Hook
 from tinydata import make_tiny_dataset
