@@ -22,6 +22,7 @@ Two jobs (paper section 2 for the size):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -32,7 +33,7 @@ import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from alexnet.console import progress
 from alexnet.folders import DataError, find_classes
@@ -286,12 +287,39 @@ def extract_train(tar_path: str | Path, dst_train: str | Path) -> int:
     return done
 
 
+@contextlib.contextmanager
+def _leave_nothing_if_failed(folder: Path) -> Iterator[None]:
+    """Create ``folder`` (and its missing parents) for the block; if the block fails, remove those of
+    them that are still empty — a failed command leaves nothing behind, and never deletes work done."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for p in created:                                 # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()                                 # only if empty
+        raise
+
+
 def prepare_imagenet(src: str | Path, dst: str | Path, *, val_dir: str | Path | None = None,
                      val_labels: str | Path | None = None, devkit: str | Path | None = None) -> dict[str, int]:
-    """Official ILSVRC-2012 files in ``src`` → ``dst/train/<wnid>/`` and ``dst/val/<wnid>/``."""
-    import torch
+    """Official ILSVRC-2012 files in ``src`` → ``dst/train/<wnid>/`` and ``dst/val/<wnid>/``. Problems
+    with the inputs are found before ``dst`` is created; a failure later leaves no empty folders."""
     src, dst = Path(src), Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
+    if not src.is_dir() and val_dir is None:
+        raise DataError(f"source folder {src} does not exist")
+    if val_dir is not None and not Path(val_dir).is_dir():
+        raise DataError(f"--val-dir {val_dir} does not exist")
+    if not ((src / TRAIN_TAR).is_file() or (src / VAL_TAR).is_file() or val_dir or (dst / "train").is_dir()):
+        raise DataError(f"{src} holds neither {TRAIN_TAR} nor {VAL_TAR}, and no --val-dir was given")
+    with _leave_nothing_if_failed(dst):
+        return _prepare_imagenet(src, dst, val_dir=val_dir, val_labels=val_labels, devkit=devkit)
+
+
+def _prepare_imagenet(src: Path, dst: Path, *, val_dir: str | Path | None, val_labels: str | Path | None,
+                      devkit: str | Path | None) -> dict[str, int]:
+    import torch
     counts = {"train_classes": 0, "val_images": 0}
     if (src / TRAIN_TAR).is_file():
         counts["train_classes"] = extract_train(src / TRAIN_TAR, dst / "train")
@@ -326,6 +354,4 @@ def prepare_imagenet(src: str | Path, dst: str | Path, *, val_dir: str | Path | 
         counts["val_images"] = sort_val(flat, dst / "val", truth)
         if flat == dst / ".val_flat":
             shutil.rmtree(flat)                           # our own extraction, now linked into val/
-    if not counts["train_classes"] and flat is None and not (dst / "train").is_dir():
-        raise DataError(f"{src} holds neither {TRAIN_TAR} nor {VAL_TAR}, and no --val-dir was given")
     return counts

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
+from alexnet.console import alexnet_command, say as print_line
 from alexnet.data import ImagePipeline
 from alexnet.fast import amp_context, prepare_for_speed, tune_cpu_allocator
 from alexnet.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
@@ -266,7 +267,7 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
           hooks: Sequence[Hook] = ()) -> RunResult:
     """Train with ``cfg``; ``resume`` is None (new run), ``"auto"`` (this run's newest checkpoint)
     or a checkpoint path. Returns the :class:`~twogpu.trainer.RunResult`."""
-    say = log or (lambda s: print(s, flush=True))
+    say = log or print_line
     main = rank == 0
     run_dir = run_dir_of(cfg)
     if resume is None and CheckpointDir(run_dir / "checkpoints").step_files():
@@ -299,7 +300,7 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
         checkpoint_minutes=cfg.train.checkpoint_minutes, keep_last=cfg.train.keep_last, rank=rank,
         world_size=world_size, stall_loss=math.log(cfg.model.num_classes) if cfg.train.stall_warn_steps else None,
         stall_steps=max(cfg.train.stall_warn_steps, 1), stall_hint=STALL_HINT,
-        resume_hint=f"alexnet train --config {run_dir / 'config.toml'} --resume",
+        resume_hint=alexnet_command("train", "--config", str(run_dir / "config.toml"), "--resume"),
         extra_state={"config": config_to_dict(cfg)})
     trainer = Trainer(task, options, hooks=hooks, agree=agree, log=say)
     if resume is not None:
@@ -322,6 +323,11 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
     summary = pipeline.bad_input_summary()
     if summary and main:
         say(summary)
+    if main:
+        best = run_dir / "checkpoints" / "best.pt"
+        evaluate = alexnet_command("evaluate", "--checkpoint", str(best), str(cfg.data.root))
+        say(f"dashboards: {run_dir} (make tensorboard, then open http://localhost:6006)"
+            + (f"; evaluate: {evaluate}" if best.is_file() else ""))
     return result
 
 
@@ -349,11 +355,11 @@ def train_data_parallel(cfg: Config, *, resume: str | None = None,
     try:
         devices = replicas.replica_devices(world, cfg.train.devices)
         comm = devices.a if world.backend == "nccl" else torch.device("cpu")
-        say = log or (lambda s: print(s, flush=True))
+        say = log or print_line
         if world.is_main:
             say(f"data-parallel: {world.world_size} replica(s), backend {world.backend}, global batch "
                 f"{cfg.train.batch_size * world.world_size}")
-        say(f"replica {world.rank}: {devices.reason}")
+        say(devices.reason)                                    # "replica r ...: tower a on ..."
 
         def reduce_sum(t: torch.Tensor) -> torch.Tensor:
             return _all_reduce_sum(t, comm)
