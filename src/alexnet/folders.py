@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from alexnet.console import alexnet_command
 from alexnet.images import is_image_name
 
 
@@ -80,7 +81,7 @@ def validate_dataset(root: str | Path, train_dir: str = "train", val_dir: str = 
     """
     if not str(root):
         raise DataError("data.root is not set: point it at a folder with train/<class>/ and val/<class>/ "
-                        "(e.g. --set data.root=data/demo after 'alexnet demo-data')")
+                        f"(e.g. --set data.root=data/demo after '{alexnet_command('demo-data')}')")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset root {root} does not exist")

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from alexnet.console import progress
+from alexnet.console import alexnet_command, progress
 from alexnet.folders import DataError, list_samples, validate_split
 from alexnet.images import BadImage, SkippedImages, load_image
 
@@ -112,8 +112,9 @@ def resolve_stats(configured: str, root: str | Path, image_size: int) -> Stats:
     else:
         log.warning("no dataset statistics found (data.stats is empty and %s does not exist): using "
                     "ImageNet's published PCA lighting values and ImageNet's per-channel mean "
-                    "(123.7, 116.3, 103.5) broadcast as the mean image. Run 'alexnet stats %s' for "
-                    "the paper's per-pixel mean image of this training set.", Path(root) / STATS_FILE, root)
+                    "(123.7, 116.3, 103.5) broadcast as the mean image. Run '%s' for the paper's "
+                    "per-pixel mean image of this training set.", Path(root) / STATS_FILE,
+                    alexnet_command("stats", str(root)))
         return published_stats(image_size)
     if stats.mean.shape[-1] != image_size:
         raise DataError(f"statistics file {stats.source} has a {stats.mean.shape[-1]}-pixel mean image but "
