@@ -120,8 +120,13 @@ def test_event_files_hold_the_dashboards(tmp_path, tiny_data, capfd):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     cfg = tiny_config(tmp_path, tiny_data, "tb", "train.epochs=2")
-    train(cfg, log=lambda s: None)
+    lines: list[str] = []
+    train(cfg, log=lines.append)
     run = tmp_path / "runs" / "tb"
+    # the progress lines name the errors as metrics.jsonl does; the last line points at this run
+    progress = [s for s in lines if s.startswith("epoch ") and " done: " not in s]
+    assert len(progress) == 8 and all(re.search(r"  top1_err [01]\.\d{3}  top5_err [01]\.\d{3}  ", s) for s in progress)
+    assert lines[-1].startswith(f"dashboards: {run} ") and f"--checkpoint {run}/checkpoints/best.pt" in lines[-1]
     # resuming from an older checkpoint rewrites the later epoch's embedding without complaint
     train(cfg, resume=str(run / "checkpoints" / "step-00000004.pt"), log=lambda s: None)
     assert "Embedding dir exists" not in capfd.readouterr().out
