@@ -207,8 +207,10 @@ def _build_import_caffe(p: argparse.ArgumentParser) -> None:
 @command("import-caffe", "convert Caffe's bvlc_alexnet (.caffemodel, mean .binaryproto) into a two-tower checkpoint")(_build_import_caffe)
 def _run_import_caffe(args: argparse.Namespace) -> int:
     from alexnet.caffe_import import import_caffe
+    from alexnet.console import alexnet_command
     out = import_caffe(args.model, args.out, args.mean, force=args.force)
-    print(f"next: alexnet evaluate DATA --checkpoint {out}   (DATA with ILSVRC-2012's 1000 wnid folders)")
+    print(f"next: {alexnet_command('evaluate', 'DATA', '--checkpoint', str(out))}   "
+          f"(DATA with ILSVRC-2012's 1000 wnid folders; only its val/ is read)")
     return 0
 
 
