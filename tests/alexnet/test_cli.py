@@ -1,7 +1,9 @@
 """The command line, as a user runs it."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from alexnet.cli import main
 
@@ -23,3 +25,13 @@ def test_crossings_command(capsys):
 def test_config_error_exits_2_with_message(capsys):
     assert main(["config", "--set", "optim.lr=fast"]) == 2
     assert "optim.lr: expected a number" in capsys.readouterr().err
+
+
+def test_the_readmes_grep_for_the_crossings_works_as_written():
+    """The README's command that lists every crossing runs from the repository root and finds the
+    model's exchanges (a grep over the folder `src` alone would exit 2: it is a directory)."""
+    root = Path(__file__).resolve().parents[2]
+    command = re.search(r"`(grep [^`]*)`", (root / "README.md").read_text()).group(1)
+    out = subprocess.run(["bash", "-c", command], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert sum('site="' in line for line in out.stdout.splitlines() if line.startswith("src/alexnet/model.py")) >= 4
