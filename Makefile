@@ -32,7 +32,6 @@ CHECKPOINT ?=
 demo: $(STAMP)
 	@test -d $(DEMO_DATA)/train || $(PY) -m alexnet demo-data --out $(DEMO_DATA)
 	$(PY) -m alexnet train --config $(or $(CONFIG),configs/demo.toml) $(DEMO_DATA) --resume $(ARGS)
-	@echo "dashboards: runs/demo (make tensorboard, then open http://localhost:6006); evaluate: make evaluate"
 
 # NPROC=R: R data-parallel replicas on this node under torchrun, replica r on cuda:2r and cuda:2r+1.
 train-2gpu: $(STAMP)

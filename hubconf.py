@@ -40,7 +40,7 @@ def alexnet(preset: str | None = None, devices: Sequence[str] | str = ("cpu", "c
     if checkpoint is None:
         model = AlexNet(num_classes=num_classes, devices=pair, preset=preset or "paper", **overrides)
     else:
-        from alexnet.evaluate import load_model
+        from alexnet.inference import load_model
         if num_classes is not None or overrides:
             raise ValueError("num_classes and model overrides cannot change a checkpoint's network")
         model, cfg = load_model(checkpoint, devices=pair)

@@ -67,7 +67,7 @@ def _run_crossings(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- summary
-@command("summary", "print the two towers layer by layer with shapes and parameter counts")(add_config_args)
+@command("summary", "print the two towers' layers (channels, kernels, strides) and parameter counts")(add_config_args)
 def _run_summary(args: argparse.Namespace) -> int:
     from alexnet.config import load_config
     from alexnet.model import AlexNet
@@ -105,7 +105,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------- figures
 def _build_figures(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", metavar="DATA", help="dataset root holding train/ and val/ (as data.root)")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt) of a run")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt")
     p.add_argument("--out", default=None,
                    help="output folder for PNGs and TensorBoard images (default: <run>/figures)")
     p.add_argument("--images", type=int, default=8, help="validation images in Figure 4 (left)")
@@ -157,8 +157,8 @@ def _run_train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------- evaluate
 def _build_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", default=None, metavar="DATA",
-                   help="dataset root holding train/ and val/ (default: the checkpoint's data.root)")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt), e.g. runs/<name>/checkpoints/best.pt")
+                   help="dataset root holding val/ (train/ is not needed; default: the checkpoint's data.root)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt, e.g. runs/<name>")
     p.add_argument("--devices", default="auto", help="'auto', or tower a,tower b, e.g. cuda:0,cuda:1 or cpu,cpu")
     p.add_argument("--no-ten-view", dest="ten_view", action="store_false", default=None,
                    help="only the centre view (skip the 10-view average)")
@@ -178,14 +178,14 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- predict
 def _build_predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("images", nargs="+", metavar="IMG", help="image files")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt)")
+    p.add_argument("images", nargs="+", metavar="IMG", help="image files, or folders (the images under them)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt")
     p.add_argument("--ten-view", action="store_true", help="average the ten views instead of the centre view")
     p.add_argument("--device", default="cpu", help="device for both towers, e.g. cuda:0")
     p.add_argument("-k", type=int, default=5, help="labels shown per image")
 
 
-@command("predict", "the five most probable labels of image files, with probabilities (Figure 4, left)")(_build_predict)
+@command("predict", "the five most probable labels of images, with probabilities (Figure 4, left)")(_build_predict)
 def _run_predict(args: argparse.Namespace) -> int:
     from alexnet.predict import format_predictions, predict
     results = predict(args.checkpoint, args.images, k=args.k, ten_view=args.ten_view, device=args.device)
@@ -205,8 +205,10 @@ def _build_import_caffe(p: argparse.ArgumentParser) -> None:
 @command("import-caffe", "convert Caffe's bvlc_alexnet (.caffemodel, mean .binaryproto) into a two-tower checkpoint")(_build_import_caffe)
 def _run_import_caffe(args: argparse.Namespace) -> int:
     from alexnet.caffe_import import import_caffe
+    from alexnet.console import alexnet_command
     out = import_caffe(args.model, args.out, args.mean, force=args.force)
-    print(f"next: alexnet evaluate DATA --checkpoint {out}   (DATA with ILSVRC-2012's 1000 wnid folders)")
+    print(f"next: {alexnet_command('evaluate', 'DATA', '--checkpoint', str(out))}   "
+          f"(DATA with ILSVRC-2012's 1000 wnid folders; only its val/ is read)")
     return 0
 
 

@@ -1,9 +1,12 @@
-"""What the commands write on the terminal besides log lines: a dependency-free progress bar."""
+"""What the commands write on the terminal: a dependency-free progress bar, whole lines, and the
+commands they suggest, spelled so that they work as typed."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
+from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -37,3 +40,26 @@ def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit:
             last = now
             show()
     show(final=True)
+
+
+def say(line: str) -> None:
+    """Print one line to stdout in a single write, so lines of concurrent processes (data-parallel
+    replicas sharing a terminal) never run together."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def alexnet_command(*args: str) -> str:
+    """``alexnet ARGS`` as it can be typed in a fresh shell in the current folder, where the virtual
+    environment need not be active: this installation's ``alexnet`` script by its path (e.g.
+    ``.venv/bin/alexnet``, relative when it lies below the current folder), or, without the
+    script, ``<this python> -m alexnet``."""
+    python = Path(sys.executable)
+    script = python.parent / "alexnet"
+    exe = script if script.is_file() else python
+    try:
+        shown = str(exe.relative_to(Path.cwd()))
+    except ValueError:
+        shown = str(exe)
+    head = [shown] if exe == script else [shown, "-m", "alexnet"]
+    return shlex.join([*head, *args])

@@ -11,14 +11,18 @@ resolved config as text and as hparams. View with ``make tensorboard`` (``tensor
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+from google.protobuf import text_format
+from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from alexnet.config import Config, config_to_dict, config_to_toml
+from alexnet.figures import across_classes, kernel_grid, top5_panel
 from twogpu.trainer import Hook, RunResult, Trainer
 
 HISTOGRAM_SAMPLE = 1 << 20
@@ -52,6 +56,7 @@ class TensorBoardHook(Hook):
     def on_start(self, trainer: Trainer) -> None:
         # purge_step drops events a crashed session wrote after the checkpoint being resumed
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=trainer.step + 1 if trainer.step else None)
+        self._resume_embeddings(trainer.step)
         if trainer.step == 0:
             self.writer.add_text("config", "```\n" + config_to_toml(self.cfg) + "\n```", 0)
             exp, ssi, sei = hparams(flat_hparams(self.cfg), {m: float("nan") for m in HPARAM_METRICS})
@@ -59,6 +64,22 @@ class TensorBoardHook(Hook):
             for summary in (exp, ssi, sei):
                 fw.add_summary(summary)
             self.writer.flush()
+
+    def _resume_embeddings(self, step: int) -> None:
+        """The projector's fc7 embeddings continue like the scalars: those written after ``step`` (by a
+        session whose later history the resumed checkpoint discards) are removed, so the same step
+        is not written twice; the earlier ones stay listed beside the new ones (the writer would
+        otherwise list only this session's)."""
+        config_file = self.run_dir / "projector_config.pbtxt"
+        config = ProjectorConfig()
+        if config_file.is_file():
+            text_format.Parse(config_file.read_text(), config)
+        kept = [e for e in config.embeddings if int(e.tensor_name.rsplit(":", 1)[-1]) <= step]
+        for folder in self.run_dir.iterdir():
+            if folder.is_dir() and folder.name.isdigit() and int(folder.name) > step:
+                shutil.rmtree(folder)                   # add_embedding's <step:05d>/<tag>/ folders
+        if kept:  # SummaryWriter.add_embedding appends to this and rewrites projector_config.pbtxt
+            self.writer._projector_config = ProjectorConfig(embeddings=kept)
 
     def on_log(self, trainer: Trainer, stats: Mapping[str, float]) -> None:
         w, step = self.writer, trainer.step
@@ -82,7 +103,7 @@ class TensorBoardHook(Hook):
         for split in ("train", "val"):
             for k in ("top1", "top5"):
                 if f"{split}_{k}_err" in metrics:
-                    w.add_scalar(f"error/{split}_{k}", metrics[f"{split}_{k}_err"], step)
+                    w.add_scalar(f"error/{split}_{k}_err", metrics[f"{split}_{k}_err"], step)
         w.add_scalar("epoch/train_loss", metrics["train_loss"], step)
         if "val_loss" in metrics:
             w.add_scalar("epoch/val_loss", metrics["val_loss"], step)
@@ -96,7 +117,6 @@ class TensorBoardHook(Hook):
         w.flush()
 
     def _weights(self, step: int) -> None:
-        from alexnet.figures import kernel_grid
         w = self.writer
         assert w is not None
         state = self.task.two_tower_state()
@@ -114,7 +134,6 @@ class TensorBoardHook(Hook):
                         w.add_histogram(f"grads/{tower}/{layer}.{kind}", _sample(grads[name]), step)
 
     def _validation_images(self, step: int) -> None:
-        from alexnet.figures import top5_panel
         n = self.cfg.train.dashboard_images
         if n <= 0:
             return
@@ -124,7 +143,7 @@ class TensorBoardHook(Hook):
         w = self.writer
         assert w is not None
         names = self.task.pipeline.class_names
-        shown = slice(0, n)
+        shown = across_classes(sample["labels"], n)      # as Figure 4: different classes, not the first files
         panel = top5_panel(sample["images"][shown], sample["probs"][shown], sample["labels"][shown], names)
         w.add_image("validation/top5", panel, step, dataformats="HWC")
         thumbs = torch.nn.functional.interpolate(sample["images"].float() / 255, size=(64, 64), mode="bilinear",

@@ -110,10 +110,15 @@ class Batch:
 
 
 class ImagePipeline:
-    """The training and evaluation input of one rank (section 2, 4.1, 6)."""
+    """The training and evaluation input of one rank (section 2, 4.1, 6).
+
+    ``need_train=False`` (evaluation): only the validation folder is read and required. ``stats``:
+    the mean image and PCA to use (e.g. a checkpoint's); by default they are looked up by
+    :func:`alexnet.stats.resolve_stats`."""
 
     def __init__(self, data: DataConfig, *, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, device: torch.device | str = "cpu", input_size: int = 224) -> None:
+                 world_size: int = 1, device: torch.device | str = "cpu", input_size: int = 224,
+                 need_train: bool = True, stats: Stats | None = None) -> None:
         if batch_size <= 0:
             raise DataError(f"batch_size must be > 0, got {batch_size}")
         if not 0 <= rank < world_size:
@@ -127,16 +132,16 @@ class ImagePipeline:
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.device = torch.device(device)
         root = Path(data.root)
-        self.classes: list[str] = validate_dataset(root, data.train_dir, data.val_dir)
+        self.classes: list[str] = validate_dataset(root, data.train_dir, data.val_dir, need_train=need_train)
         self.class_names: list[str] = class_names(self.classes, root)
         self.num_classes = len(self.classes)
-        self.train_samples = list_samples(root / data.train_dir, self.classes, data.max_per_class)
+        self.train_samples = list_samples(root / data.train_dir, self.classes, data.max_per_class) if need_train else []
         self.val_samples = list_samples(root / data.val_dir, self.classes, data.max_per_class)
-        if len(self.train_samples) // world_size < batch_size:
+        if need_train and len(self.train_samples) // world_size < batch_size:
             raise DataError(f"{root / data.train_dir}: {len(self.train_samples)} training images are fewer "
                             f"than one batch of {batch_size} per rank ({world_size} rank(s))")
         self._device_stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        self.stats = resolve_stats(data.stats, root, data.image_size)
+        self.stats = stats if stats is not None else resolve_stats(data.stats, root, data.image_size)
         quiet_pil_warnings()
         self.workers = (os.cpu_count() or 1) if data.workers == -1 else data.workers
         self._pin = self.device.type == "cuda" and torch.cuda.is_available()

@@ -6,9 +6,9 @@ model and before building the optimizer::
 
     model = prepare_for_speed(model, channels_last=cfg.train.channels_last, compile=cfg.train.compile)
 
-and, in each step::
+and, in each step (its input comes from ``ImagePipeline.to_model_input``, made channels_last
+there; :func:`to_input` does the same for a plain tensor, as the benchmarks use it)::
 
-    x = to_input(batch, device, channels_last=cfg.train.channels_last)   # non-blocking H2D copy
     with amp_context(device, cfg.train.amp):
         logits = model(x)
 

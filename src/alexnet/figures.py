@@ -26,6 +26,11 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
+from alexnet.data import ImagePipeline
+from alexnet.inference import (checkpoint_stats, fc7_features, model_from_state, resolve_checkpoint,
+                               run_dir_of_checkpoint)
+from twogpu.checkpoint import load_checkpoint
+
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
 BAR = (90, 120, 200)
@@ -142,6 +147,21 @@ def top5_panel(images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, 
     return np.asarray(canvas)
 
 
+def across_classes(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``n`` images spread over the classes, as the paper's Figure 4 shows them: one
+    (seeded) random image of each of ``n`` different classes; when there are fewer classes than
+    ``n``, then a second image of each, and so on."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    seen: dict[int, int] = {}
+    rank = []                                        # how many of its class came before, in `order`
+    for i in order.tolist():
+        c = int(labels[i])
+        rank.append(seen.get(c, 0))
+        seen[c] = rank[-1] + 1
+    by_rank = sorted(range(len(order)), key=lambda j: rank[j])   # stable: random class order per round
+    return order[by_rank[:n]]
+
+
 def line_height(font_size: int = 12) -> int:
     """Pixel height of one text line in :func:`top5_panel`."""
     font = _font(font_size)
@@ -149,22 +169,6 @@ def line_height(font_size: int = 12) -> int:
 
 
 # --------------------------------------------------------------------------------- figure 4 right
-@torch.no_grad()
-def fc7_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The last hidden layer (fc7 after ReLU and test-time dropout scaling; 4096-d, both towers'
-    halves side by side) and the logits, for a batch ``x`` (N, 3, S, S). Read with forward hooks on
-    each tower's ``drop7``, the exact tensors that fc8 receives."""
-    captured: list[torch.Tensor] = []
-    hooks = [t.drop7.register_forward_hook(lambda _m, _i, out: captured.append(out)) for t in model.towers()]
-    try:
-        logits = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    first = captured[0].device
-    return torch.cat([c.to(first) for c in captured], dim=1), logits  # (N, 4096), (N, classes)
-
-
 def nearest_neighbours(queries: torch.Tensor, pool: torch.Tensor, k: int) -> torch.Tensor:
     """Indices (Q, k) of the ``k`` rows of ``pool`` (M, D) nearest to each row of ``queries`` (Q, D) in
     Euclidean distance, nearest first."""
@@ -202,35 +206,6 @@ def write_png(array: np.ndarray, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint_model(checkpoint: str | Path, device: str = "cpu"):
-    """(model in eval mode, Config) from a checkpoint; ``alexnet.evaluate.load_model`` when present."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise ValueError(f"checkpoint not found: {checkpoint}")
-    try:
-        from alexnet.evaluate import load_model
-    except ImportError:
-        load_model = None
-    if load_model is not None:
-        return load_model(checkpoint, devices=(device, device))
-    from alexnet.config import config_from_dict
-    from alexnet.model import AlexNet
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{checkpoint}: not an alexnet checkpoint (needs 'model' and 'config')")
-    cfg = config_from_dict(state["config"], source=str(checkpoint))
-    model = AlexNet(devices=(device, device), preset=cfg.model)
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg
-
-
-def default_out_dir(checkpoint: str | Path) -> Path:
-    """<run>/figures for <run>/checkpoints/X.pt, else a ``figures`` folder beside the checkpoint."""
-    checkpoint = Path(checkpoint)
-    parent = checkpoint.parent
-    return (parent.parent if parent.name == "checkpoints" else parent) / "figures"
-
-
 def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Path | None = None,
                  n_images: int = 8, n_queries: int = 5, n_neighbours: int = 6, max_train: int = 2000,
                  max_val: int = 1000, thumb: int = 96, device: str = "cpu", seed: int = 0,
@@ -238,31 +213,26 @@ def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Pa
     """Write Figures 3 and 4 for ``checkpoint`` on the dataset at ``data_root`` as PNG files and as
     TensorBoard images (tags ``figures/...``, step = the checkpoint's step) in ``out``.
 
-    Validation images are drawn (seeded) from the first ``max_val`` of the validation set; neighbours
-    are searched among the centre crops of ``max_train`` training images (0 = all)."""
-    from alexnet.data import ImagePipeline
-
-    model, cfg = load_checkpoint_model(checkpoint, device)
-    out = Path(out) if out is not None else default_out_dir(checkpoint)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    Validation images are drawn (seeded, across classes) from the first ``max_val`` of the
+    validation set; neighbours are searched among the centre crops of ``max_train`` training images
+    (0 = all)."""
+    checkpoint = resolve_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint)
+    model, cfg = model_from_state(state, (device, device), str(checkpoint))
+    out = Path(out) if out is not None else run_dir_of_checkpoint(checkpoint) / "figures"
     step = int(state.get("step", 0))
     dev = torch.device(device)
     # Centre crops, no reflections: the pictures show the images as the test views see them.
     data_cfg = dataclasses.replace(cfg.data, root=str(data_root), flip=False, random_crop=False)
+    # The mean image the network was trained with, when the checkpoint carries it.
     pipe = ImagePipeline(data_cfg, batch_size=batch_size, seed=seed, device=device,
-                         input_size=cfg.model.input_size)
+                         input_size=cfg.model.input_size,
+                         stats=checkpoint_stats(state, str(checkpoint), data_cfg.image_size))
     if "classes" in state and list(state["classes"]) != pipe.classes:
         raise ValueError(f"{data_root} has different class folders than the checkpoint {checkpoint} was trained on")
     if pipe.num_classes != cfg.model.num_classes:
         raise ValueError(f"{data_root}: {pipe.num_classes} classes but the checkpoint's fc8 has "
                          f"{cfg.model.num_classes}")
-    try:  # the mean image the network was trained with, when the checkpoint carries it
-        from alexnet.evaluate import checkpoint_stats
-    except ImportError:
-        checkpoint_stats = None
-    stats = checkpoint_stats(state, str(checkpoint), data_cfg.image_size) if checkpoint_stats else None
-    if stats is not None:
-        pipe.stats = stats
     del state
 
     # Validation images: probabilities and fc7 features.
@@ -274,8 +244,7 @@ def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Pa
     if not imgs:
         raise ValueError(f"{data_root}: no validation images")
     imgs, labels, probs, feats = (torch.cat(t)[:max_val] for t in (imgs, labels, probs, feats))
-    chosen = torch.randperm(len(imgs), generator=torch.Generator().manual_seed(seed))
-    shown, queries = chosen[:n_images], chosen[:n_queries]
+    shown, queries = across_classes(labels, n_images, seed), across_classes(labels, n_queries, seed)
 
     # Training images: fc7 features of centre crops, kept as thumbnails.
     pool_feats, pool_thumbs, seen = [], [], 0

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from alexnet.console import alexnet_command
 from alexnet.images import is_image_name
 
 
@@ -61,21 +62,38 @@ def validate_split(split_dir: Path, what: str) -> list[str]:
     return classes
 
 
-def validate_dataset(root: str | Path, train_dir: str = "train", val_dir: str = "val") -> list[str]:
+def _did_you_mean(root: Path, split_dirs: Sequence[str]) -> str:
+    """' Did you mean PARENT?' when ``root`` is itself a split folder of a dataset (one level too deep)."""
+    parent = root.parent
+    if root.name in split_dirs and parent != root and all((parent / d).is_dir() for d in split_dirs):
+        return f" Did you mean {parent}? (the dataset root is the folder holding {' and '.join(split_dirs)})"
+    return ""
+
+
+def validate_dataset(root: str | Path, train_dir: str = "train", val_dir: str = "val", *,
+                     need_train: bool = True) -> list[str]:
     """Check the layout of a dataset root before any work starts; returns the sorted class names.
 
-    One :class:`DataError` for: unset, missing or empty root; missing or empty split folders;
-    class folders without images; train and val with different class folders.
+    One :class:`DataError` for: unset, missing or empty root; missing or empty split folders (with
+    "did you mean ...?" when ``root`` is one level too deep); class folders without images; train
+    and val with different class folders. With ``need_train=False`` (evaluation) only ``val_dir``
+    must exist.
     """
     if not str(root):
         raise DataError("data.root is not set: point it at a folder with train/<class>/ and val/<class>/ "
-                        "(e.g. --set data.root=data/demo after 'alexnet demo-data')")
+                        f"(e.g. --set data.root=data/demo after '{alexnet_command('demo-data')}')")
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset root {root} does not exist")
+    splits = [train_dir, val_dir] if need_train else [val_dir]
     if not any(root.iterdir()):
-        raise DataError(f"dataset root {root} is empty (expected {root}/{train_dir}/<class>/ and "
-                        f"{root}/{val_dir}/<class>/)")
+        raise DataError(f"dataset root {root} is empty (expected " + " and ".join(f"{root}/{s}/<class>/" for s in splits)
+                        + ")")
+    for split in splits:
+        if not (root / split).is_dir() and (hint := _did_you_mean(root, splits)):
+            raise DataError(f"{root} holds no {split}/ folder.{hint}")
+    if not need_train:
+        return validate_split(root / val_dir, "validation")
     train = validate_split(root / train_dir, "training")
     val = validate_split(root / val_dir, "validation")
     if train != val:

@@ -1,43 +1,66 @@
 """The five most probable labels of image files, with their probabilities (the paper's Figure 4,
-left): ``alexnet predict --checkpoint runs/x/checkpoints/best.pt photo.jpg ...``.
+left): ``alexnet predict --checkpoint runs/x/checkpoints/best.pt photo.jpg folder/ ...``.
 
 Each image gets the test-time preprocessing of section 2 and 6: shorter side to 256, the central
 256×256 square, the centre view of the model's input size (224, or Caffe's 227; or the ten views
 averaged with ``--ten-view``), minus the mean image the network was trained with (stored in the
-checkpoint).
+checkpoint). A folder stands for the images inside it; a run directory for its ``checkpoints/best.pt``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from alexnet.evaluate import checkpoint_stats, model_from_state
-from alexnet.grouped import grouped_from
+from alexnet import augment
+from alexnet.folders import list_images
+from alexnet.images import BadImage, load_image
+from alexnet.inference import checkpoint_stats, model_from_state, network_for, resolve_checkpoint
+from alexnet.stats import published_stats
 from twogpu.checkpoint import load_checkpoint
+from twogpu.placement import resolve_devices
+
+Prediction = tuple[str, list[tuple[str, float]] | str]
+"""(path, [(label, probability), ...]) or (path, why the file cannot be used)."""
+
+
+def expand_images(paths: Sequence[str | Path]) -> list[str]:
+    """Files as given; each folder replaced by the image files under it (sorted). A folder without
+    images is an error naming it."""
+    out: list[str] = []
+    for path in paths:
+        if Path(path).is_dir():
+            found = list_images(Path(path))
+            if not found:
+                raise ValueError(f"{path} is a folder without image files")
+            out += found
+        else:
+            out.append(str(path))
+    return out
 
 
 @torch.no_grad()
 def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5, ten_view: bool = False,
-            device: str = "cpu") -> list[tuple[str, list[tuple[str, float]] | str]]:
-    """For each image: (path, [(label, probability)] * k), or (path, error message) if it cannot be read."""
-    from alexnet import augment
-    from alexnet.images import BadImage, load_image
-    from alexnet.stats import published_stats
-
+            device: str = "cpu", log: Callable[[str], None] = print) -> list[Prediction]:
+    """For each image (folders expanded): (path, [(label, probability)] * k), or (path, error
+    message) if it cannot be read. ``checkpoint`` is a file or a run directory."""
+    checkpoint = resolve_checkpoint(checkpoint)
+    paths = expand_images(images)
     state = load_checkpoint(checkpoint)
-    model, cfg = model_from_state(state, (device, device), str(checkpoint))
-    net = grouped_from(model).eval() if cfg.model.towers == 2 else model
+    devices = resolve_devices([device, device])
+    model, cfg = model_from_state(state, devices.pair, str(checkpoint))
+    net = network_for(model, devices).eval()
     size, crop = cfg.data.image_size, cfg.model.input_size
     stats = checkpoint_stats(state, str(checkpoint), size) or published_stats(size)
-    mean = torch.as_tensor(stats.mean, dtype=torch.float32, device=device)
+    log(f"mean image: {stats.describe()}")
+    mean = torch.as_tensor(stats.mean, dtype=torch.float32, device=devices.a)
     names = list(state.get("class_names") or [f"class {i}" for i in range(cfg.model.num_classes)])
     views = augment.ten_views(size, crop) if ten_view else [augment.centre_crop(size, crop)]
-    out: list[tuple[str, list[tuple[str, float]] | str]] = []
-    for path in images:
+    out: list[Prediction] = []
+    for path in paths:
         try:
             image = load_image(path, size)                                          # (S, S, 3) uint8
         except BadImage as e:
@@ -52,7 +75,7 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
     return out
 
 
-def format_predictions(results: Sequence[tuple[str, list[tuple[str, float]] | str]]) -> str:
+def format_predictions(results: Sequence[Prediction]) -> str:
     lines = []
     for path, preds in results:
         lines.append(path)

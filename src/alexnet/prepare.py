@@ -22,6 +22,7 @@ Two jobs (paper section 2 for the size):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -32,11 +33,12 @@ import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from alexnet.console import progress
 from alexnet.folders import DataError, find_classes
 from alexnet.images import IMAGE_EXTENSIONS, BadImage, SkippedImages, is_image_name, load_image
+from alexnet.matlab import read_mat_v5
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -117,77 +119,6 @@ def resize_tree(src: str | Path, dst: str | Path, *, size: int = 256, workers: i
 
 
 # ------------------------------------------------------------------------------ ground truth
-def _read_mat_v5(data: bytes) -> dict:
-    """The variables of a MATLAB v5 .mat file (enough of the format for the devkit's meta.mat:
-    structs, cells, char arrays and numeric arrays, optionally zlib-compressed)."""
-    import numpy as np
-    if data[126:128] not in (b"IM", b"MI"):
-        raise ValueError("not a MATLAB v5 file")
-    endian = "<" if data[126:128] == b"IM" else ">"
-    num = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8",
-           16: "u1", 17: "u2", 18: "u4"}
-
-    def element(buf: bytes, pos: int):
-        kind, nbytes = struct.unpack_from(endian + "II", buf, pos)
-        if kind >> 16:                                       # small data element
-            nbytes, kind = kind >> 16, kind & 0xFFFF
-            return kind, buf[pos + 4:pos + 4 + nbytes], pos + 8
-        body = buf[pos + 8:pos + 8 + nbytes]
-        return kind, body, pos + 8 + nbytes + (-nbytes % 8 if kind != 15 else 0)
-
-    def values(kind: int, body: bytes):
-        return np.frombuffer(body, dtype=endian + num[kind]) if kind in num else body
-
-    def matrix(body: bytes):
-        _, flags, p = element(body, 0)
-        cls = struct.unpack_from(endian + "I", flags)[0] & 0xFF
-        _, dims, p = element(body, p)
-        dims = tuple(int(d) for d in np.frombuffer(dims, dtype=endian + "i4"))
-        _, _name, p = element(body, p)
-        count = int(np.prod(dims)) if dims else 0
-        if cls == 1:                                         # cell
-            out = []
-            for _ in range(count):
-                _, sub, p = element(body, p)
-                out.append(matrix(sub) if sub else None)
-            return out
-        if cls == 2:                                         # struct
-            _, flen, p = element(body, p)
-            flen = int(np.frombuffer(flen, dtype=endian + "i4")[0])
-            _, names, p = element(body, p)
-            fields = [names[i:i + flen].split(b"\0")[0].decode() for i in range(0, len(names), flen)]
-            out = []
-            for _ in range(count):
-                rec = {}
-                for f in fields:
-                    _, sub, p = element(body, p)
-                    rec[f] = matrix(sub) if sub else None
-                out.append(rec)
-            return out
-        kind, real, p = element(body, p)
-        vals = values(kind, real)
-        if cls == 4:                                         # char
-            if kind == 16:
-                return bytes(vals).decode("utf-8")
-            return "".join(chr(int(c)) for c in np.asarray(vals).reshape(dims[::-1]).T.reshape(-1)) \
-                if len(dims) == 2 and dims[0] > 1 else "".join(chr(int(c)) for c in np.asarray(vals))
-        arr = np.asarray(vals, dtype=np.float64)
-        return arr.item() if arr.size == 1 else arr
-
-    out, pos = {}, 128
-    while pos + 8 <= len(data):
-        kind, body, pos = element(data, pos)
-        if kind == 15:
-            body = zlib.decompress(body)
-            kind, body, _ = element(body, 0)
-        if kind == 14:
-            _, flags, p = element(body, 0)
-            _, _, p = element(body, p)
-            _, name, _ = element(body, p)
-            out[name.decode()] = matrix(body)
-    return out
-
-
 def devkit_ground_truth(devkit: str | Path) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """(wnid -> class names, wnid of each validation image in file-name order) from the devkit
     archive or its extracted folder: the format of torchvision's ``meta.bin``."""
@@ -206,7 +137,7 @@ def devkit_ground_truth(devkit: str | Path) -> tuple[dict[str, tuple[str, ...]],
     else:
         raise DataError(f"devkit {devkit} does not exist")
     try:
-        synsets = _read_mat_v5(meta)["synsets"]
+        synsets = read_mat_v5(meta)["synsets"]
     except (ValueError, KeyError, struct.error, zlib.error) as e:
         raise DataError(f"{devkit}: cannot read meta.mat ({e})") from None
     leaves = [s for s in synsets if int(s["num_children"]) == 0]
@@ -286,12 +217,39 @@ def extract_train(tar_path: str | Path, dst_train: str | Path) -> int:
     return done
 
 
+@contextlib.contextmanager
+def _leave_nothing_if_failed(folder: Path) -> Iterator[None]:
+    """Create ``folder`` (and its missing parents) for the block; if the block fails, remove those of
+    them that are still empty — a failed command leaves nothing behind, and never deletes work done."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for p in created:                                 # deepest first
+            with contextlib.suppress(OSError):
+                p.rmdir()                                 # only if empty
+        raise
+
+
 def prepare_imagenet(src: str | Path, dst: str | Path, *, val_dir: str | Path | None = None,
                      val_labels: str | Path | None = None, devkit: str | Path | None = None) -> dict[str, int]:
-    """Official ILSVRC-2012 files in ``src`` → ``dst/train/<wnid>/`` and ``dst/val/<wnid>/``."""
-    import torch
+    """Official ILSVRC-2012 files in ``src`` → ``dst/train/<wnid>/`` and ``dst/val/<wnid>/``. Problems
+    with the inputs are found before ``dst`` is created; a failure later leaves no empty folders."""
     src, dst = Path(src), Path(dst)
-    dst.mkdir(parents=True, exist_ok=True)
+    if not src.is_dir() and val_dir is None:
+        raise DataError(f"source folder {src} does not exist")
+    if val_dir is not None and not Path(val_dir).is_dir():
+        raise DataError(f"--val-dir {val_dir} does not exist")
+    if not ((src / TRAIN_TAR).is_file() or (src / VAL_TAR).is_file() or val_dir or (dst / "train").is_dir()):
+        raise DataError(f"{src} holds neither {TRAIN_TAR} nor {VAL_TAR}, and no --val-dir was given")
+    with _leave_nothing_if_failed(dst):
+        return _prepare_imagenet(src, dst, val_dir=val_dir, val_labels=val_labels, devkit=devkit)
+
+
+def _prepare_imagenet(src: Path, dst: Path, *, val_dir: str | Path | None, val_labels: str | Path | None,
+                      devkit: str | Path | None) -> dict[str, int]:
+    import torch
     counts = {"train_classes": 0, "val_images": 0}
     if (src / TRAIN_TAR).is_file():
         counts["train_classes"] = extract_train(src / TRAIN_TAR, dst / "train")
@@ -326,6 +284,4 @@ def prepare_imagenet(src: str | Path, dst: str | Path, *, val_dir: str | Path | 
         counts["val_images"] = sort_val(flat, dst / "val", truth)
         if flat == dst / ".val_flat":
             shutil.rmtree(flat)                           # our own extraction, now linked into val/
-    if not counts["train_classes"] and flat is None and not (dst / "train").is_dir():
-        raise DataError(f"{src} holds neither {TRAIN_TAR} nor {VAL_TAR}, and no --val-dir was given")
     return counts

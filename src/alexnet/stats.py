@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from alexnet.console import progress
+from alexnet.console import alexnet_command, progress
 from alexnet.folders import DataError, list_samples, validate_split
 from alexnet.images import BadImage, SkippedImages, load_image
 
@@ -44,6 +44,7 @@ IMAGENET_MEAN_RGB = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 """ImageNet's per-channel mean in 0..255 (the fallback mean image, broadcast)."""
 
 STATS_FILE = "stats.pt"
+PUBLISHED = "imagenet-published"
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,16 @@ class Stats:
     mean: np.ndarray      # (3, S, S) float32, 0..255
     eigval: np.ndarray    # (3,) float32, descending, covariance of 0..1 pixels
     eigvec: np.ndarray    # (3, 3) float32, eigenvectors in columns
-    images: int           # images the statistics were computed from (0: published fallback)
+    images: int           # images the statistics were computed from (0: published fallback or unknown)
     source: str           # file it came from, or "imagenet-published"
+
+    def describe(self) -> str:
+        """Which mean image this is, in words (printed by the commands that use one)."""
+        if self.source == PUBLISHED:
+            rgb = ", ".join(f"{v:.1f}" for v in IMAGENET_MEAN_RGB)
+            return f"ImageNet's published per-channel mean ({rgb}) broadcast to every pixel"
+        of = f" of {self.images} training images" if self.images else ""
+        return f"the per-pixel mean image{of} from {self.source}"
 
 
 def published_stats(image_size: int = 256) -> Stats:
@@ -60,7 +69,7 @@ def published_stats(image_size: int = 256) -> Stats:
     mean = np.broadcast_to(np.asarray(IMAGENET_MEAN_RGB, np.float32)[:, None, None],
                            (3, image_size, image_size)).copy()
     return Stats(mean, np.asarray(IMAGENET_EIGVAL, np.float32), np.asarray(IMAGENET_EIGVEC, np.float32),
-                 0, "imagenet-published")
+                 0, PUBLISHED)
 
 
 def save_stats(stats: Stats, path: str | Path) -> Path:
@@ -103,8 +112,9 @@ def resolve_stats(configured: str, root: str | Path, image_size: int) -> Stats:
     else:
         log.warning("no dataset statistics found (data.stats is empty and %s does not exist): using "
                     "ImageNet's published PCA lighting values and ImageNet's per-channel mean "
-                    "(123.7, 116.3, 103.5) broadcast as the mean image. Run 'alexnet stats %s' for "
-                    "the paper's per-pixel mean image of this training set.", Path(root) / STATS_FILE, root)
+                    "(123.7, 116.3, 103.5) broadcast as the mean image. Run '%s' for the paper's "
+                    "per-pixel mean image of this training set.", Path(root) / STATS_FILE,
+                    alexnet_command("stats", str(root)))
         return published_stats(image_size)
     if stats.mean.shape[-1] != image_size:
         raise DataError(f"statistics file {stats.source} has a {stats.mean.shape[-1]}-pixel mean image but "

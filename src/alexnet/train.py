@@ -25,9 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
+from alexnet.console import alexnet_command, say as print_line
 from alexnet.data import ImagePipeline
 from alexnet.fast import amp_context, prepare_for_speed, tune_cpu_allocator
-from alexnet.grouped import GroupedAlexNet, grouped_from, to_grouped_state, to_two_tower_state
+from alexnet.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
+from alexnet.inference import Fc7Capture, network_for, topk_mistakes
 from alexnet.model import AlexNet
 from alexnet.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
 from twogpu.checkpoint import CheckpointDir
@@ -43,14 +45,6 @@ class TrainError(RuntimeError):
     """A run that cannot start (existing run directory, mismatched checkpoint, missing GPUs)."""
 
 
-def topk_mistakes(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[str, torch.Tensor]:
-    """Images whose label is not among the k highest logits, for each k (section 6: top-1, top-5)."""
-    kmax = min(max(ks), logits.shape[1])
-    top = logits.topk(kmax, dim=1).indices                      # (N, kmax)
-    hit = top == labels[:, None]                                # (N, kmax)
-    return {f"top{k}": (~hit[:, :min(k, kmax)].any(1)).sum() for k in ks}
-
-
 def require_gpus(n: int) -> None:
     """``make train-2gpu``: stop with a clear message unless ``n`` GPUs are visible."""
     found = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -58,13 +52,6 @@ def require_gpus(n: int) -> None:
         raise TrainError(f"this target trains the two towers on {n} GPUs, but {found} CUDA device(s) are "
                          f"visible. With one GPU or none, run `make train-1gpu DATA=...` (both towers on one "
                          f"device, or the CPU).")
-
-
-def _capture_fc7(module: nn.Module) -> list[nn.Module]:
-    """The modules whose inputs are the fc7 activations (after ReLU) of each tower, a first."""
-    if isinstance(module, GroupedAlexNet):
-        return [module.drop7]
-    return [t.drop7 for t in module.towers()]
 
 
 class AlexNetTask:
@@ -80,10 +67,9 @@ class AlexNetTask:
         self.reduce_sum = reduce_sum or (lambda t: t)
         torch.manual_seed(cfg.train.seed)
         # the same initial weights on every rank and on any placement; each tower its own draws
-        two_tower = AlexNet(devices=devices.pair, preset=cfg.model, seed=cfg.train.seed)
-        self.grouped = devices.same and cfg.train.grouped_when_single_device and cfg.model.towers == 2
-        self.model: nn.Module = grouped_from(two_tower, devices.a) if self.grouped else two_tower
-        del two_tower
+        self.model: nn.Module = network_for(AlexNet(devices=devices.pair, preset=cfg.model, seed=cfg.train.seed),
+                                            devices, enabled=cfg.train.grouped_when_single_device)
+        self.grouped = isinstance(self.model, GroupedAlexNet)
         if devices.a.type == "cpu" or devices.b.type == "cpu":
             tune_cpu_allocator(cfg.train.cpu_allocator_cache)
         self.net: nn.Module = prepare_for_speed(self.model, channels_last=cfg.train.channels_last,
@@ -252,20 +238,13 @@ class AlexNetTask:
     def sample_validation(self, n: int) -> dict[str, torch.Tensor]:
         """The first ``n`` validation images' centre views (uint8), labels, softmax and fc7 features."""
         images, labels, probs, feats = [], [], [], []
-        captured: list[torch.Tensor] = []
-        hooks = [m.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
-                 for m in _capture_fc7(self.model)]
-        try:
+        with Fc7Capture(self.model) as fc7:
             for batch in self.pipeline.val_batches(batch_size=min(n, self.cfg.eval.batch_size), limit=n):
-                captured.clear()
                 logits = self.predict(self._input(batch, train=False))
                 images.append(batch.images)
                 labels.append(batch.labels)
                 probs.append(logits.softmax(1).cpu())
-                feats.append(torch.cat([c.to(self.dev) for c in captured], 1).float().cpu())  # (N, 4096)
-        finally:
-            for h in hooks:
-                h.remove()
+                feats.append(fc7.take().float().cpu())                                     # (N, 4096)
         if not images:
             return {}
         return {"images": torch.cat(images)[:n], "labels": torch.cat(labels)[:n],
@@ -292,7 +271,7 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
           hooks: Sequence[Hook] = ()) -> RunResult:
     """Train with ``cfg``; ``resume`` is None (new run), ``"auto"`` (this run's newest checkpoint)
     or a checkpoint path. Returns the :class:`~twogpu.trainer.RunResult`."""
-    say = log or (lambda s: print(s, flush=True))
+    say = log or print_line
     main = rank == 0
     run_dir = run_dir_of(cfg)
     if resume is None and CheckpointDir(run_dir / "checkpoints").step_files():
@@ -325,7 +304,7 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
         checkpoint_minutes=cfg.train.checkpoint_minutes, keep_last=cfg.train.keep_last, rank=rank,
         world_size=world_size, stall_loss=math.log(cfg.model.num_classes) if cfg.train.stall_warn_steps else None,
         stall_steps=max(cfg.train.stall_warn_steps, 1), stall_hint=STALL_HINT,
-        resume_hint=f"alexnet train --config {run_dir / 'config.toml'} --resume",
+        resume_hint=alexnet_command("train", "--config", str(run_dir / "config.toml"), "--resume"),
         extra_state={"config": config_to_dict(cfg)})
     trainer = Trainer(task, options, hooks=hooks, agree=agree, log=say)
     if resume is not None:
@@ -348,6 +327,11 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
     summary = pipeline.bad_input_summary()
     if summary and main:
         say(summary)
+    if main:
+        best = run_dir / "checkpoints" / "best.pt"
+        evaluate = alexnet_command("evaluate", "--checkpoint", str(best), str(cfg.data.root))
+        say(f"dashboards: {run_dir} (make tensorboard, then open http://localhost:6006)"
+            + (f"; evaluate: {evaluate}" if best.is_file() else ""))
     return result
 
 
@@ -375,11 +359,11 @@ def train_data_parallel(cfg: Config, *, resume: str | None = None,
     try:
         devices = replicas.replica_devices(world, cfg.train.devices)
         comm = devices.a if world.backend == "nccl" else torch.device("cpu")
-        say = log or (lambda s: print(s, flush=True))
+        say = log or print_line
         if world.is_main:
             say(f"data-parallel: {world.world_size} replica(s), backend {world.backend}, global batch "
                 f"{cfg.train.batch_size * world.world_size}")
-        say(f"replica {world.rank}: {devices.reason}")
+        say(devices.reason)                                    # "replica r ...: tower a on ..."
 
         def reduce_sum(t: torch.Tensor) -> torch.Tensor:
             return _all_reduce_sum(t, comm)

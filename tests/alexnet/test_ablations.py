@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from alexnet.config import ConfigError, config_to_dict, load_config
+from alexnet.model import AlexNet
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -64,9 +66,13 @@ def test_every_preset_is_covered():
     assert names == set(EXPECTED) and demo == set(EXPECTED) | {"baseline"}
 
 
-def test_no_overlap_pools_two_by_two():
-    cfg = resolved(CONFIGS / "ablations/no-overlap.toml")
-    assert cfg["model.pool_size"] == cfg["model.pool_stride"] == 2
+def test_no_overlap_reaches_the_network():
+    """The preset's pooling is what the built network does: 2×2 windows at stride 2 (section 3.4's
+    "traditional" pooling), and the maps keep the paper's sizes 27, 13, 6 (fc6 still takes 9216)."""
+    model = AlexNet(devices=("meta", "meta"), preset=load_config(CONFIGS / "ablations/no-overlap.toml").model)
+    pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
+    assert len(pools) == 2 and all((p.kernel_size, p.stride) == (2, 2) for p in pools)   # one per tower
+    assert model.a.fc6.in_features == 2 * 128 * 6 * 6
 
 
 # ---------------------------------------------------------------------------- base inheritance

@@ -15,7 +15,7 @@ import caffe_writer as cw
 from alexnet.caffe_import import import_caffe
 from alexnet.caffemodel import CaffeFormatError
 from alexnet.cli import main
-from alexnet.evaluate import load_model
+from alexnet.inference import load_model
 from alexnet.grouped import grouped_from
 from alexnet.model import AlexNet
 from twogpu import record_crossings

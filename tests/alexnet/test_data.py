@@ -1,6 +1,7 @@
 """Datasets, decoding of every bad-input kind, and the ImagePipeline contract (paper section 2)."""
 
 import io
+import json
 import logging
 import os
 import signal
@@ -223,6 +224,30 @@ def test_dataset_errors_are_clear_and_early(tmp_path):
         pipeline(root)
 
 
+def test_a_root_one_level_too_deep_gets_did_you_mean(tmp_path):
+    root = make_dataset(tmp_path / "d", train=1, val=1)
+    for split in ("train", "val"):
+        with pytest.raises(DataError) as e:
+            validate_dataset(root / split)
+        assert f"Did you mean {root}?" in str(e.value)
+        assert f"{split}/{split}" not in str(e.value)
+    (root / "train" / "cat").rename(tmp_path / "cat")       # an ordinary missing split gets no hint
+    with pytest.raises(DataError) as e:
+        validate_dataset(tmp_path / "cat")
+    assert "Did you mean" not in str(e.value)
+
+
+def test_evaluation_needs_only_the_validation_folder(tmp_path):
+    root = make_dataset(tmp_path / "d", train=1, val=1)
+    import shutil
+    shutil.rmtree(root / "train")
+    with pytest.raises(DataError, match="training folder .*train does not exist"):
+        validate_dataset(root)
+    assert validate_dataset(root, need_train=False) == ["cat", "dog", "eel"]
+    p = ImagePipeline(DataConfig(root=str(root), workers=0), batch_size=2, seed=0, need_train=False)
+    assert p.train_samples == [] and len(p.val_samples) == 3
+
+
 def test_pipeline_basics(tmp_path):
     p = pipeline(make_dataset(tmp_path))
     assert p.classes == ["cat", "dog", "eel"] and p.class_names == p.classes and p.num_classes == 3
@@ -423,7 +448,7 @@ def test_loader_benchmark_runs_and_reports_a_ratio(tmp_path):
     row = r["results"][0]
     assert row["workers"] == 0 and row["ours_img_s"] > 0 and row["torchvision_img_s"] > 0
     assert row["ratio"] == pytest.approx(row["ours_img_s"] / row["torchvision_img_s"])
-    assert (tmp_path / "l.json").is_file()
+    assert json.loads((tmp_path / "l.json").read_text())["results"] == r["results"]
 
 
 STUCK_LOADER = """

@@ -30,7 +30,10 @@ def test_two_replicas_then_resume_in_one_process(tmp_path):
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    assert "2 replica(s), backend gloo, global batch 4" in run.stdout
+    lines = run.stdout.splitlines()
+    assert any(line.endswith("2 replica(s), backend gloo, global batch 4") for line in lines), run.stdout
+    assert sorted(line.split(" (")[0] for line in lines if line.startswith("replica ")) == ["replica 0", "replica 1"]
+    assert "replica 1: replica 1" not in run.stdout                    # each replica names itself once
     ckpt = load_checkpoint(runs / "ddp" / "checkpoints" / "last.pt")
     # 8 images, 2 per replica per step, 2 replicas: 2 steps make the epoch, 8 images seen.
     assert (ckpt["epoch"], ckpt["step"], ckpt["images_seen"], ckpt["world_size"]) == (1, 2, 8, 2)

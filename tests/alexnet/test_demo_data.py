@@ -4,9 +4,10 @@ import numpy as np
 from PIL import Image
 
 from alexnet.cli import main
+from alexnet.demo_data import CLASSES, make_demo_data
 from alexnet.folders import validate_dataset
 from alexnet.images import load_image
-from alexnet.demo_data import CLASSES, make_demo_data
+from alexnet.stats import load_stats
 
 
 def files(root):
@@ -62,4 +63,5 @@ def test_cli_writes_data_and_stats(tmp_path, capsys):
     assert main(["demo-data", "--out", str(out), "--train-per-class", "2", "--val-per-class", "1",
                  "--workers", "1"]) == 0
     assert "10 classes, 20 training and 10 validation images" in capsys.readouterr().out
-    assert (out / "stats.pt").is_file() and len(files(out)) == 30
+    assert len(files(out)) == 30
+    assert load_stats(out / "stats.pt").images == 20                 # the statistics of the 20 training images

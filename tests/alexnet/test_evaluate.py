@@ -1,6 +1,7 @@
 """Evaluation, `load_model` and prediction on a checkpoint whose answers are known by construction."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 from alexnet.config import config_to_dict, load_config
-from alexnet.evaluate import evaluate, load_model
+from alexnet.evaluate import evaluate
+from alexnet.inference import load_model
 from alexnet.model import AlexNet
 from alexnet.predict import predict
 from twogpu.checkpoint import CheckpointError, save_atomic
@@ -18,9 +20,10 @@ from tinydata import make_tiny_dataset
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _checkpoint(tmp_path: Path, data: Path, favourite: int | None) -> Path:
+def _checkpoint(tmp_path: Path, data: Path, favourite: int | None, mean: float | None = None) -> Path:
     """A run directory with a checkpoint of a 3-class AlexNet. With ``favourite`` set, fc8 ignores
-    its input and always ranks that class first, then the others in index order."""
+    its input and always ranks that class first, then the others in index order. With ``mean``, the
+    checkpoint carries a constant mean image of that value (as training saves its statistics)."""
     cfg = load_config(None, [f'data.root="{data}"', "model.num_classes=3", "data.workers=0", "eval.batch_size=4"])
     torch.manual_seed(0)
     model = AlexNet(devices=("cpu", "cpu"), preset=cfg.model)
@@ -36,9 +39,11 @@ def _checkpoint(tmp_path: Path, data: Path, favourite: int | None) -> Path:
             model.b.fc8.bias.copy_(bias[n_a:])
     run = tmp_path / "runs" / "x"
     path = run / "checkpoints" / "best.pt"
-    save_atomic({"model": model.state_dict(), "config": config_to_dict(cfg), "step": 5, "epoch": 1,
-                 "classes": ["blue", "green", "red"], "class_names": ["blue thing", "green thing", "red thing"]},
-                path)
+    state = {"model": model.state_dict(), "config": config_to_dict(cfg), "step": 5, "epoch": 1,
+             "classes": ["blue", "green", "red"], "class_names": ["blue thing", "green thing", "red thing"]}
+    if mean is not None:
+        state["stats"] = {"mean": torch.full((3, 256, 256), mean), "eigval": torch.ones(3), "eigvec": torch.eye(3)}
+    save_atomic(state, path)
     return path
 
 
@@ -75,6 +80,26 @@ def test_errors_of_a_constant_classifier(tmp_path, data3):
 
 
 @pytest.mark.slow
+def test_evaluate_needs_only_val_and_names_the_checkpoints_mean(tmp_path, data3, caplog):
+    """A copy holding only val/ (no train/, no stats.pt) is enough, and the mean image in use is the
+    checkpoint's — said so, with no warning about ImageNet's published mean."""
+    path = _checkpoint(tmp_path, data3, favourite=1, mean=100.0)
+    val_only = tmp_path / "val-only"
+    shutil.copytree(data3 / "val", val_only / "val")
+    lines: list[str] = []
+    result = evaluate(tmp_path / "runs" / "x", str(val_only), devices=("cpu", "cpu"), ten_view=False,
+                      log=lines.append)                               # the run directory stands for best.pt
+    assert result["centre"]["top1_err"] == pytest.approx(6 / 9) and result["mean_image"] == str(path)
+    assert f"mean image: the per-pixel mean image from {path}" in lines
+    assert "published" not in caplog.text
+    # without statistics in the checkpoint (older runs) it says that it uses the published mean
+    path = _checkpoint(tmp_path, data3, favourite=1)
+    lines.clear()
+    evaluate(path, str(val_only), devices=("cpu", "cpu"), ten_view=False, log=lines.append)
+    assert any(s.startswith("mean image: ImageNet's published per-channel mean") for s in lines)
+
+
+@pytest.mark.slow
 def test_predict_lists_top5_with_probabilities(tmp_path, data3):
     path = _checkpoint(tmp_path, data3, favourite=2)
     bad = tmp_path / "not-an-image.jpg"
@@ -88,6 +113,12 @@ def test_predict_lists_top5_with_probabilities(tmp_path, data3):
     z = torch.tensor([10.0, 3.0, 2.0]).exp()
     assert probs == pytest.approx((z / z.sum()).tolist(), rel=1e-5)
     assert isinstance(err, str) and "not-an-image" in err
+    # a folder stands for its images (sorted, recursively), a run directory for its best.pt
+    folder = [p for p, _ in predict(tmp_path / "runs" / "x", [data3 / "val"], log=lambda s: None)]
+    assert folder == sorted(str(p) for p in (data3 / "val").rglob("*.jpg")) and len(folder) == 9
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="without image files"):
+        predict(path, [tmp_path / "empty"], log=lambda s: None)
 
 
 @pytest.mark.slow

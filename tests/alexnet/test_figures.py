@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from alexnet.config import Config, ModelConfig, config_to_dict
-from alexnet.figures import (BAR_CORRECT, fc7_features, kernel_grid, line_height, nearest_neighbours,
+from alexnet.figures import (BAR_CORRECT, kernel_grid, line_height, nearest_neighbours,
                              neighbour_grid, top5_panel, write_png)
+from alexnet.inference import fc7_features
 from alexnet.model import AlexNet
 
 

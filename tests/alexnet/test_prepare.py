@@ -137,8 +137,27 @@ def test_val_without_ground_truth_is_a_clear_error(tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()
     (flat / "a.JPEG").write_bytes(jpeg(0))
-    assert main(["prepare", str(tmp_path), str(tmp_path / "out"), "--val-dir", str(flat)]) == 2
+    assert main(["prepare", str(tmp_path), str(tmp_path / "out" / "imagenet"), "--val-dir", str(flat)]) == 2
     assert "need ground truth" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()                  # failed after creating it: removed again
+
+
+def test_a_failing_prepare_leaves_nothing_behind(tmp_path, capsys):
+    dst = tmp_path / "new" / "imagenet"
+    for src in (tmp_path / "typo", tmp_path):                # missing, and holding no ImageNet files
+        assert main(["prepare", str(src), str(dst)]) == 2
+        assert not (tmp_path / "new").exists()
+    assert "source folder" in capsys.readouterr().err
+    # and training on that destination then says what is wrong with it
+    assert main(["train", str(dst), "--set", 'train.devices=["cpu","cpu"]']) == 2
+    assert f"dataset root {dst} does not exist" in capsys.readouterr().err
+    # a later failure never deletes what an earlier run prepared
+    (dst / "train" / "n01").mkdir(parents=True)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.JPEG").write_bytes(jpeg(0))
+    assert main(["prepare", str(tmp_path), str(dst), "--val-dir", str(flat)]) == 2
+    assert (dst / "train" / "n01").is_dir()
 
 
 # --------------------------------------------------------------------------------- --resize

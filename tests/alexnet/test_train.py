@@ -1,6 +1,10 @@
 """Training end to end on a tiny dataset made in tmp_path: interrupt + resume, layouts, dashboards."""
 
+import dataclasses
+import json
 import os
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -11,7 +15,7 @@ import pytest
 import torch
 
 from alexnet.config import load_config
-from alexnet.train import topk_mistakes, train
+from alexnet.train import train
 from twogpu.checkpoint import load_checkpoint
 from twogpu.trainer import Hook
 from tinydata import make_tiny_dataset
@@ -29,14 +33,6 @@ def tiny_config(tmp_path: Path, data: Path, name: str = "tiny", *extra: str):
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("data"))
-
-
-def test_topk_mistakes_by_hand():
-    logits = torch.tensor([[0.1, 0.9, 0.0, 0.0, 0.0, 0.0],    # label 1: top-1 right
-                           [0.9, 0.1, 0.5, 0.4, 0.3, 0.2],    # label 1: 6th of 6 → top-5 wrong too
-                           [0.9, 0.1, 0.5, 0.4, 0.3, 0.2]])   # label 3: 3rd → top-1 wrong, top-5 right
-    m = topk_mistakes(logits, torch.tensor([1, 1, 3]))
-    assert int(m["top1"]) == 2 and int(m["top5"]) == 1
 
 
 def _models_equal(p1: Path, p2: Path) -> None:
@@ -72,7 +68,10 @@ def test_cli_sigterm_then_resume_matches_uninterrupted_run(tmp_path, tiny_data):
     out += proc.stdout.readlines()
     assert proc.wait(timeout=120) == 0, "".join(out)
     text = "".join(out)
-    assert "SIGTERM received" in text and "resume with: alexnet train --config" in text
+    assert "SIGTERM received" in text
+    hint = re.search(r"resume with: (.*)$", text, re.MULTILINE).group(1)
+    program = shlex.split(hint)[0]                   # e.g. .venv/bin/alexnet: no activated venv needed
+    assert os.sep in program and (ROOT / program).is_file() and " train --config " in hint, hint
     cut = load_checkpoint(tmp_path / "runs" / "cut" / "checkpoints" / "last.pt")
     assert 2 <= cut["step"] < 8, text
 
@@ -80,7 +79,10 @@ def test_cli_sigterm_then_resume_matches_uninterrupted_run(tmp_path, tiny_data):
     again = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)
     assert again.returncode == 2 and "--resume" in again.stderr
 
-    done = subprocess.run(args + ["--resume"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    # the hint, run as typed in a fresh shell: PATH without the virtual environment
+    bindir = str(Path(sys.executable).parent)
+    fresh = {**env, "PATH": os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != bindir)}
+    done = subprocess.run(shlex.split(hint), cwd=ROOT, capture_output=True, text=True, env=fresh, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resumed from" in done.stdout
     _models_equal(tmp_path / "runs" / "ref" / "checkpoints" / "last.pt",
@@ -114,19 +116,31 @@ def test_grouped_twin_and_two_towers_train_alike(tmp_path, tiny_data):
 
 
 @pytest.mark.slow
-def test_event_files_hold_the_dashboards(tmp_path, tiny_data):
+def test_event_files_hold_the_dashboards(tmp_path, tiny_data, capfd):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train(tiny_config(tmp_path, tiny_data, "tb", "train.epochs=1"), log=lambda s: None)
+    cfg = tiny_config(tmp_path, tiny_data, "tb", "train.epochs=2")
+    lines: list[str] = []
+    train(cfg, log=lines.append)
     run = tmp_path / "runs" / "tb"
+    # the progress lines name the errors as metrics.jsonl does; the last line points at this run
+    progress = [s for s in lines if s.startswith("epoch ") and " done: " not in s]
+    assert len(progress) == 8 and all(re.search(r"  top1_err [01]\.\d{3}  top5_err [01]\.\d{3}  ", s) for s in progress)
+    assert lines[-1].startswith(f"dashboards: {run} ") and f"--checkpoint {run}/checkpoints/best.pt" in lines[-1]
+    # resuming from an older checkpoint rewrites the later epoch's embedding without complaint
+    train(cfg, resume=str(run / "checkpoints" / "step-00000004.pt"), log=lambda s: None)
+    assert "Embedding dir exists" not in capfd.readouterr().out
     acc = EventAccumulator(str(run), size_guidance={"tensors": 0, "images": 0, "histograms": 0, "scalars": 0})
     acc.Reload()
     tags = acc.Tags()
     for tag in ("train/loss", "train/top1_err", "train/top5_err", "train/lr", "speed/images_per_s",
                 "speed/data_wait_share", "speed/step_time_s_tower_a", "speed/step_time_s_tower_b",
-                "memory_mib/cpu", "error/train_top1", "error/val_top1", "error/val_top5", "hparam/val_top1_err"):
+                "memory_mib/cpu", "error/train_top1_err", "error/val_top1_err", "error/val_top5_err",
+                "hparam/val_top1_err"):
         assert tag in tags["scalars"], tag
-    assert len(acc.Scalars("train/loss")) == 4                    # log_every=1, 4 steps
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 9))   # log_every=1, 8 steps, once each
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in acc.Scalars("error/val_top1_err")] == pytest.approx([m["val_top1_err"] for m in metrics])
     for tag in ("conv1_kernels/tower_a", "conv1_kernels/tower_b", "validation/top5"):
         assert tag in tags["images"], tag
     for tower in "ab":
@@ -135,9 +149,15 @@ def test_event_files_hold_the_dashboards(tmp_path, tiny_data):
             assert f"grads/{tower}/{layer}.weight" in tags["histograms"]
     assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
     assert "config/text_summary" in tags["tensors"]
-    assert (run / "projector_config.pbtxt").exists()
-    assert list(run.glob("*/fc7/tensors.tsv")) or list(run.glob("**/tensors.tsv"))
-    assert (run / "config.toml").read_text().startswith("[model]")
+    # the projector lists each epoch's fc7 embedding once: 2 × 4 = 8 validation images (16 × 2 asked,
+    # all 4 there are), 4096 values each
+    projector = (run / "projector_config.pbtxt").read_text()
+    assert [projector.count(f'tensor_name: "fc7:{s:05d}"') for s in (4, 8)] == [1, 1]
+    rows = (run / "00008" / "fc7" / "tensors.tsv").read_text().splitlines()
+    assert len(rows) == 4 and all(len(r.split("\t")) == 4096 for r in rows)
+    # config.toml is the resolved config: read back, it is the same configuration
+    assert load_config(str(run / "config.toml")) == dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, num_classes=2))
 
 
 def test_make_train_2gpu_without_gpus_points_to_train_1gpu(tmp_path):
