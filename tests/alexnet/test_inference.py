@@ -41,7 +41,7 @@ def test_fc7_capture_reads_the_same_features_from_both_layouts():
     torch.manual_seed(0)
     model = AlexNet(num_classes=6, devices=("cpu", "cpu")).eval()
     twin = grouped_from(model).eval()
-    x = torch.randn(3, 3, 227, 227) * 50
+    x = torch.randn(3, *model.input_shape) * 50
     f_two, logits = fc7_features(model, x)
     f_twin, logits_twin = fc7_features(twin, x)
     torch.testing.assert_close(f_twin, f_two, rtol=1e-4, atol=1e-4)
