@@ -32,6 +32,7 @@ import torch
 
 try:  # private PyTorch APIs: skip with a message, not an obscure failure, if an upgrade removes one
     from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
+    FakeTensorMode().fake_tensor_converter.tensor_memo.items  # noqa: B018 - used to let Module.to swap fakes
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
     _probe = torch.ones(1, requires_grad=True).sum().grad_fn
@@ -113,8 +114,10 @@ class DeviceLog(TorchDispatchMode):
             return False if args[0].dtype == torch.bool else 0      # .item() of a tensor without data
         out = func(*args, **kwargs)
         tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
-        # a 0-dim CPU tensor is a scalar argument, which CUDA kernels accept (PyTorch's own rule)
-        devices = {t.device for t in tensors if not (t.device.type == "cpu" and t.dim() == 0)}
+        # a 0-dim CPU tensor is a scalar argument, which CUDA kernels accept (PyTorch's own rule); a
+        # meta tensor holds nothing (to_empty allocates its like on a device)
+        devices = {t.device for t in tensors
+                   if not (t.device.type == "cpu" and t.dim() == 0) and t.device.type != "meta"}
         if len(devices) > 1:
             if func in COPY_OPS:
                 src = args[1] if func is aten.copy_.default else args[0]
@@ -388,12 +391,13 @@ class SimulatedGPUs:
 
     # --- checkpoint I/O
     def materialise(self, obj: Any, where: str = "") -> Any:
-        """Fake tensors → real CPU zeros of the same shape and dtype (recording any not on the CPU)."""
+        """Fake tensors → real CPU zeros of the same shape and dtype (recording any tensor not on the
+        CPU: a checkpoint must load without GPUs)."""
         if isinstance(obj, FakeTensor):
             if obj.device.type != "cpu":
                 self.checkpoint_not_on_cpu.append(f"{where}: {obj.device}")
-            with unset_fake_temporarily():
-                return torch.zeros(obj.shape, dtype=obj.dtype)
+            with unset_fake_temporarily():        # one zero, broadcast: the file stays small
+                return torch.zeros((), dtype=obj.dtype).expand(obj.shape)
         if isinstance(obj, torch.Tensor) and obj.device.type != "cpu":
             self.checkpoint_not_on_cpu.append(f"{where}: {obj.device}")
         if isinstance(obj, dict):
@@ -415,13 +419,27 @@ class SimulatedGPUs:
         def backward(tensor, gradient=None, retain_graph=None, create_graph=False, inputs=None):
             drive_backward(tensor, gradient, sim.log, sim.wrong_gradient_device)
         mp.setattr(torch.Tensor, "backward", backward)
+        fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
+        swap = torch.utils.swap_tensors
+
+        def swap_fake(t1, t2):
+            """Module.to / to_empty swap a fake parameter for a new one; the fake mode's memo holds weak
+            references to both, which swap_tensors refuses: drop them from the memo (it only maps
+            real tensors already converted to their fakes) and swap."""
+            if isinstance(t1, FakeTensor) or isinstance(t2, FakeTensor):
+                memo = fake_mode.fake_tensor_converter.tensor_memo
+                for key, value in list(memo.items()):
+                    if value is t1 or value is t2:
+                        del memo[key]
+            return swap(t1, t2)
+        mp.setattr(torch.utils, "swap_tensors", swap_fake)
         from alexnet.data import ImagePipeline
         for method in ("train_batches", "val_batches"):
             mp.setattr(ImagePipeline, method, _outside_fake_mode(getattr(ImagePipeline, method)))
         from twogpu import record_crossings
         # every crossing carries its record, so a gradient copy can be traced to its site
         self.crossings = self._stack.enter_context(record_crossings())
-        self._stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
+        self._stack.enter_context(fake_mode)
         self._stack.enter_context(self.log)
         return self
 

@@ -20,6 +20,7 @@ from alexnet.crossings import crossing_report
 from alexnet.evaluate import evaluate
 from alexnet.model import AlexNet
 from alexnet.optim import build_optimizer
+from alexnet.predict import predict
 from alexnet.train import train
 from twogpu.checkpoint import load_checkpoint
 
@@ -95,10 +96,7 @@ def _config(tmp_path: Path, data: Path, name: str, devices, *extra: str):
     return load_config(None, [f'data.root="{data}"', f'train.runs_dir="{tmp_path / "runs"}"', f'train.name="{name}"',
                               "train.batch_size=2", "train.epochs=1", "train.log_every=1", "data.workers=0",
                               f"train.devices={list(devices)!r}".replace("'", '"'), "eval.batch_size=2",
-                              "train.checkpoint_minutes=0.0",
-                              # Module.to(memory_format=...) cannot swap fake parameters (weak references
-                              # held by the fake mode); the memory format changes strides, not devices
-                              "train.channels_last=false", *extra])
+                              "train.checkpoint_minutes=0.0", *extra])
 
 
 @pytest.fixture(scope="module")
@@ -106,17 +104,18 @@ def tiny_data(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("data"), train_n=2, val_n=1)
 
 
-CASES = [("paper", TWO, "none"), ("cuda-convnet", TWO, "bf16"), ("caffe", TWO, "none")]
-"""Not yet simulated: the one-GPU layout end to end and `predict` (both build the grouped twin with
-``Module.to_empty``, which cannot move a fake parameter: PyTorch swaps fake tensors and the fake
-mode holds weak references to them). The one-GPU placement is covered by the one-step test."""
+CASES = [("paper", TWO, "none"), ("cuda-convnet", TWO, "bf16"), ("caffe", TWO, "none"),
+         ("cuda-convnet", ONE, "none"), ("paper", ONE, "bf16")]
 
 
+# resuming restores numpy's generator from a real tensor with `.numpy()` while the fake mode is
+# active, which reads it through a fake alias (a harness artefact: no fake mode in a real run)
+@pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")
 @pytest.mark.parametrize("preset,devices,amp", CASES, ids=["-".join((p, "2gpu" if d == TWO else "1gpu", a))
                                                           for p, d, a in CASES])
-def test_train_checkpoint_resume_evaluate(tmp_path, tiny_data, preset, devices, amp):
-    """`alexnet train` (one step, a checkpoint), a resume (one more step) and `evaluate` (centre and
-    ten views) complete with the towers on fake GPUs, and nothing crosses devices
+def test_train_checkpoint_resume_evaluate_predict(tmp_path, tiny_data, preset, devices, amp):
+    """`alexnet train` (one step, a checkpoint), a resume (one more step), `evaluate` (centre and
+    ten views) and `predict` complete with the towers on fake GPUs, and nothing crosses devices
     where it should not."""
     extra = (f'model.preset="{preset}"', f'train.amp="{amp}"')
     cfg = _config(tmp_path, tiny_data, "sim", devices, "train.max_steps=1", *extra)
@@ -126,9 +125,12 @@ def test_train_checkpoint_resume_evaluate(tmp_path, tiny_data, preset, devices, 
         second = train(cfg2, resume="auto", dashboards=False, log=lambda s: None)
         ckpt = tmp_path / "runs" / "sim" / "checkpoints" / "last.pt"
         result = evaluate(ckpt, str(tiny_data), devices=list(devices), ten_view=True, log=lambda s: None)
+        image = next((tiny_data / "val").rglob("*.jpg"))
+        preds = predict(ckpt, [image], k=2, device=devices[0])
     assert first.status == "max_steps" and first.step == 1, first.message
     assert second.status == "max_steps" and second.step == 2, second.message
     assert set(result) >= {"centre", "ten_view"} and result["images"] == 2
+    assert len(preds) == 1 and len(preds[0][1]) == 2, preds
     assert load_checkpoint(ckpt)["step"] == 2
     assert sim.log.mixed == [] and sim.wrong_gradient_device == []
     assert sim.checkpoint_not_on_cpu == []
