@@ -171,6 +171,8 @@ def read_mean(path: str | Path) -> torch.Tensor:
     """Caffe's mean image (BGR, (1, 3, S, S) or (3, S, S), 0..255) as our (3, S, S) RGB mean image."""
     path = Path(path)
     blob = read_blob(path)
+    if blob.size == 0:
+        raise CaffeFormatError(f"{path}: holds no image data: not a mean .binaryproto (a .caffemodel?)")
     shape = blob.shape[1:] if blob.ndim == 4 and blob.shape[0] == 1 else blob.shape
     if len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2]:
         raise CaffeFormatError(f"{path}: a mean image must be 3 × S × S (BGR), this blob is "
@@ -186,17 +188,18 @@ def import_caffe(model_path: str | Path, out: str | Path, mean_path: str | Path 
     out = Path(out)
     if out.exists() and not force:
         raise ValueError(f"{out} exists; choose another --out or pass --force to replace it")
+    mean = read_mean(mean_path) if mean_path is not None else None   # the small file first
+    side = model_preset("caffe").input_size
+    if mean is not None and mean.shape[-1] < side:
+        raise CaffeFormatError(f"{mean_path}: the mean image is {mean.shape[-1]}×{mean.shape[-1]}, smaller "
+                               f"than the {side}×{side} input")
     grouped, settings = read_alexnet(model_path)
     num_classes = settings.pop("num_classes")
     model_cfg = model_preset("caffe", num_classes=num_classes, **settings)
     data_cfg = DataConfig()
     extra: dict[str, Any] = {}
-    if mean_path is not None:
-        mean = read_mean(mean_path)
+    if mean is not None:
         side = mean.shape[-1]
-        if side < model_cfg.input_size:
-            raise CaffeFormatError(f"{mean_path}: the mean image is {side}×{side}, smaller than the "
-                                   f"{model_cfg.input_size}×{model_cfg.input_size} input")
         from alexnet.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
         data_cfg = DataConfig(image_size=side)
         extra["stats"] = {"mean": mean, "eigval": torch.tensor(IMAGENET_EIGVAL),

@@ -276,7 +276,9 @@ def read_net(path: str | Path) -> tuple[str, list[CaffeLayer]]:
             name = r.text(value)
         elif number in (NET_LAYER, NET_LAYERS_V1):
             if wire != BYTES:
-                raise r.fail(0, f"field {number} should be a layer: not a Caffe model")
+                blob = " (it looks like a .binaryproto blob, e.g. a mean file)" if wire == VARINT else ""
+                raise CaffeFormatError(f"{path}: not a Caffe model (.caffemodel): field {number} should be "
+                                       f"a layer{blob}")
             r.what = f"layer {len(layers)}"
             layers.append(_layer(r, value, v1=number == NET_LAYERS_V1))
             r.what = "the NetParameter"

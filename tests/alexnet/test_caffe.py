@@ -168,14 +168,15 @@ def test_not_a_caffemodel(tmp_path, content, message):
 
 
 def test_mean_file_given_as_the_model(tmp_path, files):
-    with pytest.raises(CaffeFormatError, match="not a Caffe model|holds no layers"):
+    with pytest.raises(CaffeFormatError, match=r"not a Caffe model \(\.caffemodel\).*a mean file"):
         import_caffe(files["mean"], tmp_path / "out.pt")
 
 
 def test_model_given_as_the_mean(tmp_path, files):
     net = cw.write(tmp_path / "net.caffemodel", small_net())
-    with pytest.raises(CaffeFormatError):
+    with pytest.raises(CaffeFormatError, match="not a mean .binaryproto"):
         import_caffe(files["current"], tmp_path / "out.pt", mean_path=net)
+    assert not (tmp_path / "out.pt").exists()
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.999])
