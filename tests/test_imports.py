@@ -14,8 +14,9 @@ PACKAGES = {"alexnet": ROOT / "src" / "alexnet", "twogpu": ROOT / "twogpu"}
 def _modules() -> dict[str, Path]:
     found = {}
     for pkg, folder in PACKAGES.items():
-        for path in folder.glob("*.py"):
-            found[pkg if path.stem == "__init__" else f"{pkg}.{path.stem}"] = path
+        for path in folder.rglob("*.py"):                      # subpackages too (alexnet.config)
+            parts = [pkg, *path.relative_to(folder).with_suffix("").parts]
+            found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
 
 
