@@ -33,11 +33,14 @@ demo: $(STAMP)
 	@test -d $(DEMO_DATA)/train || $(PY) -m alexnet demo-data --out $(DEMO_DATA)
 	$(PY) -m alexnet train --config $(or $(CONFIG),configs/demo.toml) $(DEMO_DATA) --resume $(ARGS)
 
-# NPROC=R: R data-parallel replicas on this node under torchrun, replica r on cuda:2r and cuda:2r+1.
+# NPROC=R: R data-parallel replicas on this node under torchrun, replica r on cuda:2r and cuda:2r+1
+# (2R GPUs are checked for before torchrun starts).
 train-2gpu: $(STAMP)
 ifeq ($(NPROC),1)
 	$(PY) -m alexnet train --require-gpus 2 --config $(or $(CONFIG),configs/alexnet-2gpu.toml) $(DATA) $(ARGS)
 else
+	@$(PY) -m twogpu.check_gpus $$((2 * $(NPROC))) --what "make train-2gpu NPROC=$(NPROC) (two towers per replica)" \
+	  --hint "Use NPROC=N with 2N GPUs; with one GPU or none, run \`make train-1gpu DATA=...\`."
 	$(VENV)/bin/torchrun --standalone --nproc_per_node=$(NPROC) -m alexnet train --require-gpus $$((2 * $(NPROC))) \
 	  --config $(or $(CONFIG),configs/alexnet-2gpu.toml) $(DATA) $(ARGS)
 endif
@@ -78,7 +81,7 @@ tensorboard: $(STAMP)
 	$(PY) -m tensorboard.main --logdir runs $(ARGS)
 
 # ---- performance (README: Performance) ----
-# ARGS= e.g. "--quick", "--no-channels-last --no-tune-malloc" (the plain PyTorch defaults), "--devices cuda:0 cuda:1 --amp bf16"
+# ARGS= e.g. "--quick", "--no-channels-last --no-tune-malloc" (the plain PyTorch defaults), "--devices cuda:0 cuda:1 --precision bf16"
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
 

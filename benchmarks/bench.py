@@ -1,7 +1,7 @@
 """Side-by-side speed of the faithful network and torchvision's AlexNet, measured in one run.
 
     python benchmarks/bench.py [--quick] [--devices cuda:0 cuda:0] [--batch 128] [--no-channels-last]
-                               [--amp bf16] [--compile] [--out bench-results]
+                               [--precision fp32|tf32|bf16] [--compile] [--out bench-results]
 
 Measures, each as the median of interleaved repetitions after warm-up (the machine may be shared,
 so every figure is also given as a ratio to a baseline measured in the same run):
@@ -13,7 +13,9 @@ so every figure is also given as a ratio to a baseline measured in the same run)
 * the LRN layer alone (forward + backward, on conv1's output as in the network) against
   ``nn.LocalResponseNorm`` on the same input and against conv1 (forward + weight gradient);
 * achieved FLOP/s (conv + fc FLOPs counted analytically, benchmarks/flops.py) as a share of the
-  machine's fp32 matmul rate, timed in the same interleaved rounds as the training steps;
+  device's matmul ceiling: the best rate of square GEMMs (``out=`` buffers, so no page faults) over
+  several sizes and repeats, with all of the machine's threads, in fp32 and — where the device has
+  it — bf16 (and tf32 on a GPU); the step is compared with the ceiling of its own precision;
 * peak memory per device (CUDA: ``max_memory_allocated`` in one step; CPU: peak RSS growth of a
   fresh process that builds the model and runs two steps);
 * loader images/s, from benchmarks/bench_loader.py when present.
@@ -46,11 +48,13 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
 from flops import layer_macs, training_flops, forward_flops  # noqa: E402
 
-from alexnet.fast import amp_context, prepare_for_speed, to_input, tune_cpu_allocator  # noqa: E402
+from alexnet.fast import prepare_for_speed, to_input, tune_cpu_allocator  # noqa: E402
 from alexnet.grouped import GroupedAlexNet  # noqa: E402
 from alexnet import native  # noqa: E402
 from alexnet.layers import LocalResponseNorm, local_response_norm  # noqa: E402
 from alexnet.model import AlexNet  # noqa: E402
+from twogpu import precision as precisions  # noqa: E402
+from twogpu.placement import resolve_devices  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ timing
@@ -101,22 +105,22 @@ def build_models(devices: tuple[torch.device, torch.device], *, channels_last: b
     return models
 
 
-def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: str) -> Callable[[], None]:
+def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str) -> Callable[[], None]:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     dev = x.device
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with amp_context(dev, amp):
+        with precisions.autocast(dev, precision, on_cpu=True):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
     return step
 
 
-def make_infer(model: nn.Module, x: torch.Tensor, amp: str) -> Callable[[], None]:
+def make_infer(model: nn.Module, x: torch.Tensor, precision: str) -> Callable[[], None]:
     def infer() -> None:
-        with torch.inference_mode(), amp_context(x.device, amp):
+        with torch.inference_mode(), precisions.autocast(x.device, precision, on_cpu=True):
             model(x)
     return infer
 
@@ -179,20 +183,65 @@ def memory_probe(name: str, devices: tuple[torch.device, torch.device], batch: i
         model, shape, dev = build_models(devices, channels_last=channels_last, compile=False, only=name)[name]
         x = to_input(torch.randn(batch, *shape), dev, channels_last=channels_last)
         y = torch.randint(0, 1000, (batch,), device=dev)
-        step = make_train_step(model, x, y, "none")
+        step = make_train_step(model, x, y, "fp32")
         step()
         step()
     return rss.peak - rss.start
 
 
 # ------------------------------------------------------------------------------------------ sections
-def matmul_rate(device: torch.device, dtype: torch.dtype, *, reps: int, n: int) -> float:
-    """FLOP/s of an n×n by n×n matmul (median of ``reps``) in ``dtype``: the machine's practical peak."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    iters = 10 if device.type == "cuda" else 1
-    t = interleaved({"mm": lambda: torch.mm(a, b)}, reps=reps, warmup=2, iters=iters, devices=[device])["mm"]
-    return 2 * n ** 3 / median(t)
+def has_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matmuls natively (CUDA: Ampere+; CPU: oneDNN's AVX-512 BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def ceiling_kinds(device: torch.device) -> list[str]:
+    """The arithmetic kinds whose matmul ceiling is measured on ``device``."""
+    kinds = ["fp32"] + (["tf32"] if device.type == "cuda" else [])
+    return kinds + (["bf16"] if has_bf16(device) else [])
+
+
+def matmul_ceiling(device: torch.device, *, sizes: Sequence[int], repeats: int,
+                   kinds: Sequence[str] | None = None) -> dict[str, dict]:
+    """The device's practical matmul ceiling per arithmetic kind: the best FLOP/s of an n×n by n×n
+    GEMM over ``sizes`` and ``repeats`` (best, not median: the ceiling is what the device can do;
+    load from other processes only lowers a repeat). Written into preallocated outputs (``out=``),
+    so no page faults or allocator time are counted; on the CPU with every core the process may use
+    (``torch.set_num_threads`` restored after); on a GPU 5 GEMMs per timed repeat. ``tf32`` is the
+    fp32 GEMM with TF32 allowed (GPUs); the precision flags are restored after."""
+    threads = torch.get_num_threads()
+    flags = precisions.tf32_enabled()
+    if device.type == "cpu":
+        torch.set_num_threads(len(os.sched_getaffinity(0)))
+    iters = 5 if device.type == "cuda" else 1
+    result: dict[str, dict] = {}
+    try:
+        for kind in kinds or ceiling_kinds(device):
+            dtype = torch.bfloat16 if kind == "bf16" else torch.float32
+            precisions.configure("tf32" if kind == "tf32" else "fp32")
+            by_size = {}
+            for n in sizes:
+                a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+                c = torch.empty(n, n, device=device, dtype=dtype)
+                t = interleaved({"mm": lambda: torch.mm(a, b, out=c)}, reps=repeats, warmup=1, iters=iters,
+                                devices=[device])["mm"]
+                by_size[n] = 2 * n ** 3 / min(t)
+                del a, b, c
+            result[kind] = {"flop_s": max(by_size.values()), "by_size": by_size}
+    finally:
+        torch.set_num_threads(threads)
+        precisions.configure("tf32" if flags["cudnn_conv"] else "fp32")
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return result
+
+
+def ceiling_for(precision: str, device: torch.device, ceilings: dict[str, dict]) -> str:
+    """Which measured ceiling a step run at ``precision`` on ``device`` is compared with."""
+    want = {"fp32": "fp32", "tf32": "tf32" if device.type == "cuda" else "fp32", "bf16": "bf16"}[precision]
+    return want if want in ceilings else "fp32"
 
 
 def lrn_section(device: torch.device, batch: int, *, reps: int, warmup: int, iters: int,
@@ -253,7 +302,7 @@ def loader_section(device: torch.device, quick: bool, out_dir: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------ main
 def run(devices: tuple[torch.device, torch.device], batch: int, *, reps: int, warmup: int, iters: int,
-        channels_last: bool, amp: str, compile: bool, loader: bool, quick: bool, out_dir: Path,
+        channels_last: bool, precision: str, compile: bool, loader: bool, quick: bool, out_dir: Path,
         tune_malloc: bool = False) -> dict:
     dev = devices[0]
     result: dict = {
@@ -263,7 +312,8 @@ def run(devices: tuple[torch.device, torch.device], batch: int, *, reps: int, wa
                     "torch": torch.__version__,
                     "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]},
         "settings": {"devices": [str(d) for d in devices], "batch": batch, "reps": reps, "warmup": warmup,
-                     "iters_per_rep": iters, "channels_last": channels_last, "amp": amp, "compile": compile},
+                     "iters_per_rep": iters, "channels_last": channels_last, "precision": precision,
+                     "compile": compile},
     }
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     models = build_models(devices, channels_last=channels_last, compile=compile)
@@ -285,14 +335,8 @@ def run(devices: tuple[torch.device, torch.device], batch: int, *, reps: int, wa
     # training step
     for m, _, _ in models.values():
         m.train()
-    steps = {k: make_train_step(m, inputs[k], y, amp) for k, (m, _, _) in models.items()}
-    # the machine's matmul rate is timed in the same rounds as the steps, so it sees the same load
-    n = 8192 if dev.type == "cuda" else (1024 if quick else 2048)
-    mm_a, mm_b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    t = interleaved({**steps, "matmul": lambda: torch.mm(mm_a, mm_b)}, reps=reps, warmup=warmup,
-                    iters=iters, devices=all_devs)
-    peak = 2 * n ** 3 / median(t.pop("matmul"))
-    del mm_a, mm_b
+    steps = {k: make_train_step(m, inputs[k], y, precision) for k, (m, _, _) in models.items()}
+    t = interleaved(steps, reps=reps, warmup=warmup, iters=iters, devices=all_devs)
     train = {k: batch / median(v) for k, v in t.items()}
     result["train_img_s"] = train
     result["train_ratio_to_torchvision"] = ratios(t)
@@ -308,18 +352,23 @@ def run(devices: tuple[torch.device, torch.device], batch: int, *, reps: int, wa
     # inference
     for m, _, _ in models.values():
         m.eval()
-    infers = {k: make_infer(m, inputs[k], amp) for k, (m, _, _) in models.items()}
+    infers = {k: make_infer(m, inputs[k], precision) for k, (m, _, _) in models.items()}
     t = interleaved(infers, reps=reps, warmup=warmup, iters=iters, devices=all_devs)
     infer = {k: batch / median(v) for k, v in t.items()}
     result["infer_img_s"] = infer
     result["infer_ratio_to_torchvision"] = ratios(t)
     del steps, infers, models, inputs
 
-    # machine peak (fp32 measured with the training steps above) and the share achieved
-    result["matmul_peak_flop_s"] = {"float32": peak}
-    if amp == "bf16":
-        result["matmul_peak_flop_s"]["bfloat16"] = matmul_rate(dev, torch.bfloat16, reps=reps, n=n)
-    ref_peak = result["matmul_peak_flop_s"].get("bfloat16" if amp == "bf16" else "float32")
+    # the device's matmul ceiling, and the share of it the steps achieve
+    if dev.type == "cuda":
+        sizes = (4096, 8192) if quick else (4096, 8192, 12288)
+    else:
+        sizes = (1024, 2048) if quick else (1024, 2048, 3072, 4096)
+    ceilings = matmul_ceiling(dev, sizes=sizes, repeats=3 if quick else 5)
+    kind = ceiling_for(precision, dev, ceilings)
+    ref_peak = ceilings[kind]["flop_s"]
+    result["matmul_ceiling"] = {"kinds": ceilings, "sizes": list(sizes), "compared_with": kind,
+                                "threads": len(os.sched_getaffinity(0)) if dev.type == "cpu" else None}
     result["train_share_of_peak"] = {k: train[k] * flops[k]["training"] / ref_peak for k in train}
     result["infer_share_of_peak"] = {k: infer[k] * flops[k]["forward"] / ref_peak for k in infer}
 
@@ -337,7 +386,8 @@ def table(r: dict) -> str:
     s = r["settings"]
     lines = [f"AlexNet benchmark {r['date']}  {r['machine']['processor']}  torch {r['machine']['torch']}  "
              f"threads {r['machine']['torch_threads']}  cuda {r['machine']['cuda'] or 'none'}",
-             f"devices {s['devices']}  batch {s['batch']}  channels_last {s['channels_last']}  amp {s['amp']}  "
+             f"devices {s['devices']}  batch {s['batch']}  channels_last {s['channels_last']}  "
+             f"precision {s['precision']}  "
              f"compile {s['compile']}  tune_malloc {s.get('tune_malloc')}  medians of {s['reps']} reps x {s['iters_per_rep']}",
              "",
              f"{'model':<12} {'train img/s':>12} {'x tv':>6} {'infer img/s':>12} {'x tv':>6} "
@@ -349,9 +399,14 @@ def table(r: dict) -> str:
                      f"{r['infer_img_s'][k]:>12.1f} {r['infer_ratio_to_torchvision'][k]:>6.2f} "
                      f"{r['flops_per_image'][k]['training'] / 1e9:>10.2f} "
                      f"{100 * r['train_share_of_peak'][k]:>11.1f}% {mem_s:>12}")
-    peaks = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in r["matmul_peak_flop_s"].items())
-    lines.append(f"matmul peak: {peaks}   (peak mem: " +
-                 ", ".join(r["peak_memory_bytes"]["torchvision"].keys()) + ")")
+    ceil = r["matmul_ceiling"]
+    peaks = ", ".join(f"{k} {v['flop_s'] / 1e9:.0f} GFLOP/s" for k, v in ceil["kinds"].items())
+    lines.append(f"matmul ceiling (best of n×n GEMMs, n in {ceil['sizes']}): {peaks}; '%peak' is against "
+                 f"{ceil['compared_with']}   (peak mem: " + ", ".join(r["peak_memory_bytes"]["torchvision"].keys()) + ")")
+    over = [k for k, v in r["train_share_of_peak"].items() if v > 1.0]
+    if over:
+        lines.append(f"WARNING: {', '.join(over)} above 100 % of the measured ceiling: the ceiling was measured "
+                     f"too low (load from other processes?) or the FLOP count is wrong")
     lrn = r["lrn"]
     lines += ["", f"LRN fwd+bwd on {tuple(lrn['shape'])}: ours {lrn['ms']['ours']:.1f} ms, "
               f"ours eager {lrn['ms']['ours eager']:.1f} ms, "
@@ -382,7 +437,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                     help="channels_last for every model and input (on by default, like the trainer's "
                          "train.channels_last)")
-    ap.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype for every model")
+    ap.add_argument("--precision", choices=precisions.PRECISIONS, default=None,
+                    help="arithmetic of every model (twogpu/precision.py; default fp32, TF32 off); bf16 "
+                         "autocasts on the CPU too here")
+    ap.add_argument("--amp", choices=tuple(precisions.LEGACY_AMP), default=None,
+                    help="old name: --amp bf16 is --precision bf16, --amp none is --precision fp32")
     ap.add_argument("--compile", action="store_true", help="torch.compile every model")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--tune-malloc", action=argparse.BooleanOptionalAction, default=True,
@@ -393,9 +452,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="folder for the JSON results")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # internal: one model's CPU peak
     a = ap.parse_args(argv)
+    if a.amp is not None and a.precision not in (None, precisions.LEGACY_AMP[a.amp]):
+        ap.error(f"--amp {a.amp} contradicts --precision {a.precision}; use --precision only")
+    prec = a.precision or precisions.LEGACY_AMP.get(a.amp, "fp32")
+    try:
+        devices = resolve_devices(a.devices).pair        # a CUDA device without CUDA: one line, no traceback
+    except ValueError as e:
+        print(f"bench.py: error: --devices {' '.join(a.devices)}: {e}", file=sys.stderr)
+        return 2
+    precisions.configure(prec)
     if a.threads:
         torch.set_num_threads(a.threads)
-    devices = (torch.device(a.devices[0]), torch.device(a.devices[1]))
     tuned = tune_cpu_allocator() if a.tune_malloc and "cpu" in (devices[0].type, devices[1].type) else False
     on_gpu = devices[0].type == "cuda"
     batch = a.batch or (128 if on_gpu else (16 if a.quick else 32))
@@ -408,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    r = run(devices, batch, reps=reps, warmup=warmup, iters=iters, channels_last=a.channels_last, amp=a.amp,
+    r = run(devices, batch, reps=reps, warmup=warmup, iters=iters, channels_last=a.channels_last, precision=prec,
             compile=a.compile, loader=not a.no_loader, quick=a.quick, out_dir=out_dir, tune_malloc=tuned)
     r["settings"]["tune_malloc"] = tuned
     print(table(r))

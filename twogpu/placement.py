@@ -35,6 +35,29 @@ class TowerDevices:
         return self.a == self.b
 
 
+def visible_gpus() -> int:
+    """CUDA devices visible to this process (0 without CUDA)."""
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def require_gpus(n: int, what: str = "this run", hint: str = "") -> None:
+    """A ``ValueError`` in one line unless ``n`` GPUs are visible (checked before any work starts)."""
+    found = visible_gpus()
+    if found < n:
+        raise ValueError(f"{what} needs {n} GPUs, but {found} CUDA device(s) are visible." + (f" {hint}" if hint else ""))
+
+
+def check_device(request: str | torch.device, name: str = "device") -> torch.device:
+    """``request`` as a device that exists here, or a ``ValueError`` in one line naming ``name``
+    (e.g. ``--device``): a CUDA device without CUDA, past the visible GPUs, or not a device name."""
+    try:
+        dev = torch.device(request)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"{name}: {request!r} is not a device name (e.g. 'cpu', 'cuda:0'): {e}") from None
+    _check_device(dev, name)
+    return dev
+
+
 def _check_device(dev: torch.device, name: str) -> None:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
@@ -49,14 +72,22 @@ def _check_device(dev: torch.device, name: str) -> None:
 def resolve_devices(request: str | Sequence[str], *, offset: int = 0) -> TowerDevices:
     """Turn a device request into the two towers' devices.
 
-    ``request`` is ``"auto"`` (two GPUs if present, else one GPU for both towers, else the CPU) or a
+    ``request`` is ``"auto"`` (two GPUs if present, else one GPU for both towers, else the CPU),
+    ``"single"`` (one GPU for both towers if present, else the CPU: whatever the number of GPUs) or a
     pair such as ``["cuda:0", "cuda:1"]``, ``["cuda:0", "cuda:0"]`` or ``["cpu", "cpu"]``. ``offset``
     shifts the GPUs chosen by ``"auto"`` (a data-parallel replica r uses ``offset = 2r``).
     """
     if isinstance(request, str):
-        if request != "auto":
-            raise ValueError(f"devices: expected 'auto' or a pair like ['cuda:0', 'cuda:1'], got {request!r}")
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if request not in ("auto", "single"):
+            raise ValueError(f"devices: expected 'auto', 'single' or a pair like ['cuda:0', 'cuda:1'], "
+                             f"got {request!r}")
+        n = visible_gpus()
+        if request == "single" and n:
+            a = torch.device(f"cuda:{min(offset, n - 1)}")
+            return TowerDevices(a, a, f"single: both towers on {a} ({n} GPU(s) visible)")
+        if request == "single":
+            cpu = torch.device("cpu")
+            return TowerDevices(cpu, cpu, "single: no GPU found, both towers on the CPU")
         if n >= offset + 2:
             a, b = torch.device(f"cuda:{offset}"), torch.device(f"cuda:{offset + 1}")
             return TowerDevices(a, b, f"auto: two GPUs found, tower a on {a}, tower b on {b} (as in the paper)")
@@ -67,9 +98,7 @@ def resolve_devices(request: str | Sequence[str], *, offset: int = 0) -> TowerDe
         return TowerDevices(cpu, cpu, "auto: no GPU found, both towers on the CPU")
     if len(request) != 2:
         raise ValueError(f"devices: expected two devices (tower a, tower b), got {list(request)!r}")
-    a, b = torch.device(request[0]), torch.device(request[1])
-    _check_device(a, "devices[0] (tower a)")
-    _check_device(b, "devices[1] (tower b)")
+    a, b = check_device(request[0], "devices[0] (tower a)"), check_device(request[1], "devices[1] (tower b)")
     return TowerDevices(a, b, f"tower a on {a}, tower b on {b}")
 
 

@@ -120,9 +120,11 @@ def _build_figures(p: argparse.ArgumentParser) -> None:
 @command("figures", "write the paper's Figure 3 and Figure 4 (PNG and TensorBoard) from a checkpoint")(_build_figures)
 def _run_figures(args: argparse.Namespace) -> int:
     from alexnet.figures import make_figures
+    from twogpu.placement import check_device
+    device = str(check_device(args.device, "--device"))
     paths = make_figures(args.checkpoint, args.data, out=args.out, n_images=args.images,
                          n_queries=args.queries, n_neighbours=args.neighbours,
-                         max_train=args.max_train, device=args.device, seed=args.seed)
+                         max_train=args.max_train, device=device, seed=args.seed)
     for path in paths:
         print(path)
     return 0
@@ -188,7 +190,9 @@ def _build_predict(p: argparse.ArgumentParser) -> None:
 @command("predict", "the five most probable labels of images, with probabilities (Figure 4, left)")(_build_predict)
 def _run_predict(args: argparse.Namespace) -> int:
     from alexnet.predict import format_predictions, predict
-    results = predict(args.checkpoint, args.images, k=args.k, ten_view=args.ten_view, device=args.device)
+    from twogpu.placement import check_device
+    device = str(check_device(args.device, "--device"))
+    results = predict(args.checkpoint, args.images, k=args.k, ten_view=args.ten_view, device=device)
     print(format_predictions(results))
     return 1 if any(isinstance(r, str) for _, r in results) else 0
 

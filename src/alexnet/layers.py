@@ -216,7 +216,11 @@ class LocalResponseNorm(nn.Module):
 class SpatialResponseNorm(nn.Module):
     """cuda-convnet's ``rnorm`` layer (in Krizhevsky's released configuration after conv2, not in
     the paper): each map normalised by its own ``size``×``size`` neighbourhood,
-    b = a / (k + α/size² Σ_window a²)^β, with zero padding at the borders."""
+    b = a / (k + α/size² Σ_window a²)^β, with zero padding at the borders.
+
+    Like the LRN, it is computed in float32 with autocast off and returned in its input's dtype, so
+    under bf16 autocast the maps after it (conv2's output, which crosses to the other tower at
+    conv3) stay bf16 instead of being promoted to float32 by ``pow``."""
 
     def __init__(self, size: int = 5, alpha: float = 1e-3, beta: float = 0.75, k: float = 1.0) -> None:
         super().__init__()
@@ -224,9 +228,18 @@ class SpatialResponseNorm(nn.Module):
             raise ValueError(f"spatial norm size must be a positive odd number, got {size}")
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         mean_sq = F.avg_pool2d(x * x, self.size, stride=1, padding=self.size // 2, count_include_pad=True)
         return x * (self.k + self.alpha * mean_sq).pow(-self.beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        if dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return self._normalise(x).to(dtype)
+        return self._normalise(x).to(dtype)
 
 
 class Dropout(nn.Module):

@@ -27,11 +27,12 @@ from torch import nn
 from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
 from alexnet.console import alexnet_command, say as print_line
 from alexnet.data import ImagePipeline
-from alexnet.fast import amp_context, prepare_for_speed, tune_cpu_allocator
+from alexnet.fast import prepare_for_speed, tune_cpu_allocator
 from alexnet.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
 from alexnet.inference import Fc7Capture, network_for, topk_mistakes
 from alexnet.model import AlexNet
 from alexnet.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
+from twogpu import placement, precision
 from twogpu.checkpoint import CheckpointDir
 from twogpu.placement import TowerDevices, resolve_devices
 from twogpu.rng import device_streams, stream_seed, use_streams
@@ -45,13 +46,15 @@ class TrainError(RuntimeError):
     """A run that cannot start (existing run directory, mismatched checkpoint, missing GPUs)."""
 
 
+ONE_GPU_HINT = "With one GPU or none, run `make train-1gpu DATA=...` (both towers on one device, or the CPU)."
+
+
 def require_gpus(n: int) -> None:
     """``make train-2gpu``: stop with a clear message unless ``n`` GPUs are visible."""
-    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if found < n:
-        raise TrainError(f"this target trains the two towers on {n} GPUs, but {found} CUDA device(s) are "
-                         f"visible. With one GPU or none, run `make train-1gpu DATA=...` (both towers on one "
-                         f"device, or the CPU).")
+    try:
+        placement.require_gpus(n, "training the two towers on separate GPUs", ONE_GPU_HINT)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
 
 
 class AlexNetTask:
@@ -116,8 +119,8 @@ class AlexNetTask:
         return xs if two_devices else xs[0]
 
     def _autocast(self):
-        """bf16 autocast on CUDA when ``train.amp = "bf16"``; the paper's fp32 elsewhere."""
-        return amp_context(self.dev, self.cfg.train.amp if self.dev.type == "cuda" else "none")
+        """bf16 autocast on CUDA when ``train.precision = "bf16"``; nothing otherwise (twogpu/precision.py)."""
+        return precision.autocast(self.dev, self.cfg.train.precision)
 
     def train_step(self, batch: Any) -> StepOutput:
         x = self._input(batch, train=True)                      # (N, 3, 224, 224) on each tower's device
@@ -278,8 +281,10 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
         raise TrainError(f"{run_dir} already holds checkpoints of a run: continue it with --resume, or choose "
                          f"another name with --set train.name=...")
     devices = devices or resolve_devices(cfg.train.devices, offset=device_offset)
+    arithmetic = precision.configure(cfg.train.precision)
     if main:
         say(f"devices: {devices.reason}")
+        say(f"precision: {arithmetic}")
         if "cpu" in (devices.a.type, devices.b.type):
             from alexnet import native
             say(f"LRN on the CPU: {native.status()}")
@@ -345,19 +350,20 @@ def train_data_parallel(cfg: Config, *, resume: str | None = None,
                         log: Callable[[str], None] | None = None) -> RunResult:
     """One replica of a data-parallel run launched by ``torchrun`` (issue: scale out).
 
-    Each process drives one two-tower replica on its own devices (local rank r → ``cuda:2r``,
-    ``cuda:2r+1``; one GPU each, or the CPU, when there are fewer), ``DistributedDataParallel``
+    Each process drives one two-tower replica on its own devices, one layout for every replica of
+    the node (local rank r → ``cuda:2r``, ``cuda:2r+1``; one GPU each when there are fewer than two per
+    replica; the CPU without GPUs; refused when the GPUs do not divide: twogpu/replicas.py),
+    ``DistributedDataParallel``
     all-reduces the gradients (NCCL on GPUs, gloo on the CPU), the sampler shards each epoch's
     seeded order, validation counts are summed over ranks, and only rank 0 writes.
     ``train.batch_size`` is per replica, so the global batch is batch_size × replicas.
     """
     from twogpu import replicas
 
-    use_cuda = cfg.train.devices == "auto" and torch.cuda.is_available() or (
-        not isinstance(cfg.train.devices, str) and any(d.startswith("cuda") for d in cfg.train.devices))
-    world = replicas.init_from_env(timeout_s=cfg.train.dist_timeout_s, use_cuda=use_cuda)
+    # every replica's devices first (one layout for the node), then join the group bound to them
+    devices = replicas.replica_devices(replicas.world_from_env(), cfg.train.devices)
+    world = replicas.init_from_env(timeout_s=cfg.train.dist_timeout_s, device=devices.a)
     try:
-        devices = replicas.replica_devices(world, cfg.train.devices)
         comm = devices.a if world.backend == "nccl" else torch.device("cpu")
         say = log or print_line
         if world.is_main:
@@ -366,7 +372,7 @@ def train_data_parallel(cfg: Config, *, resume: str | None = None,
         say(devices.reason)                                    # "replica r ...: tower a on ..."
 
         def reduce_sum(t: torch.Tensor) -> torch.Tensor:
-            return _all_reduce_sum(t, comm)
+            return replicas.all_reduce_sum(t, world, comm)
 
         return train(cfg, resume=resume, rank=world.rank, world_size=world.world_size, devices=devices,
                      wrap=lambda m: replicas.wrap(m, world), agree=lambda f: replicas.agree_any(f, world, comm),
@@ -374,9 +380,3 @@ def train_data_parallel(cfg: Config, *, resume: str | None = None,
     finally:
         replicas.shutdown(world)
 
-
-def _all_reduce_sum(t: torch.Tensor, comm: torch.device) -> torch.Tensor:
-    import torch.distributed as dist
-    buf = t.to(comm)
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-    return buf.to(t.device)

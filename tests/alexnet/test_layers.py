@@ -1,6 +1,8 @@
 """The paper's layers against their definitions written out by hand (section 3.3 LRN, section 4.2
 dropout): explicit loops over the channel window, edges included, both α conventions."""
 
+import contextlib
+
 import pytest
 import torch
 
@@ -141,3 +143,73 @@ def test_paper_dropout_gradient_follows_mask():
     y = Dropout(0.5, "paper").train()(x)
     y.sum().backward()
     torch.testing.assert_close(x.grad, (y != 0).to(x.dtype))
+
+
+
+def spatial_norm_by_loops(a: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """cuda-convnet's rnorm written out: b = a / (k + α/size² Σ_{size×size window} a²)^β, zeros outside."""
+    n, c, h, w = a.shape
+    half = size // 2
+    out = torch.empty_like(a)
+    for y in range(h):
+        for x in range(w):
+            win = a[:, :, max(0, y - half):y + half + 1, max(0, x - half):x + half + 1]
+            s = (win ** 2).sum((2, 3))
+            out[:, :, y, x] = a[:, :, y, x] / (k + alpha / size ** 2 * s) ** beta
+    return out
+
+
+@contextlib.contextmanager
+def fake_cuda_bf16_autocast():
+    """Fake CUDA tensors (no GPU needed) under CUDA's bf16 autocast policy — the one that promotes
+    ``pow`` to float32. ``torch.autocast("cuda")`` disables itself without a GPU, so the policy is
+    switched on with the lower-level calls it makes."""
+    fake = pytest.importorskip("torch._subclasses.fake_tensor", reason="FakeTensorMode is a private API")
+    prev, dtype = torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
+    with fake.FakeTensorMode(allow_non_fake_inputs=True):
+        torch.set_autocast_dtype("cuda", torch.bfloat16)
+        torch.set_autocast_enabled("cuda", True)
+        torch.autocast_increment_nesting()
+        try:
+            yield
+        finally:
+            torch.autocast_decrement_nesting()
+            torch.set_autocast_enabled("cuda", prev)
+            torch.set_autocast_dtype("cuda", dtype)
+
+
+def test_spatial_norm_matches_its_definition_and_keeps_bf16_under_autocast():
+    from alexnet.layers import SpatialResponseNorm
+    torch.manual_seed(5)
+    a = torch.randn(2, 3, 7, 6) * 20
+    norm = SpatialResponseNorm(5, 1e-3, 0.75, 1.0)
+    ref = spatial_norm_by_loops(a.double(), 5, 1e-3, 0.75, 1.0)
+    torch.testing.assert_close(norm(a).double(), ref, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf = norm(a.bfloat16())
+    assert bf.dtype == torch.bfloat16
+    torch.testing.assert_close(bf.double(), ref, rtol=2e-2, atol=2e-2)
+    with fake_cuda_bf16_autocast():
+        out = norm(torch.empty(2, 3, 7, 6, device="cuda:0", dtype=torch.bfloat16))
+    assert out.dtype == torch.bfloat16                 # CUDA autocast's pow would make it float32
+
+
+def test_cuda_convnet_preset_under_bf16_sends_bf16_at_every_crossing():
+    """Issue 11 (2f): conv2's spatial normalisation must not pull the conv3 crossing to float32.
+    Towers on two fake GPUs under CUDA's bf16 autocast policy. Bytes per image counted by hand
+    (bf16 = 2 bytes): each tower sends its 128×13×13 pool2 maps for conv3, its 128×6×6 pool5 maps
+    for fc6, its 2048 fc6 units for fc7, and tower b its 2048 fc7 units to tower a for fc8
+    (cuda-convnet's fc8 on tower a only): 117,248 B (203,776 with conv3 in float32)."""
+    from alexnet import AlexNet
+    from twogpu import record_crossings
+    with fake_cuda_bf16_autocast():
+        m = AlexNet(num_classes=10, devices=("cuda:0", "cuda:1"), preset="cuda-convnet").eval()
+        with record_crossings() as records, torch.no_grad():
+            m(torch.empty(2, 3, 227, 227, device="cuda:0"))
+    by_site = {}
+    for r in records:
+        by_site[r.site] = by_site.get(r.site, 0) + r.bytes_forward // 2
+    bf16 = 2
+    assert by_site == {"conv3": bf16 * 2 * 128 * 13 * 13, "fc6": bf16 * 2 * 128 * 6 * 6,
+                       "fc7": bf16 * 2 * 2048, "fc8": bf16 * 2048}
+    assert sum(by_site.values()) == 117_248

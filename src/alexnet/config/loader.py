@@ -18,8 +18,12 @@ from typing import Any, Literal, Mapping, Sequence
 from alexnet.config.presets import model_preset
 from alexnet.config.schema import SECTIONS, Config, ConfigError, ModelConfig
 
-RENAMED = {"data.crop_size": "model.input_size"}
+RENAMED = {"data.crop_size": "model.input_size", "train.amp": "train.precision"}
 """Keys of earlier versions and the key that replaced them (:func:`upgrade` moves saved values)."""
+RENAMED_WHY = {"data.crop_size": "224: the paper's and cuda-convnet2's input, 227: Caffe's",
+               "train.amp": "amp 'none' is precision 'fp32', 'bf16' stays 'bf16'"}
+RENAMED_VALUES = {"train.amp": {"none": "fp32", "bf16": "bf16"}}
+"""Renamed keys whose values changed name too (old value → new value)."""
 
 
 # ------------------------------------------------------------------------------------------ TOML
@@ -65,8 +69,8 @@ def check_keys(data: Mapping[str, Any], source: str) -> None:
         unknown = sorted(set(values) - known)
         for k in unknown:
             if f"{name}.{k}" in RENAMED:
-                raise ConfigError(f"{source}: {name}.{k} is now {RENAMED[f'{name}.{k}']} (224: the paper's and "
-                                  "cuda-convnet2's input, 227: Caffe's)")
+                raise ConfigError(f"{source}: {name}.{k} is now {RENAMED[f'{name}.{k}']} "
+                                  f"({RENAMED_WHY[f'{name}.{k}']})")
         if unknown:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
                               f"known keys of [{name}]: {', '.join(sorted(known))}")
@@ -126,13 +130,15 @@ def _build_section(cls: type, values: Mapping[str, Any], source: str, section: s
 # --------------------------------------------------------------------------------------- reading
 def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
     """A config dict saved by an earlier version (a checkpoint's, a run's config.toml) in today's keys:
-    ``data.crop_size`` (227 then) becomes ``model.input_size``. Today's dicts come back unchanged."""
+    ``data.crop_size`` (227 then) becomes ``model.input_size``, ``train.amp`` ('none'/'bf16')
+    ``train.precision`` ('fp32'/'bf16'). Today's dicts come back unchanged."""
     out = {s: dict(v) if isinstance(v, Mapping) else v for s, v in data.items()}
     for old, new in RENAMED.items():
         (s_old, k_old), (s_new, k_new) = old.split("."), new.split(".")
         table = out.get(s_old)
         if isinstance(table, dict) and k_old in table:
             value = table.pop(k_old)
+            value = RENAMED_VALUES.get(old, {}).get(value, value)
             out.setdefault(s_new, {}).setdefault(k_new, value)
     return out
 

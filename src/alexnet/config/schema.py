@@ -192,7 +192,9 @@ class TrainConfig:
     batch_size: int = _f(128, "Images per step; both towers see the same batch (section 5).")
     seed: int = _f(0, "Seed for initialisation, data order and augmentation.")
     devices: tuple[str, ...] | str = _f(
-        "auto", "'auto' (two GPUs, else one, else the CPU) or [tower a, tower b], e.g. ['cuda:0', 'cuda:1'].")
+        "auto", "'auto' (two GPUs, else one, else the CPU), 'single' (one GPU whatever the number present, "
+                "else the CPU) or [tower a, tower b], e.g. ['cuda:0', 'cuda:1']. Data-parallel replicas: see "
+                "README 'Scaling out'.")
     grouped_when_single_device: bool = _f(
         True, "With both towers on one device, run the grouped-convolution twin (same math, faster); "
               "checkpoints keep the two-tower layout.")
@@ -218,13 +220,17 @@ class TrainConfig:
         True, "Keep activations and weights in the channels_last (NHWC) memory format: faster on GPUs and, "
               "measured with make bench, on the CPU too (the LRN's window sum becomes one 1×1 convolution). "
               "Same numbers up to float rounding.")
-    amp: Literal["none", "bf16"] = _f("none", "Mixed precision autocast on CUDA; 'none' is the paper's fp32.")
+    precision: Literal["fp32", "tf32", "bf16"] = _f(
+        "fp32", "Arithmetic (twogpu/precision.py), logged at start: 'fp32' the paper's IEEE float32 (TF32 off "
+                "for cuDNN convolutions and matmuls); 'tf32' float32 with TF32 tensor cores allowed (GPUs); "
+                "'bf16' bfloat16 autocast on GPUs (normalisations and loss in float32). Replaces the old key "
+                "'amp' ('none' = 'fp32', 'bf16' = 'bf16'): checkpoints that have it are read as precision.")
     compile: bool = _f(False, "Wrap each tower in torch.compile.")
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "keep_last", "log_every")
-        if isinstance(self.devices, str) and self.devices != "auto":
-            raise ConfigError(f"train.devices must be 'auto' or a pair of devices, got {self.devices!r}")
+        if isinstance(self.devices, str) and self.devices not in ("auto", "single"):
+            raise ConfigError(f"train.devices must be 'auto', 'single' or a pair of devices, got {self.devices!r}")
         if not isinstance(self.devices, str) and len(self.devices) != 2:
             raise ConfigError(f"train.devices must name two devices (tower a, tower b), got {list(self.devices)}")
 
