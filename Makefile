@@ -8,7 +8,7 @@ DATA   ?=
 ARGS   ?=
 NPROC  ?= 1
 
-.PHONY: install test demo train-2gpu train-1gpu evaluate tensorboard bench clean ablations-demo
+.PHONY: install test demo train-2gpu train-1gpu evaluate tensorboard bench gpu-check clean ablations-demo
 
 install: $(STAMP)
 
@@ -84,6 +84,11 @@ tensorboard: $(STAMP)
 # ARGS= e.g. "--quick", "--no-channels-last --no-tune-malloc" (the plain PyTorch defaults), "--devices cuda:0 cuda:1 --precision bf16"
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)
+
+# The one-GPU check (under 5 minutes): OUT=folder for gpu_check.json and summary.txt.
+OUT ?= gpu-check
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py $(OUT) $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

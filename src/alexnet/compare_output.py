@@ -13,6 +13,8 @@ import json
 import math
 from typing import Any, Callable, Sequence
 
+from twogpu.timing import format_duration
+
 
 def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}"
@@ -43,11 +45,7 @@ def _pair(row: Any, prefix: str, fmt: Callable[[float | None], str]) -> str:
 
 
 def _duration(s: float | None) -> str:
-    if s is None or not math.isfinite(s):
-        return "–"
-    h, rem = divmod(int(round(s)), 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s"
+    return "–" if s is None or not math.isfinite(s) else format_duration(s)
 
 
 def to_markdown(rows: Sequence[Any]) -> str:

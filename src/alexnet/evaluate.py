@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -24,6 +23,7 @@ from alexnet.inference import (checkpoint_stats, model_from_state, network_for, 
                                run_dir_of_checkpoint, topk_mistakes)
 from alexnet.stats import resolve_stats
 from twogpu.checkpoint import load_checkpoint
+from twogpu.files import write_text_atomic
 from twogpu.placement import resolve_devices
 
 
@@ -77,8 +77,6 @@ def evaluate(checkpoint: str | Path, data_root: str | None = None, *, devices: S
         log(summary)
     out = Path(out) if out else run_dir_of_checkpoint(checkpoint) / "eval.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     log(f"wrote {out}")
     return result

@@ -15,8 +15,6 @@ stop flag) and a ``reduce_sum`` function (all-reduce of validation counts); only
 from __future__ import annotations
 
 import dataclasses
-import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -32,14 +30,13 @@ from alexnet.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
 from alexnet.inference import Fc7Capture, network_for, topk_mistakes
 from alexnet.model import AlexNet
 from alexnet.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
+from alexnet.stall import StallWarning
 from twogpu import placement, precision
 from twogpu.checkpoint import CheckpointDir
+from twogpu.files import write_text_atomic
 from twogpu.placement import TowerDevices, resolve_devices
 from twogpu.rng import device_streams, stream_seed, use_streams
 from twogpu.trainer import Hook, RunResult, StepOutput, Trainer, TrainerOptions
-
-STALL_HINT = ("This is AlexNet's known stall with biases initialised to 1 (Caffe's reproduction, BVLC PR "
-              "#327); Caffe used 0.1: --set model.init_bias_one=0.1.")
 
 
 class TrainError(RuntimeError):
@@ -259,12 +256,6 @@ def run_dir_of(cfg: Config) -> Path:
     return Path(cfg.train.runs_dir) / cfg.train.name
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: int = 1,
           device_offset: int = 0, devices: TowerDevices | None = None,
           wrap: Callable[[nn.Module], nn.Module] | None = None,
@@ -301,14 +292,15 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
             f"{len(pipeline.train_samples)} training / {len(pipeline.val_samples)} validation images, "
             f"{pipeline.steps_per_epoch()} steps per epoch of {cfg.train.batch_size}")
     hooks = list(hooks)
+    if cfg.train.stall_warn_steps:
+        hooks.append(StallWarning(cfg.model.num_classes, cfg.train.stall_warn_steps))
     if dashboards and main:
         from alexnet.dashboard import TensorBoardHook
         hooks.append(TensorBoardHook(run_dir, task, cfg))
     options = TrainerOptions(
         epochs=cfg.train.epochs, run_dir=run_dir, max_steps=cfg.train.max_steps, log_every=cfg.train.log_every,
         checkpoint_minutes=cfg.train.checkpoint_minutes, keep_last=cfg.train.keep_last, rank=rank,
-        world_size=world_size, stall_loss=math.log(cfg.model.num_classes) if cfg.train.stall_warn_steps else None,
-        stall_steps=max(cfg.train.stall_warn_steps, 1), stall_hint=STALL_HINT,
+        world_size=world_size,
         resume_hint=alexnet_command("train", "--config", str(run_dir / "config.toml"), "--resume"),
         extra_state={"config": config_to_dict(cfg)})
     trainer = Trainer(task, options, hooks=hooks, agree=agree, log=say)
@@ -322,7 +314,7 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
                              f"see the same run directory ({run_dir}) to resume, e.g. on a shared filesystem")
     if main:  # only once the checkpoint (if any) was accepted: the file must describe the weights
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(run_dir / "config.toml", config_to_toml(cfg))
+        write_text_atomic(run_dir / "config.toml", config_to_toml(cfg))
     try:
         result = trainer.fit()
     finally:

@@ -31,17 +31,6 @@ def test_fp32_switches_tf32_off_for_cudnn_convolutions_and_matmuls():
     assert precision.tf32_enabled() == {"cudnn_conv": False, "cuda_matmul": False}
 
 
-def test_pytorch_default_is_not_fp32_for_cudnn():
-    """Why the setting exists: PyTorch's default lets cuDNN convolutions use TF32."""
-    import subprocess
-    import sys
-    code = ("import torch; b = torch.backends.cudnn; "
-            "print(b.conv.fp32_precision if hasattr(b, 'conv') and hasattr(b.conv, 'fp32_precision') "
-            "else ('tf32' if b.allow_tf32 else 'ieee'))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "tf32"
-
-
 def test_autocast_only_for_bf16_and_only_on_cuda_unless_asked():
     assert isinstance(precision.autocast("cpu", "bf16"), contextlib.nullcontext)
     assert isinstance(precision.autocast("cuda:0", "fp32"), contextlib.nullcontext)

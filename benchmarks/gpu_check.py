@@ -1,0 +1,274 @@
+"""The one-GPU check: everything this project can verify on a single CUDA GPU, in under 5 minutes.
+
+    python benchmarks/gpu_check.py OUTDIR        (or benchmarks/gpu_check.sh OUTDIR, make gpu-check)
+
+Steps, each in its own process with a time limit (a crash or a hang fails that step, not the check):
+
+1. ``pytest -m cuda``: the CUDA-marked tests.
+2. ``equality``: the two-tower network with the towers on (cuda:0, cuda:0) without and with tower b's
+   side stream, and on (cuda:0, cpu) — a real device-to-device copy at every crossing — against the
+   same weights on the CPU, in true fp32 (``twogpu.precision.configure("fp32")``: TF32 off for cuDNN
+   convolutions and matmuls): logits in eval mode and every gradient of one training step (dropout
+   off: the CPU and CUDA draw different masks), worst relative difference below 1e-3.
+3. ``bf16``: one training step under bf16 autocast, its loss beside the fp32 loss of the same weights
+   and batch (within 5 %), every gradient finite.
+4. ``compile``: two ``torch.compile``d training steps, their losses beside eager ones (within 1e-3).
+5. ``bench-fp32`` / ``bench-bf16``: ``benchmarks/bench.py`` on cuda:0: training and inference img/s and
+   peak memory of both layouts (two towers with the side stream, and the grouped twin) beside
+   torchvision's AlexNet in the same run, and the share of the GPU's measured matmul ceiling.
+
+Writes ``OUTDIR/gpu_check.json`` (every step: status, seconds, figures) and ``OUTDIR/summary.txt``,
+each step's output to ``OUTDIR/<step>.txt``; exits 0 only when every step passed, 1 when one
+failed, 2 when there is no CUDA device (the JSON and summary say so too).
+
+``--device cpu`` runs steps 2–4 with the CPU standing in for cuda:0 (the plumbing, not the GPU: the
+test suite uses it); ``--only`` runs a subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+BUDGET_S = {"pytest-cuda": 60, "equality": 45, "bf16": 30, "compile": 75, "bench-fp32": 45, "bench-bf16": 35}
+"""Time limit of each step (seconds): 290 s together, so the whole check ends within 5 minutes."""
+STEPS = tuple(BUDGET_S)
+
+
+# ------------------------------------------------------------------------------------ the checks
+def _model(devices, num_classes: int = 1000):
+    import torch
+    from alexnet.model import AlexNet
+    torch.manual_seed(0)
+    m = AlexNet(num_classes=num_classes, devices=devices)
+    for tower in m.towers():                      # CPU and CUDA draw different dropout masks
+        tower.drop6.p = tower.drop7.p = 0.0
+    return m
+
+
+def _load_same_weights(model, reference) -> None:
+    target = model.state_dict()
+    model.load_state_dict({k: v.to(target[k].device) for k, v in reference.state_dict().items()})
+
+
+def _batch(device: str):
+    import torch
+    n = 8 if torch.device(device).type == "cuda" else 2          # the CPU rehearsal stays short
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 3, 227, 227, generator=g) * 50, torch.randint(0, 1000, (n,), generator=g)
+
+
+def _grads(model, x, y, precision: str = "fp32"):
+    import torch
+    from twogpu import precision as precisions
+    model.train()
+    model.zero_grad(set_to_none=True)
+    with precisions.autocast(model.devices[0], precision):
+        logits = model(x.to(model.devices[0]))
+    loss = torch.nn.functional.cross_entropy(logits.float(), y.to(model.devices[0]))
+    loss.backward()
+    return float(loss.detach()), {n: p.grad.detach().float().cpu() for n, p in model.named_parameters()}
+
+
+def _worst_relative(a: dict, b: dict) -> tuple[float, str]:
+    worst, where = 0.0, ""
+    for k in a:
+        d = float((a[k] - b[k]).abs().max() / (b[k].abs().max() + 1e-12))
+        if d > worst:
+            worst, where = d, k
+    return worst, where
+
+
+def check_equality(gpu: str) -> dict:
+    """Step 2: forward and gradient of each layout against the CPU, in true fp32."""
+    import torch
+    from alexnet.fast import enable_tower_streams
+    from twogpu import precision as precisions
+    print(f"precision: {precisions.configure('fp32')}")
+    x, y = _batch(gpu)
+    ref = _model(("cpu", "cpu"))
+    ref.eval()
+    with torch.no_grad():
+        ref_logits = ref(x)
+    ref_loss, ref_grads = _grads(ref, x, y)
+    layouts = {"same-device": ((gpu, gpu), False), "same-device+side-stream": ((gpu, gpu), True),
+               "device+cpu": ((gpu, "cpu"), False)}
+    results, failed = {}, []
+    m = None
+    for name, (devices, side) in layouts.items():
+        if not side:                              # the side-stream run reuses the same-device model
+            del m
+            m = _model(devices)
+            _load_same_weights(m, ref)
+        streams = enable_tower_streams(m) if side else False
+        if side and not streams and torch.device(gpu).type == "cuda":
+            failed.append(f"{name}: the side stream was not enabled")
+        m.eval()
+        with torch.no_grad():
+            logits = m(x.to(devices[0])).cpu()
+        fwd = float((logits - ref_logits).abs().max() / ref_logits.abs().max())
+        loss, grads = _grads(m, x, y)
+        worst, where = _worst_relative(grads, ref_grads)
+        results[name] = {"devices": list(devices), "side_stream": streams, "forward_max_rel": fwd,
+                         "grad_max_rel": worst, "grad_worst_param": where, "loss": loss, "cpu_loss": ref_loss}
+        print(f"{name:<24} devices {devices}  side stream {streams}: logits max rel diff {fwd:.2e}, "
+              f"gradients max rel diff {worst:.2e} ({where})")
+        if not (fwd < 1e-3 and worst < 1e-3):
+            failed.append(f"{name}: forward {fwd:.2e} / gradient {worst:.2e} (limit 1e-3)")
+    return {"layouts": results, "failed": failed}
+
+
+def check_bf16(gpu: str) -> dict:
+    """Step 3: a bf16 autocast step against fp32 on the same weights and batch."""
+    import torch
+    from twogpu import precision as precisions
+    precisions.configure("bf16")
+    x, y = _batch(gpu)
+    m = _model((gpu, gpu))
+    fp32_loss, _ = _grads(m, x, y, "fp32")
+    bf16_loss, grads = _grads(m, x, y, "bf16")
+    finite = all(bool(torch.isfinite(g).all()) for g in grads.values())
+    rel = abs(bf16_loss - fp32_loss) / abs(fp32_loss)
+    print(f"bf16 loss {bf16_loss:.5f} vs fp32 {fp32_loss:.5f} (rel {rel:.2e}); gradients finite: {finite}")
+    failed = [] if finite and rel < 0.05 else [f"bf16 loss rel diff {rel:.2e} or non-finite gradients"]
+    if torch.device(gpu).type != "cuda":
+        print("(the CPU computes bf16 runs in fp32: this only checks the plumbing)")
+    return {"fp32_loss": fp32_loss, "bf16_loss": bf16_loss, "rel": rel, "finite": finite, "failed": failed}
+
+
+def check_compile(gpu: str) -> dict:
+    """Step 4: torch.compile'd training steps against eager ones."""
+    import torch
+    from alexnet.fast import prepare_for_speed
+    from twogpu import precision as precisions
+    precisions.configure("fp32")
+    x, y = _batch(gpu)
+    eager, compiled = _model((gpu, gpu)), _model((gpu, gpu))
+    _load_same_weights(compiled, eager)
+    prepare_for_speed(compiled, compile=True)
+    t0 = time.perf_counter()
+    losses = []
+    for m in (eager, compiled):
+        opt = torch.optim.SGD(m.parameters(), lr=0.001, momentum=0.9)
+        run = []
+        for _ in range(2):
+            loss, _ = _grads(m, x, y)
+            opt.step()
+            run.append(loss)
+        losses.append(run)
+    rel = max(abs(a - b) / abs(a) for a, b in zip(*losses))
+    print(f"eager losses {losses[0]}, compiled {losses[1]} (max rel {rel:.2e}); {time.perf_counter() - t0:.0f} s "
+          f"including compilation")
+    return {"eager": losses[0], "compiled": losses[1], "rel": rel,
+            "failed": [] if rel < 1e-3 else [f"compiled loss rel diff {rel:.2e}"]}
+
+
+CHECKS: dict[str, Callable[[str], dict]] = {"equality": check_equality, "bf16": check_bf16, "compile": check_compile}
+
+
+# ------------------------------------------------------------------------------------ the runner
+def _run_step(name: str, cmd: Sequence[str], out: Path, limit: float) -> dict:
+    t0 = time.monotonic()
+    log = out / f"{name}.txt"
+    with open(log, "w") as f:
+        try:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=limit, cwd=ROOT).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    row = {"status": "passed" if rc == 0 else "failed", "exit": rc, "seconds": round(time.monotonic() - t0, 1),
+           "log": str(log)}
+    result = out / f"{name}.json"
+    if result.exists():
+        row["result"] = json.loads(result.read_text())
+    return row
+
+
+def _bench_figures(out: Path, name: str) -> dict:
+    path = out / name / "bench.json"
+    if not path.exists():
+        return {}
+    r = json.loads(path.read_text())
+    return {"train_img_s": r["train_img_s"], "train_ratio_to_torchvision": r["train_ratio_to_torchvision"],
+            "infer_img_s": r["infer_img_s"], "peak_memory_bytes": r["peak_memory_bytes"],
+            "train_share_of_peak": r["train_share_of_peak"], "matmul_ceiling": r["matmul_ceiling"]}
+
+
+def summary_lines(report: dict) -> list[str]:
+    lines = [f"gpu_check {report['date']}  {report['device_name']}  torch {report['torch']}"]
+    if report.get("error"):
+        return lines + [f"error: {report['error']}"]
+    for name, row in report["steps"].items():
+        extra = ""
+        res = row.get("result", {})
+        if res.get("failed"):
+            extra = "  " + "; ".join(res["failed"])
+        lines.append(f"{name:<12} {row['status']:<7} exit {row['exit']!s:<8} {row['seconds']:>6.1f} s{extra}")
+        for model, v in row.get("bench", {}).get("train_img_s", {}).items():
+            mem = "/".join(f"{b / 2**20:.0f}" for b in row["bench"]["peak_memory_bytes"][model].values())
+            lines.append(f"    {model:<12} train {v:8.1f} img/s  x tv {row['bench']['train_ratio_to_torchvision'][model]:.2f}"
+                         f"  {100 * row['bench']['train_share_of_peak'][model]:5.1f}% of ceiling  peak mem {mem} MiB")
+    lines.append(f"overall: {'passed' if report['passed'] else 'FAILED'}")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path, help="output folder")
+    ap.add_argument("--device", default="cuda:0", help="the GPU (cpu: rehearse steps 2-4 without one)")
+    ap.add_argument("--only", nargs="+", choices=STEPS, default=None, help="run these steps only")
+    ap.add_argument("--check", choices=tuple(CHECKS), default=None, help=argparse.SUPPRESS)  # in the step's process
+    a = ap.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    if a.check:
+        result = CHECKS[a.check](a.device)
+        (a.out / f"{a.check}.json").write_text(json.dumps(result, indent=2))
+        return 1 if result["failed"] else 0
+
+    import torch
+    report: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__,
+                    "cuda_build": torch.version.cuda, "device": a.device, "steps": {}, "passed": False}
+    on_gpu = torch.device(a.device).type == "cuda"
+    if on_gpu and not torch.cuda.is_available():
+        report.update(device_name="no GPU", error=f"no CUDA device is visible (torch {torch.__version__}, CUDA build "
+                      f"{torch.version.cuda}): nothing was checked")
+    else:
+        report["device_name"] = torch.cuda.get_device_name(a.device) if on_gpu else "CPU rehearsal (no GPU checked)"
+    if "error" not in report:
+        steps = a.only or (STEPS if on_gpu else tuple(CHECKS))
+        py = sys.executable
+        for name in steps:
+            if name == "pytest-cuda":
+                cmd = [py, "-m", "pytest", "tests", "-m", "cuda", "-q", "-p", "no:cacheprovider"]
+            elif name.startswith("bench-"):
+                prec = name.split("-", 1)[1]
+                cmd = [py, "benchmarks/bench.py", "--devices", a.device, a.device, "--reps", "5", "--no-loader",
+                       "--precision", prec, "--out", str(a.out / name)]
+            else:
+                cmd = [py, __file__, str(a.out), "--device", a.device, "--check", name]
+            row = _run_step(name, cmd, a.out, BUDGET_S[name] * (1 if on_gpu else 20))  # the CPU is slower
+            if name.startswith("bench-"):
+                row["bench"] = _bench_figures(a.out, name)
+            report["steps"][name] = row
+            print(f"{name}: {row['status']} ({row['seconds']} s)", flush=True)
+        report["passed"] = all(r["status"] == "passed" for r in report["steps"].values())
+    (a.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+    text = "\n".join(summary_lines(report))
+    (a.out / "summary.txt").write_text(text + "\n")
+    print(text)
+    if "error" in report:
+        print(f"gpu_check: {report['error']}", file=sys.stderr)
+        return 2
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
