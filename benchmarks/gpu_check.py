@@ -91,7 +91,6 @@ def _worst_relative(a: dict, b: dict) -> tuple[float, str]:
 def check_equality(gpu: str) -> dict:
     """Step 2: forward and gradient of each layout against the CPU, in true fp32."""
     import torch
-    from alexnet.fast import enable_tower_streams
     from twogpu import precision as precisions
     print(f"precision: {precisions.configure('fp32')}")
     x, y = _batch(gpu)
@@ -109,7 +108,7 @@ def check_equality(gpu: str) -> dict:
             del m
             m = _model(devices)
             _load_same_weights(m, ref)
-        streams = enable_tower_streams(m) if side else False
+        streams = m.use_side_stream(side)
         if side and not streams and torch.device(gpu).type == "cuda":
             failed.append(f"{name}: the side stream was not enabled")
         m.eval()

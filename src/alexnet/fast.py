@@ -1,4 +1,5 @@
-"""Model-side speed options: memory format, mixed precision, compilation, concurrent towers.
+"""Model-side speed options: memory format, compilation, concurrent towers (precision:
+:mod:`twogpu.precision`).
 
 None of these changes the network of Krizhevsky et al. (2012, section 3); they change how it runs.
 Parameter names (and so checkpoints) stay the same. The trainer calls, once, after building the
@@ -9,7 +10,7 @@ model and before building the optimizer::
 and, in each step (its input comes from ``ImagePipeline.to_model_input``, made channels_last
 there; :func:`to_input` does the same for a plain tensor, as the benchmarks use it)::
 
-    with amp_context(device, cfg.train.amp):
+    with twogpu.precision.autocast(device, cfg.train.precision):
         logits = model(x)
 
 Every function here is also correct on the CPU (the tests run them there).
@@ -17,15 +18,11 @@ Every function here is also correct on the CPU (the tests run them there).
 
 from __future__ import annotations
 
-import contextlib
-from typing import ContextManager
 
 import torch
 from torch import nn
 
 from alexnet.model import AlexNet
-
-AMP_DTYPES = {"bf16": torch.bfloat16}
 
 
 def prepare_for_speed(model: nn.Module, *, channels_last: bool = False, compile: bool = False,
@@ -60,16 +57,6 @@ def to_input(x: torch.Tensor, device: torch.device | str, *, channels_last: bool
     pin memory: ``pin_memory=True``), in channels_last order when asked. No host synchronisation."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return x.to(device, non_blocking=True, memory_format=fmt)
-
-
-def amp_context(device: torch.device | str, amp: str = "none") -> ContextManager:
-    """``torch.autocast`` in bfloat16 for ``amp="bf16"`` (matmuls and convolutions in bf16, the LRN
-    and the loss in float32); ``"none"`` is the paper's float32 and returns a no-op context."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    if amp not in AMP_DTYPES:
-        raise ValueError(f"train.amp must be 'none' or one of {sorted(AMP_DTYPES)}, got {amp!r}")
-    return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[amp])
 
 
 def tune_cpu_allocator(enable: bool = True) -> bool:

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from alexnet.fast import amp_context, prepare_for_speed, to_input
+from alexnet.fast import prepare_for_speed, to_input
+from twogpu.precision import autocast
 from alexnet.grouped import GroupedAlexNet, grouped_from
 from alexnet.model import AlexNet
 
@@ -46,14 +47,14 @@ def test_channels_last_grouped_twin_gradients_match():
 def test_bf16_autocast_runs_and_stays_close():
     model, _ = _pair()
     x = torch.randn(2, 3, 224, 224) * 50
-    with amp_context("cpu", "bf16"):
+    with autocast("cpu", "bf16", on_cpu=True):
         y = model(x)
     assert y.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), model(x), rtol=0.1, atol=0.05)
-    with amp_context("cpu", "none"):
+    with autocast("cpu", "fp32", on_cpu=True):
         assert model(x).dtype == torch.float32
-    with pytest.raises(ValueError, match="train.amp"):
-        amp_context("cpu", "fp8")
+    with pytest.raises(ValueError, match="precision"):
+        autocast("cpu", "fp8")
 
 
 def test_tower_streams_only_for_two_towers_on_one_gpu():
