@@ -14,6 +14,7 @@ processes or speaks a protocol of its own: it reads the environment ``torchrun``
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 import torch
@@ -196,7 +197,19 @@ def allreduce_bytes_per_step(model: nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
 
 
-def shutdown(world: World) -> None:
-    """Leave the process group (after the last collective)."""
+def shutdown(world: World, *, clean: bool = True) -> None:
+    """Leave the process group after the last collective.
+
+    On a clean finish every rank first meets the others at a barrier, so no rank closes its
+    connections while a peer's gloo threads still exchange with it. Then the group is destroyed and
+    a garbage collection frees what the caller released (a DDP wrapper sits in reference cycles), so
+    the group's last references go — and with them gloo's worker threads, where nothing else holds
+    the group — while the interpreter is fully alive: a gloo thread that releases a Python tensor
+    during interpreter shutdown aborts the process ("terminate called without an active
+    exception"). After an error (``clean=False``) no barrier: a peer may be gone.
+    """
     if world.distributed and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
+    gc.collect()

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import torch
 
-if TYPE_CHECKING:
-    from twogpu.trainer import Trainer
+Trainer = Any
+"""The :class:`twogpu.trainer.Trainer` calling a hook (not imported: the trainer imports this module)."""
 
 
 @dataclass
@@ -52,11 +52,11 @@ class Hook:
     name: str = ""
     """Key of this hook's state in checkpoints (empty: nothing stored)."""
 
-    def on_start(self, trainer: "Trainer") -> None: ...
-    def on_log(self, trainer: "Trainer", stats: Mapping[str, float]) -> None:
+    def on_start(self, trainer: Trainer) -> None: ...
+    def on_log(self, trainer: Trainer, stats: Mapping[str, float]) -> None:
         """Every ``log_every`` steps; ``stats["window_steps"]`` steps went into the averages."""
-    def on_epoch(self, trainer: "Trainer", metrics: Mapping[str, float]) -> None: ...
-    def on_end(self, trainer: "Trainer", result: "RunResult") -> None: ...
+    def on_epoch(self, trainer: Trainer, metrics: Mapping[str, float]) -> None: ...
+    def on_end(self, trainer: Trainer, result: "RunResult") -> None: ...
     def state_dict(self) -> dict[str, Any]:
         return {}
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...

@@ -18,7 +18,6 @@ Every function here is also correct on the CPU (the tests run them there).
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

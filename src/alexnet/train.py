@@ -366,9 +366,12 @@ def train_data_parallel(cfg: Config, *, resume: str | None = None,
         def reduce_sum(t: torch.Tensor) -> torch.Tensor:
             return replicas.all_reduce_sum(t, world, comm)
 
-        return train(cfg, resume=resume, rank=world.rank, world_size=world.world_size, devices=devices,
-                     wrap=lambda m: replicas.wrap(m, world), agree=lambda f: replicas.agree_any(f, world, comm),
-                     reduce_sum=reduce_sum, log=say if world.is_main else (lambda s: None))
-    finally:
-        replicas.shutdown(world)
+        result = train(cfg, resume=resume, rank=world.rank, world_size=world.world_size, devices=devices,
+                       wrap=lambda m: replicas.wrap(m, world), agree=lambda f: replicas.agree_any(f, world, comm),
+                       reduce_sum=reduce_sum, log=say if world.is_main else (lambda s: None))
+    except BaseException:
+        replicas.shutdown(world, clean=False)
+        raise
+    replicas.shutdown(world)       # the model and its DDP wrapper are released: train() has returned
+    return result
 

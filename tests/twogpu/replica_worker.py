@@ -50,8 +50,8 @@ def main():
         opt.step()
     assert agree_any(world.rank == 1, world) == (world.world_size > 1)
     torch.save({k: v.cpu() for k, v in unwrap(model).state_dict().items()}, out / f"rank{world.rank}.pt")
-    shutdown(world)
+    return world
 
 
 if __name__ == "__main__":
-    main()
+    shutdown(main())            # after main() returned: the DDP model is released first

@@ -65,6 +65,19 @@ def test_a_failing_rank_ends_the_job_promptly(tmp_path):
     assert not (tmp_path / "rank0.pt").exists()
 
 
+@pytest.mark.slow
+def test_replicas_exit_cleanly_run_after_run(tmp_path):
+    """Issue 11 (2i): a replica aborted now and then at exit under CPU load ("terminate called without
+    an active exception", SIGABRT) after a successful run. Repeated: every run must end with exit 0
+    on both ranks and no abort message."""
+    for i in range(3):
+        out = tmp_path / f"run{i}"
+        out.mkdir()
+        run = torchrun(out, 2)
+        assert run.returncode == 0 and "terminate called" not in run.stderr + run.stdout, run.stderr[-3000:]
+        assert (out / "rank0.pt").exists() and (out / "rank1.pt").exists()
+
+
 def test_single_process_without_torchrun(monkeypatch):
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(k, raising=False)
