@@ -144,10 +144,26 @@ class _Stream:
     def synchronize(self) -> None: ...
 
 
+class _Event:
+    """``torch.cuda.Event``: the trainer times each tower's step with a pair of them (no real time)."""
+
+    def __init__(self, enable_timing: bool = False) -> None:
+        self.recorded = False
+
+    def record(self, stream: Any = None) -> None:
+        self.recorded = True
+
+    def synchronize(self) -> None: ...
+
+    def elapsed_time(self, end: "_Event") -> float:
+        return 0.0
+
+
 class FakeCuda:
     """The ``torch.cuda`` the project's modules see: two devices, per-device generator states."""
 
     Stream = _Stream
+    Event = _Event
 
     def __init__(self, count: int = 2) -> None:
         self.count = count
@@ -313,8 +329,8 @@ class _HostStandIn(torch.Generator):
         return self
 
 
-PROJECT_MODULES = ("twogpu.placement", "twogpu.rng", "twogpu.trainer", "twogpu.checkpoint",
-                   "alexnet.train", "alexnet.model", "alexnet.fast", "alexnet.evaluate", "alexnet.predict")
+PROJECT_MODULES = ("twogpu.placement", "twogpu.rng", "twogpu.trainer", "twogpu.checkpoint", "twogpu.timing",
+                   "twogpu.precision", "alexnet.train", "alexnet.model", "alexnet.fast", "alexnet.evaluate", "alexnet.predict")
 """Modules whose ``torch`` is replaced by :class:`TorchView` (not the data pipeline: it would pin
 memory for a GPU that does not exist)."""
 

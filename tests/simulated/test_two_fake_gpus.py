@@ -104,8 +104,8 @@ def tiny_data(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("data"), train_n=2, val_n=1)
 
 
-CASES = [("paper", TWO, "none"), ("cuda-convnet", TWO, "bf16"), ("caffe", TWO, "none"),
-         ("cuda-convnet", ONE, "none"), ("paper", ONE, "bf16")]
+CASES = [("paper", TWO, "fp32"), ("cuda-convnet", TWO, "bf16"), ("caffe", TWO, "fp32"),
+         ("cuda-convnet", ONE, "fp32"), ("paper", ONE, "bf16")]
 
 
 # resuming restores numpy's generator from a real tensor with `.numpy()` while the fake mode is
@@ -117,7 +117,7 @@ def test_train_checkpoint_resume_evaluate_predict(tmp_path, tiny_data, preset, d
     """`alexnet train` (one step, a checkpoint), a resume (one more step), `evaluate` (centre and
     ten views) and `predict` complete with the towers on fake GPUs, and nothing crosses devices
     where it should not."""
-    extra = (f'model.preset="{preset}"', f'train.amp="{amp}"')
+    extra = (f'model.preset="{preset}"', f'train.precision="{precision}"')
     cfg = _config(tmp_path, tiny_data, "sim", devices, "train.max_steps=1", *extra)
     with SimulatedGPUs() as sim:
         first = train(cfg, dashboards=False, log=lambda s: None)
