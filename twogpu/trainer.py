@@ -365,7 +365,7 @@ class Trainer:
             stats[f"step_time_s/{name}"] = seconds / w.steps
         for dev in dict.fromkeys(self.task.devices):
             stats[f"memory_mib/{dev}"] = device_memory_mib(dev)
-        errs = "  ".join(f"{k} {stats[f'{k}_err']:.3f}" for k in mistakes)
+        errs = "  ".join(f"{k}_err {stats[f'{k}_err']:.3f}" for k in mistakes)   # an error, named as in metrics
         self.log(f"epoch {self.epoch + 1}/{opt.epochs}  step {self.step_in_epoch}/{spe} ({self.step} total)  "
                  f"loss {loss:.4f}  {errs}  {rate:.1f} img/s  data wait {100 * stats['data_wait_share']:.0f}%  "
                  f"lr {stats['lr']:.3g}  ETA {format_duration(eta)}")
