@@ -111,9 +111,9 @@ CASES = [("paper", TWO, "fp32"), ("cuda-convnet", TWO, "bf16"), ("caffe", TWO, "
 # resuming restores numpy's generator from a real tensor with `.numpy()` while the fake mode is
 # active, which reads it through a fake alias (a harness artefact: no fake mode in a real run)
 @pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")
-@pytest.mark.parametrize("preset,devices,amp", CASES, ids=["-".join((p, "2gpu" if d == TWO else "1gpu", a))
+@pytest.mark.parametrize("preset,devices,precision", CASES, ids=["-".join((p, "2gpu" if d == TWO else "1gpu", a))
                                                           for p, d, a in CASES])
-def test_train_checkpoint_resume_evaluate_predict(tmp_path, tiny_data, preset, devices, amp):
+def test_train_checkpoint_resume_evaluate_predict(tmp_path, tiny_data, preset, devices, precision):
     """`alexnet train` (one step, a checkpoint), a resume (one more step), `evaluate` (centre and
     ten views) and `predict` complete with the towers on fake GPUs, and nothing crosses devices
     where it should not."""
