@@ -205,7 +205,8 @@ def test_cuda_convnet_preset_under_bf16_sends_bf16_at_every_crossing():
     with fake_cuda_bf16_autocast():
         m = AlexNet(num_classes=10, devices=("cuda:0", "cuda:1"), preset="cuda-convnet", seed=0).eval()
         with record_crossings() as records, torch.no_grad():
-            m(torch.empty(2, 3, 227, 227, device="cuda:0"))
+            side = m.cfg.input_size                    # 224 (cuda-convnet's rule gives conv1 55 either way)
+            m(torch.empty(2, 3, side, side, device="cuda:0"))
     by_site = {}
     for r in records:
         if r.site != "feed":                           # the input's way to the towers, not a crossing
