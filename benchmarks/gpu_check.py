@@ -62,9 +62,11 @@ def _load_same_weights(model, reference) -> None:
 
 def _batch(device: str):
     import torch
+    from alexnet.config import ModelConfig
     n = 8 if torch.device(device).type == "cuda" else 2          # the CPU rehearsal stays short
+    side = ModelConfig().input_size                               # the paper preset's input
     g = torch.Generator().manual_seed(1)
-    return torch.randn(n, 3, 227, 227, generator=g) * 50, torch.randint(0, 1000, (n,), generator=g)
+    return torch.randn(n, 3, side, side, generator=g) * 50, torch.randint(0, 1000, (n,), generator=g)
 
 
 def _grads(model, x, y, precision: str = "fp32"):
