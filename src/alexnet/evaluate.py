@@ -24,6 +24,7 @@ from alexnet.inference import (checkpoint_stats, model_from_state, network_for, 
 from alexnet.stats import resolve_stats
 from twogpu.checkpoint import load_checkpoint
 from twogpu.files import write_text_atomic
+from twogpu import precision
 from twogpu.placement import resolve_devices
 
 
@@ -49,6 +50,8 @@ def evaluate(checkpoint: str | Path, data_root: str | None = None, *, devices: S
     if "classes" in state and list(state["classes"]) != pipe.classes:
         raise ValueError(f"{data.root} has different class folders than the checkpoint {checkpoint} was trained on")
     log(f"mean image: {stats.describe()}")
+    # The arithmetic the network was trained with (train.precision): fp32 is true fp32 on a GPU too.
+    log(f"precision: {precision.configure(cfg.train.precision)}")
     dev = tower_devs.a
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "data": str(data.root),
                               "step": int(state.get("step", 0)), "epoch": int(state.get("epoch", 0)),
@@ -64,7 +67,8 @@ def evaluate(checkpoint: str | Path, data_root: str | None = None, *, devices: S
                   else (pipe.to_model_input(batch, dev, train=False),))
             y = batch.labels.to(dev)
             flat = tuple(x.reshape(-1, *x.shape[-3:]) for x in xs)                 # (N·V, 3, C, C)
-            logits = net(flat if len(flat) == 2 else flat[0])                      # (N·V, classes)
+            with precision.autocast(dev, cfg.train.precision):
+                logits = net(flat if len(flat) == 2 else flat[0]).float()          # (N·V, classes)
             probs = logits.softmax(1).reshape(len(y), -1, logits.shape[1]).mean(1)  # (N, classes), views averaged
             m = topk_mistakes(probs, y)
             n, wrong1, wrong5 = n + len(y), wrong1 + int(m["top1"]), wrong5 + int(m["top5"])

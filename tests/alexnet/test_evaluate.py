@@ -14,6 +14,7 @@ from alexnet.evaluate import evaluate
 from alexnet.inference import load_model
 from alexnet.model import AlexNet
 from alexnet.predict import predict
+from twogpu import precision
 from twogpu.checkpoint import CheckpointError, save_atomic
 from tinydata import make_tiny_dataset
 
@@ -51,6 +52,20 @@ def _checkpoint(tmp_path: Path, data: Path, favourite: int | None, mean: float |
 def data3(tmp_path_factory):
     # val: 3 blue, 3 green, 3 red images
     return make_tiny_dataset(tmp_path_factory.mktemp("d3"), classes=("blue", "green", "red"), train_n=2, val_n=3)
+
+
+def test_evaluate_uses_the_precision_the_run_trained_with(tmp_path, data3):
+    """An fp32 run is evaluated in true fp32: TF32 left on by an earlier setting is turned off, and
+    the log says which arithmetic is used (issue 11, 2b)."""
+    path = _checkpoint(tmp_path, data3, favourite=1)
+    precision.configure("tf32")
+    try:
+        lines: list[str] = []
+        evaluate(path, str(data3), devices=("cpu", "cpu"), ten_view=False, log=lines.append)
+        assert precision.tf32_enabled() == {"cudnn_conv": False, "cuda_matmul": False}
+        assert any(s.startswith("precision: fp32 (IEEE float32") for s in lines), lines
+    finally:
+        precision.configure("fp32")
 
 
 @pytest.mark.slow
