@@ -19,8 +19,8 @@ import torch
 
 from alexnet.console import progress
 from alexnet.data import ImagePipeline
-from alexnet.inference import (checkpoint_stats, model_from_state, network_for, resolve_checkpoint,
-                               run_dir_of_checkpoint, topk_mistakes)
+from alexnet.inference import (checkpoint_stats, model_from_state, network_for, network_inputs,
+                               resolve_checkpoint, run_dir_of_checkpoint, topk_mistakes)
 from alexnet.stats import resolve_stats
 from twogpu.checkpoint import load_checkpoint
 from twogpu.files import write_text_atomic
@@ -63,8 +63,7 @@ def evaluate(checkpoint: str | Path, data_root: str | None = None, *, devices: S
         batches = pipe.val_batches(ten_view=ten, batch_size=bs, limit=limit)
         for batch in progress(batches, total=(n_val + bs - 1) // bs, desc=f"{name:8s}", unit="batch"):
             # (N, 3, C, C) or (N, 10, 3, C, C); on two devices each tower's copy, normalised there
-            xs = (pipe.to_tower_inputs(batch, tower_devs.pair, train=False) if not tower_devs.same
-                  else (pipe.to_model_input(batch, dev, train=False),))
+            xs = network_inputs(pipe, batch, net, tower_devs, train=False)
             y = batch.labels.to(dev)
             flat = tuple(x.reshape(-1, *x.shape[-3:]) for x in xs)                 # (N·V, 3, C, C)
             with precision.autocast(dev, cfg.train.precision):

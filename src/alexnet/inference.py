@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from alexnet.config import Config, ModelConfig, config_from_dict
+from alexnet.data import Batch, ImagePipeline
 from alexnet.grouped import GroupedAlexNet, grouped_from
 from alexnet.model import AlexNet
 from alexnet.stats import Stats
@@ -50,6 +51,16 @@ def network_for(model: AlexNet, devices: TowerDevices, enabled: bool = True) -> 
 
 
 # ---------------------------------------------------------------------------------- checkpoints
+def network_inputs(pipe: ImagePipeline, batch: Batch, model: nn.Module, devices: TowerDevices, *, train: bool,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+    """What ``model`` takes for ``batch``: the two towers on two devices get each tower's own copy,
+    normalised there from the uint8 batch (:meth:`ImagePipeline.to_tower_inputs`); any other network
+    one tensor on tower a's device. Always a tuple (one or two tensors)."""
+    if isinstance(model, AlexNet) and model.b is not None and not devices.same:
+        return pipe.to_tower_inputs(batch, devices.pair, train=train, generator=generator)
+    return (pipe.to_model_input(batch, devices.a, train=train, generator=generator),)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run directory standing for its ``checkpoints/best.pt``; a clear
     error when a folder holds no such file."""

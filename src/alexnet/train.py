@@ -27,7 +27,7 @@ from alexnet.console import alexnet_command, say as print_line
 from alexnet.data import ImagePipeline
 from alexnet.fast import prepare_for_speed, tune_cpu_allocator
 from alexnet.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
-from alexnet.inference import Fc7Capture, network_for, topk_mistakes
+from alexnet.inference import Fc7Capture, network_for, network_inputs, topk_mistakes
 from alexnet.model import AlexNet
 from alexnet.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
 from alexnet.stall import StallWarning
@@ -105,15 +105,11 @@ class AlexNetTask:
     def _input(self, batch: Any, train: bool) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The network input: on two devices each tower's own copy, normalised there from the uint8
         batch (:meth:`ImagePipeline.to_tower_inputs`); else one tensor on tower a's device."""
-        gen = self.generator if train else None
-        two_devices = isinstance(self.model, AlexNet) and self.model.b is not None and self.devices[0] != self.devices[1]
-        if two_devices:
-            xs = self.pipeline.to_tower_inputs(batch, self.devices, train=train, generator=gen)
-        else:
-            xs = (self.pipeline.to_model_input(batch, self.dev, train=train, generator=gen),)
+        xs = network_inputs(self.pipeline, batch, self.model, self.tower_devices, train=train,
+                            generator=self.generator if train else None)
         if self.cfg.train.channels_last:
             xs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in xs)
-        return xs if two_devices else xs[0]
+        return xs if len(xs) == 2 else xs[0]
 
     def _autocast(self):
         """bf16 autocast on CUDA when ``train.precision = "bf16"``; nothing otherwise (twogpu/precision.py)."""
