@@ -13,12 +13,12 @@ NPROC  ?= 1
 install: $(STAMP)
 
 # Re-installs only when the pins or the package metadata change (idempotent).
-$(STAMP): requirements.txt setup.cfg pyproject.toml
+$(STAMP): requirements.txt setup.cfg setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -m alexnet.native
+	$(PY) -m alexnet.models.native
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -32,15 +32,15 @@ def alexnet(preset: str | None = None, devices: Sequence[str] | str = ("cpu", "c
     classes and weights, in eval mode; ``preset``, if given, must match. ``twin=True`` returns the
     grouped single-device twin (``alexnet.GroupedAlexNet``) on tower a's device instead.
     """
-    from alexnet.grouped import grouped_from
-    from alexnet.model import AlexNet
+    from alexnet.models.grouped import grouped_from
+    from alexnet.models.model import AlexNet
     from twogpu.placement import resolve_devices
 
     pair = resolve_devices(list(devices) if not isinstance(devices, str) else devices).pair
     if checkpoint is None:
         model = AlexNet(num_classes=num_classes, devices=pair, preset=preset or "paper", **overrides)
     else:
-        from alexnet.inference import load_model
+        from alexnet.evaluation.checkpoints import load_model
         if num_classes is not None or overrides:
             raise ValueError("num_classes and model overrides cannot change a checkpoint's network")
         model, cfg = load_model(checkpoint, devices=pair)

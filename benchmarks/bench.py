@@ -48,11 +48,11 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
 from flops import layer_macs, training_flops, forward_flops  # noqa: E402
 
-from alexnet.fast import prepare_for_speed, to_input, tune_cpu_allocator  # noqa: E402
-from alexnet.grouped import GroupedAlexNet  # noqa: E402
-from alexnet import native  # noqa: E402
-from alexnet.layers import LocalResponseNorm, local_response_norm  # noqa: E402
-from alexnet.model import AlexNet  # noqa: E402
+from alexnet.models.speed import prepare_for_speed, to_input, tune_cpu_allocator  # noqa: E402
+from alexnet.models.grouped import GroupedAlexNet  # noqa: E402
+from alexnet.models import native  # noqa: E402
+from alexnet.models.layers import LocalResponseNorm, local_response_norm  # noqa: E402
+from alexnet.models.model import AlexNet  # noqa: E402
 from twogpu import precision as precisions  # noqa: E402
 from twogpu.placement import resolve_devices  # noqa: E402
 
@@ -445,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile every model")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--tune-malloc", action=argparse.BooleanOptionalAction, default=True,
-                    help="alexnet.fast.tune_cpu_allocator() for the whole process, every model alike, when "
+                    help="alexnet.models.speed.tune_cpu_allocator() for the whole process, every model alike, when "
                          "a tower is on the CPU (on by default, like the trainer's train.cpu_allocator_cache)")
     ap.add_argument("--no-loader", action="store_true", help="skip the loader benchmark")
     ap.add_argument("--quick", action="store_true", help="short run: fewer repetitions, batch 16 on the CPU")

@@ -2,7 +2,7 @@
 
 Both read the same files in the same run, with the same batch size, worker count and pinning:
 
-* ours — :class:`alexnet.data.ImagePipeline`: PIL decode (JPEG ``draft``), shorter side 256 +
+* ours — :class:`alexnet.data.pipeline.ImagePipeline`: PIL decode (JPEG ``draft``), shorter side 256 +
   central square, random 227 crop + flip in the workers to uint8; then ``to_model_input``
   (mean-image subtraction + PCA lighting, batched float) on the target device;
 * torchvision — ``ImageFolder`` + ``RandomResizedCrop(224)``, ``RandomHorizontalFlip()``,
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 def _warm_cache(root: Path) -> tuple[int, float, float]:
     """Read every training file once; returns (files, mean width, mean height)."""
     from PIL import Image
-    from alexnet.folders import find_classes, list_samples
+    from alexnet.data.folders import find_classes, list_samples
     train = root / "train"
     samples = list_samples(train, find_classes(train))
     ws, hs = [], []
@@ -70,7 +70,7 @@ def _timed(batches, count, consume) -> tuple[float, int]:
 
 def _ours(root: Path, workers: int, batch_size: int, batches: int, device: torch.device) -> tuple[float, int]:
     from alexnet.config import DataConfig
-    from alexnet.data import ImagePipeline
+    from alexnet.data.pipeline import ImagePipeline
     p = ImagePipeline(DataConfig(root=str(root), workers=workers), batch_size=batch_size, seed=0, device=device)
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -120,7 +120,7 @@ def bench_loader(root: str | Path | None = None, *, workers: Sequence[int] = (1,
     """Measure both loaders for each worker count (-1 = all cores); returns (and writes) the results."""
     tmp = None
     if root is None:
-        from alexnet.demo_data import make_demo_data
+        from alexnet.commands.demo_data import make_demo_data
         tmp = tempfile.TemporaryDirectory(prefix="bench-loader-")
         root = Path(tmp.name) / "demo"
         make_demo_data(root, seed=0, stats=True, short_side=tuple(short_side))

@@ -47,7 +47,7 @@ STEPS = tuple(BUDGET_S)
 # ------------------------------------------------------------------------------------ the checks
 def _model(devices, num_classes: int = 1000):
     import torch
-    from alexnet.model import AlexNet
+    from alexnet.models.model import AlexNet
     torch.manual_seed(0)
     m = AlexNet(num_classes=num_classes, devices=devices)
     for tower in m.towers():                      # CPU and CUDA draw different dropout masks
@@ -149,7 +149,7 @@ def check_bf16(gpu: str) -> dict:
 def check_compile(gpu: str) -> dict:
     """Step 4: torch.compile'd training steps against eager ones."""
     import torch
-    from alexnet.fast import prepare_for_speed
+    from alexnet.models.speed import prepare_for_speed
     from twogpu import precision as precisions
     precisions.configure("fp32")
     x, y = _batch(gpu)

@@ -37,7 +37,7 @@ def import_graph() -> dict[str, set[str]]:
                 if node.level:
                     base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
                                     + ([base] if base else []))
-                for a in node.names:    # `from alexnet import augment` imports the module alexnet.augment
+                for a in node.names:    # `from alexnet.data import augment` imports the module alexnet.data.augment
                     targets.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
         graph[name] = {t for t in targets if t in modules and t != name}
     return graph
@@ -73,7 +73,28 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
-    assert "alexnet.evaluate" in graph["alexnet.cli"]          # cli imports each command lazily
+    assert "alexnet.training.train" in graph["alexnet.cli"]      # imported inside _user_errors()
+
+
+def _is_command(module: str) -> bool:
+    return module in ("alexnet.cli", "alexnet.__main__") or module.startswith("alexnet.commands")
+
+
+def test_the_library_never_imports_a_command():
+    """Commands import the library, never the reverse: a helper that a command and the library both
+    need belongs in the library."""
+    offenders = {m: sorted(t for t in ts if _is_command(t)) for m, ts in import_graph().items()
+                 if not _is_command(m)}
+    assert not any(offenders.values()), {m: t for m, t in offenders.items() if t}
+
+
+def test_every_command_in_the_table_has_a_module_with_add_args_and_run():
+    import importlib
+
+    from alexnet.cli import COMMANDS
+    for name, (module, _help) in COMMANDS.items():
+        mod = importlib.import_module(f"alexnet.commands.{module}")
+        assert callable(mod.add_args) and callable(mod.run), name
 
 
 def test_no_import_cycle_among_the_project_modules():

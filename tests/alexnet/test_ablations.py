@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from alexnet.config import ConfigError, config_to_dict, load_config
-from alexnet.model import AlexNet
+from alexnet.models.model import AlexNet
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet import augment
+from alexnet.data import augment
 
 S, C = 256, 227
 
@@ -102,7 +102,7 @@ def test_model_input_is_raw_pixels_minus_the_mean_window_of_each_view():
 
 
 def _published():
-    from alexnet.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+    from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
     return np.asarray(IMAGENET_EIGVAL, np.float64), np.asarray(IMAGENET_EIGVEC, np.float64)
 
 

@@ -12,12 +12,12 @@ import torch
 import torch.nn.functional as F
 
 import caffe_writer as cw
-from alexnet.caffe_import import import_caffe
-from alexnet.caffemodel import CaffeFormatError
+from alexnet.commands.import_caffe import import_caffe
+from alexnet.commands.import_caffe._caffemodel import CaffeFormatError
 from alexnet.cli import main
-from alexnet.inference import load_model
-from alexnet.grouped import grouped_from
-from alexnet.model import AlexNet
+from alexnet.evaluation.checkpoints import load_model
+from alexnet.models.grouped import grouped_from
+from alexnet.models.model import AlexNet
 from twogpu import record_crossings
 
 CLASSES = 10
@@ -257,7 +257,7 @@ def test_import_evaluate_predict_figures_end_to_end(tmp_path, files, capsys):
                  "--no-ten-view", "--out", str(tmp_path / "eval.json")]) == 0
     assert "top-1 error" in capsys.readouterr().out
     assert main(["predict", str(data / "val" / "c3" / "0.jpg"), "--checkpoint", str(ckpt)]) == 0
-    from alexnet.figures import make_figures                   # the CLI's batch of 64 exceeds this dataset
+    from alexnet.commands.figures import make_figures                   # the CLI's batch of 64 exceeds this dataset
     paths = make_figures(ckpt, data, out=tmp_path / "fig", n_images=2, n_queries=1, n_neighbours=2,
                          max_train=4, thumb=32, batch_size=2)
     assert paths[0] == tmp_path / "fig" / "figure3_conv1_kernels.png" and paths[0].is_file()

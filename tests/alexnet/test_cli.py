@@ -34,4 +34,4 @@ def test_the_readmes_grep_for_the_crossings_works_as_written():
     command = re.search(r"`(grep [^`]*)`", (root / "README.md").read_text()).group(1)
     out = subprocess.run(["bash", "-c", command], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert sum('site="' in line for line in out.stdout.splitlines() if line.startswith("src/alexnet/model.py")) >= 4
+    assert sum('site="' in line for line in out.stdout.splitlines() if line.startswith("src/alexnet/models/model.py")) >= 4

@@ -1,4 +1,4 @@
-"""``alexnet compare`` (alexnet.compare) on tiny fabricated run directories."""
+"""``alexnet compare`` (alexnet.commands.compare) on tiny fabricated run directories."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from alexnet.cli import main
-from alexnet.compare import compare
+from alexnet.commands.compare import compare
 from alexnet.config import Config, config_to_toml
 
 
@@ -199,7 +199,7 @@ def _eval_n(c1: float, n: int = 250) -> dict:
 
 
 def test_seeds_are_grouped_averaged_and_their_spread_widens_the_interval(tmp_path):
-    from alexnet.intervals import difference_estimate, error_estimate
+    from alexnet.evaluation.intervals import difference_estimate, error_estimate
     base_errs, drop_errs, flip_errs = [0.04, 0.05, 0.06], [0.05, 0.07, 0.06], [0.30, 0.26, 0.28]
     for seed, (b, d, f) in enumerate(zip(base_errs, drop_errs, flip_errs)):
         sfx = "" if seed == 0 else f"-seed{seed}"

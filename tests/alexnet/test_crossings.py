@@ -2,7 +2,7 @@
 
 import torch
 
-from alexnet.crossings import crossing_report
+from alexnet.models.crossings import crossing_report
 from twogpu import record_crossings
 from alexnet import AlexNet
 

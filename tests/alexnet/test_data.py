@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import augment
+from alexnet.data import augment
 from alexnet.config import DataConfig
-from alexnet.data import ImagePipeline
-from alexnet.folders import DataError, validate_dataset
-from alexnet.images import BadImage, load_image
+from alexnet.data.pipeline import ImagePipeline
+from alexnet.data.folders import DataError, validate_dataset
+from alexnet.data.images import BadImage, load_image
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -301,7 +301,7 @@ def test_start_step_resumes_mid_epoch_without_decoding_the_skipped_batches(tmp_p
     root = make_dataset(tmp_path)
     full = _epoch(pipeline(root), 2)
     p = pipeline(root)
-    import alexnet.data as data
+    import alexnet.data.pipeline as data
     calls = []
     real = data.load_image
     monkeypatch.setattr(data, "load_image", lambda path, *a: calls.append(path) or real(path, *a))
@@ -341,7 +341,7 @@ def test_val_views_and_sharding(tmp_path):
 
 
 def test_to_model_input_subtracts_the_saved_mean_image(tmp_path):
-    from alexnet.stats import Stats, save_stats
+    from alexnet.data.stats import Stats, save_stats
     root = make_dataset(tmp_path)
     mean = np.random.default_rng(0).uniform(0, 255, (3, 256, 256)).astype(np.float32)
     save_stats(Stats(mean, np.array([0.2, 0.02, 0.004], np.float32), np.eye(3, dtype=np.float32), 5, ""),
@@ -371,7 +371,7 @@ def test_bad_inputs_are_skipped_counted_and_logged_once(tmp_path, caplog):
     save(root / "train" / "dog" / "zz_cmyk.jpg", Image.new("CMYK", (80, 60), (0, 255, 255, 0)))  # convertible
     p = pipeline(root, batch_size=2)
     assert p.bad_input_summary() == ""
-    with caplog.at_level(logging.WARNING, logger="alexnet.data"):
+    with caplog.at_level(logging.WARNING, logger="alexnet.data.pipeline"):
         n0 = sum(len(b.labels) for b in p.train_batches(0))
         n1 = sum(len(b.labels) for b in p.train_batches(1))
     assert n0 == n1 == 16 - 3                          # 16 files, 3 unusable, the CMYK one kept
@@ -383,8 +383,8 @@ def test_bad_inputs_are_skipped_counted_and_logged_once(tmp_path, caplog):
 
 
 def test_missing_stats_fall_back_to_published_values_with_a_warning(tmp_path, caplog):
-    from alexnet.stats import IMAGENET_EIGVAL
-    with caplog.at_level(logging.WARNING, logger="alexnet.stats"):
+    from alexnet.data.stats import IMAGENET_EIGVAL
+    with caplog.at_level(logging.WARNING, logger="alexnet.data.stats"):
         p = pipeline(make_dataset(tmp_path, train=2, val=1))
     assert any("published" in r.getMessage() and "per-channel mean" in r.getMessage() for r in caplog.records)
     np.testing.assert_allclose(p.stats.eigval, IMAGENET_EIGVAL)
@@ -397,7 +397,7 @@ def test_too_few_images_for_a_batch_is_an_early_error(tmp_path):
 
 
 def test_imagenet_class_names_follow_sorted_wnids(tmp_path):
-    from alexnet.classes import class_names, imagenet_categories
+    from alexnet.data.classes import class_names, imagenet_categories
     wnids = [f"n{10000000 + 7 * i:08d}" for i in range(1000)]
     names = class_names(wnids)
     assert names[0] == "tench" and names[1] == "goldfish" and names[-1] == "toilet tissue"
@@ -425,7 +425,7 @@ def test_images_too_large_to_decode_safely_are_skipped(tmp_path):
 def test_device_path_equals_the_cpu_path(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from alexnet.stats import Stats, save_stats
+    from alexnet.data.stats import Stats, save_stats
     root = make_dataset(tmp_path)
     mean = np.random.default_rng(0).uniform(0, 255, (3, 256, 256)).astype(np.float32)
     save_stats(Stats(mean, np.array([0.2, 0.02, 0.004], np.float32), np.eye(3, dtype=np.float32), 5, ""),
@@ -454,7 +454,7 @@ def test_loader_benchmark_runs_and_reports_a_ratio(tmp_path):
 STUCK_LOADER = """
 import functools, os, signal, sys, time
 import torch
-from alexnet.workers import worker_init
+from alexnet.data.workers import worker_init
 signal.signal(signal.SIGTERM, signal.SIG_IGN)      # workers ignore SIGTERM, as under the trainer
 
 class Stuck(torch.utils.data.Dataset):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from alexnet.config import load_config
-from alexnet.train import train
+from alexnet.training.train import train
 from twogpu.checkpoint import load_checkpoint
 from tinydata import make_tiny_dataset
 

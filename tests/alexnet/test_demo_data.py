@@ -4,10 +4,10 @@ import numpy as np
 from PIL import Image
 
 from alexnet.cli import main
-from alexnet.demo_data import CLASSES, make_demo_data
-from alexnet.folders import validate_dataset
-from alexnet.images import load_image
-from alexnet.stats import load_stats
+from alexnet.commands.demo_data import CLASSES, make_demo_data
+from alexnet.data.folders import validate_dataset
+from alexnet.data.images import load_image
+from alexnet.data.stats import load_stats
 
 
 def files(root):

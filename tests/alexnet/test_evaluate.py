@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from alexnet.config import config_to_dict, load_config
-from alexnet.evaluate import evaluate
-from alexnet.inference import load_model
-from alexnet.model import AlexNet
-from alexnet.predict import predict
+from alexnet.commands.evaluate import evaluate
+from alexnet.evaluation.checkpoints import load_model
+from alexnet.models.model import AlexNet
+from alexnet.commands.predict import predict
 from twogpu import precision
 from twogpu.checkpoint import CheckpointError, save_atomic
 from tinydata import make_tiny_dataset

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from alexnet.fast import prepare_for_speed, to_input
+from alexnet.models.speed import prepare_for_speed, to_input
 from twogpu.precision import autocast
-from alexnet.grouped import GroupedAlexNet, grouped_from
-from alexnet.model import AlexNet
+from alexnet.models.grouped import GroupedAlexNet, grouped_from
+from alexnet.models.model import AlexNet
 
 
 def _pair():

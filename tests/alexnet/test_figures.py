@@ -1,4 +1,4 @@
-"""Figures 3 and 4 (alexnet.figures): valid PNG files of the expected sizes, drawn from plain tensors."""
+"""Figures 3 and 4 (alexnet.commands.figures): valid PNG files of the expected sizes, drawn from plain tensors."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from alexnet.config import Config, ModelConfig, config_to_dict
-from alexnet.figures import (BAR_CORRECT, kernel_grid, line_height, nearest_neighbours,
+from alexnet.evaluation.pictures import (BAR_CORRECT, kernel_grid, line_height, nearest_neighbours,
                              neighbour_grid, top5_panel, write_png)
-from alexnet.inference import fc7_features
-from alexnet.model import AlexNet
+from alexnet.evaluation.features import fc7_features
+from alexnet.models.model import AlexNet
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -121,8 +121,8 @@ def test_fc7_features_are_what_fc8_sees(towers):
 
 @pytest.mark.slow
 def test_make_figures_end_to_end(tmp_path):
-    pytest.importorskip("alexnet.data")
-    from alexnet.figures import make_figures
+    pytest.importorskip("alexnet.data.pipeline")
+    from alexnet.commands.figures import make_figures
     root = tmp_path / "data"
     rng = np.random.default_rng(0)
     for split, n in (("train", 4), ("val", 2)):

@@ -1,13 +1,16 @@
-"""What training, evaluation, prediction and the figures share (alexnet.inference), checked against
+"""What training, evaluation, prediction and the figures share (alexnet.evaluation.checkpoints), checked against
 hand-worked answers and against the other layout of the same network."""
 
 import pytest
 import torch
 
-from alexnet.figures import across_classes
-from alexnet.grouped import GroupedAlexNet, grouped_from
-from alexnet.inference import Fc7Capture, fc7_features, network_for, resolve_checkpoint, topk_mistakes
-from alexnet.model import AlexNet
+from alexnet.evaluation.pictures import across_classes
+from alexnet.models.grouped import GroupedAlexNet, grouped_from
+from alexnet.evaluation.checkpoints import resolve_checkpoint
+from alexnet.evaluation.features import Fc7Capture, fc7_features
+from alexnet.evaluation.metrics import topk_mistakes
+from alexnet.evaluation.network import network_for
+from alexnet.models.model import AlexNet
 from twogpu.placement import TowerDevices
 
 CPU = torch.device("cpu")

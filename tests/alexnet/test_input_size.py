@@ -12,10 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet import augment
+from alexnet.data import augment
 from alexnet.config import ConfigError, load_config
-from alexnet.grouped import GroupedAlexNet, grouped_from, two_tower_from
-from alexnet.model import AlexNet
+from alexnet.models.grouped import GroupedAlexNet, grouped_from, two_tower_from
+from alexnet.models.model import AlexNet
 
 SIZES = (224, 227)
 
@@ -182,9 +182,9 @@ def test_evaluate_predict_and_figures_use_the_checkpoints_input_size(tmp_path, s
     from tinydata import make_tiny_dataset
 
     from alexnet.config import config_to_dict
-    from alexnet.evaluate import evaluate
-    from alexnet.figures import make_figures
-    from alexnet.predict import predict
+    from alexnet.commands.evaluate import evaluate
+    from alexnet.commands.figures import make_figures
+    from alexnet.commands.predict import predict
     from twogpu.checkpoint import save_atomic
 
     data = make_tiny_dataset(tmp_path / "data", classes=("blue", "green", "red"), train_n=2, val_n=2)

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from alexnet.intervals import Z95, difference_estimate, error_estimate, t95, wilson
+from alexnet.evaluation.intervals import Z95, difference_estimate, error_estimate, t95, wilson
 
 
 def _score_bound(p_hat: float, n: int, upper: bool) -> float:

@@ -6,7 +6,7 @@ import contextlib
 import pytest
 import torch
 
-from alexnet.layers import Dropout, LocalResponseNorm, channel_window_sum, local_response_norm
+from alexnet.models.layers import Dropout, LocalResponseNorm, channel_window_sum, local_response_norm
 
 
 def lrn_by_loops(a: torch.Tensor, n: int, alpha: float, beta: float, k: float, towers: int = 1) -> torch.Tensor:
@@ -32,7 +32,7 @@ def _native_kernel(request):
     callspec = getattr(request.node, "callspec", None)
     if callspec is None or callspec.params.get("window") != "fused":
         return
-    from alexnet import native
+    from alexnet.models import native
     if native.disabled():
         pytest.skip("native kernels disabled by ALEXNET_NATIVE")
     assert native.load(), native.status()
@@ -179,7 +179,7 @@ def fake_cuda_bf16_autocast():
 
 
 def test_spatial_norm_matches_its_definition_and_keeps_bf16_under_autocast():
-    from alexnet.layers import SpatialResponseNorm
+    from alexnet.models.layers import SpatialResponseNorm
     torch.manual_seed(5)
     a = torch.randn(2, 3, 7, 6) * 20
     norm = SpatialResponseNorm(5, 1e-3, 0.75, 1.0)

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnet import native
-from alexnet.layers import local_response_norm
+from alexnet.models import native
+from alexnet.models.layers import local_response_norm
 
 pytestmark = pytest.mark.skipif(native.disabled(), reason="native kernels disabled by ALEXNET_NATIVE")
 
@@ -89,7 +89,7 @@ def test_fused_float32_on_conv1_sized_maps(channels_last):
 
 
 def test_auto_uses_the_fused_kernel_on_the_cpu(monkeypatch):
-    import alexnet.layers as layers
+    import alexnet.models.layers as layers
     calls, original = [], layers._FusedLRNFunction
 
     class Spy(original):
@@ -179,8 +179,8 @@ def _run(code: str, unset: tuple[str, ...] = (), **env) -> subprocess.CompletedP
 
 CHECK_FALLBACK = """
 import warnings, torch
-from alexnet.layers import local_response_norm
-from alexnet import native
+from alexnet.models.layers import local_response_norm
+from alexnet.models import native
 x = torch.rand(2, 6, 3, 3, dtype=torch.float64) * 40
 with warnings.catch_warnings(record=True) as w:
     warnings.simplefilter("always")
@@ -208,7 +208,7 @@ def test_without_any_compiler_on_path(tmp_path):
 
 COMPILE_FRESH = """
 import torch
-from alexnet.layers import local_response_norm
+from alexnet.models.layers import local_response_norm
 x = (torch.randn(2, 8, 4, 4) * 30).requires_grad_()
 f = lambda t: local_response_norm(t, 5, 1e-4, 0.75, 2.0, 2).sum()
 (g1,) = torch.autograd.grad(torch.compile(f, backend="aot_eager", fullgraph=True)(x), x)

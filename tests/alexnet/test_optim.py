@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet.optim import (LRSchedule, PaperSGD, build_optimizer, load_named_momentum, named_momentum,
+from alexnet.training.optim import (LRSchedule, PaperSGD, build_optimizer, load_named_momentum, named_momentum,
                            param_groups)
 
 

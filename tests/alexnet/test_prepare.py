@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import alexnet.prepare as prepare
-from alexnet.classes import class_names
+import alexnet.commands.prepare as prepare
+from alexnet.data.classes import class_names
 from alexnet.cli import main
-from alexnet.folders import DataError, validate_dataset
-from alexnet.images import load_image
+from alexnet.data.folders import DataError, validate_dataset
+from alexnet.data.images import load_image
 
 
 def jpeg(seed: int, size=(90, 70)) -> bytes:

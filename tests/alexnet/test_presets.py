@@ -13,7 +13,7 @@ import torch
 from alexnet.config import (PRESETS, Config, config_to_dict, explain, load_config, model_preset,
                             provenance_markdown)
 from alexnet.config.presets import PRESET_FILES, check_tables
-from alexnet.optim import LRSchedule, PaperSGD, dexp_rates, param_groups
+from alexnet.training.optim import LRSchedule, PaperSGD, dexp_rates, param_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from alexnet.stall import StallWarning
+from alexnet.training.stall_warning import StallWarning
 from twogpu.trainer import StepOutput, Trainer, TrainerOptions
 
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from alexnet.cli import main
-from alexnet.folders import DataError
-from alexnet.stats import compute_stats, load_stats, published_stats, resolve_stats, save_stats
+from alexnet.data.folders import DataError
+from alexnet.data.stats import compute_stats, load_stats, published_stats, resolve_stats, save_stats
 
 
 def make_folder(root, n_per_class=3, size=256):

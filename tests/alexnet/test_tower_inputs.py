@@ -4,8 +4,8 @@ import torch
 from tinydata import make_tiny_dataset
 
 from alexnet.config import DataConfig
-from alexnet.data import ImagePipeline
-from alexnet.model import AlexNet
+from alexnet.data.pipeline import ImagePipeline
+from alexnet.models.model import AlexNet
 from twogpu import record_crossings
 
 CPU, META = torch.device("cpu"), torch.device("meta")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from alexnet.config import load_config
-from alexnet.train import train
+from alexnet.training.train import train
 from twogpu.checkpoint import load_checkpoint
 from twogpu.trainer import Hook
 from tinydata import make_tiny_dataset

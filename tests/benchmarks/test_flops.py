@@ -9,8 +9,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from flops import forward_flops, layer_macs, training_flops  # noqa: E402
 
-from alexnet.grouped import GroupedAlexNet  # noqa: E402
-from alexnet.model import AlexNet  # noqa: E402
+from alexnet.models.grouped import GroupedAlexNet  # noqa: E402
+from alexnet.models.model import AlexNet  # noqa: E402
 
 # Multiply-adds per image, written out from the layer table (both towers; out maps × out side² ×
 # inputs per output). conv2, conv4, conv5 see one tower's maps; conv3 and fc6-fc8 see both.

@@ -330,7 +330,7 @@ class _HostStandIn(torch.Generator):
 
 
 PROJECT_MODULES = ("twogpu.placement", "twogpu.rng", "twogpu.trainer", "twogpu.checkpoint", "twogpu.timing",
-                   "twogpu.precision", "alexnet.train", "alexnet.model", "alexnet.fast", "alexnet.evaluate", "alexnet.predict")
+                   "twogpu.precision", "alexnet.training.train", "alexnet.models.model", "alexnet.models.speed", "alexnet.commands.evaluate", "alexnet.commands.predict")
 """Modules whose ``torch`` is replaced by :class:`TorchView` (not the data pipeline: it would pin
 memory for a GPU that does not exist)."""
 
@@ -449,7 +449,7 @@ class SimulatedGPUs:
                         del memo[key]
             return swap(t1, t2)
         mp.setattr(torch.utils, "swap_tensors", swap_fake)
-        from alexnet.data import ImagePipeline
+        from alexnet.data.pipeline import ImagePipeline
         for method in ("train_batches", "val_batches"):
             mp.setattr(ImagePipeline, method, _outside_fake_mode(getattr(ImagePipeline, method)))
         from twogpu import record_crossings

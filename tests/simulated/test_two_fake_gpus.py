@@ -16,12 +16,12 @@ from fakegpu import SimulatedGPUs  # noqa: E402  (skips this module if torch lac
 from tinydata import make_tiny_dataset
 
 from alexnet.config import load_config
-from alexnet.crossings import crossing_report
-from alexnet.evaluate import evaluate
-from alexnet.model import AlexNet
-from alexnet.optim import build_optimizer
-from alexnet.predict import predict
-from alexnet.train import train
+from alexnet.models.crossings import crossing_report
+from alexnet.commands.evaluate import evaluate
+from alexnet.models.model import AlexNet
+from alexnet.training.optim import build_optimizer
+from alexnet.commands.predict import predict
+from alexnet.training.train import train
 from twogpu.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.simulated_cuda

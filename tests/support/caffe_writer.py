@@ -2,7 +2,7 @@
 
 The message definitions below are built with ``descriptor_pb2`` from the field numbers of BVLC
 Caffe's ``src/caffe/proto/caffe.proto`` (only the fields an AlexNet file uses), so the files are
-encoded by protobuf's own serializer, not by code shared with :mod:`alexnet.caffemodel`.
+encoded by protobuf's own serializer, not by code shared with :mod:`alexnet.commands.import_caffe._caffemodel`.
 ``write_alexnet`` writes a net with AlexNet's layers (``bvlc_alexnet``'s deploy order) and given
 blobs, in the current (``layer``, string types, ``BlobShape``) or the V1 (``layers``, enum types,
 num/channels/height/width) format.

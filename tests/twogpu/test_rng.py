@@ -2,8 +2,8 @@
 
 import torch
 
-from alexnet.grouped import GroupedAlexNet, to_grouped_state
-from alexnet.model import AlexNet
+from alexnet.models.grouped import GroupedAlexNet, to_grouped_state
+from alexnet.models.model import AlexNet
 from twogpu.rng import device_streams, init_generator, stream_seed, use_streams
 
 

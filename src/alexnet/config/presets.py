@@ -90,7 +90,7 @@ PAPER: dict[str, Sourced] = {
     "data.lighting_std": Sourced(0.1, _paper("4.1", "α_i is drawn from a Gaussian with mean zero and standard deviation 0.1")),
     "data.lighting_formula": Sourced("paper", _paper("4.1", "[p1, p2, p3][α1λ1, α2λ2, α3λ3]^T") +
                                      "; λ of 0..1-scaled pixels, ×255 (the text leaves the scale open; "
-                                     "see alexnet.augment)"),
+                                     "see alexnet.data.augment)"),
     "data.lighting_rescale": Sourced(False, "not in the paper"),
     "data.mean_window": Sourced("crop", _paper("2", "subtracting the mean activity over the training set from each "
                                                     "pixel") + " (of the 256×256 image, so each crop loses its own window)"),

@@ -1,7 +1,7 @@
-"""``alexnet compare``'s table as markdown, CSV or JSON (rows from :func:`alexnet.compare.compare_runs`).
+"""``alexnet compare``'s table as markdown, CSV or JSON (rows from :func:`alexnet.commands.compare.compare_runs`).
 
 Errors and differences are printed in percentage points with their 95 % interval in brackets
-(:mod:`alexnet.intervals`); a difference whose interval contains 0 — one the runs cannot tell from
+(:mod:`alexnet.evaluation.intervals`); a difference whose interval contains 0 — one the runs cannot tell from
 noise — is marked ``?``.
 """
 

@@ -216,7 +216,7 @@ def _first_line() -> str:
 
 
 def main() -> int:
-    """``python -m alexnet.native``: build (or find) the kernel and report; exit 0 either way
+    """``python -m alexnet.models.native``: build (or find) the kernel and report; exit 0 either way
     (the kernel is optional), 1 only with ``--strict`` when it is unavailable."""
     start = time.perf_counter()
     ok = load(warn=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from alexnet.console import alexnet_command
-from alexnet.images import is_image_name
+from alexnet.data.images import is_image_name
 
 
 class DataError(ValueError):

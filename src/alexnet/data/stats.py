@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from alexnet.console import alexnet_command, progress
-from alexnet.folders import DataError, list_samples, validate_split
-from alexnet.images import BadImage, SkippedImages, load_image
+from alexnet.data.folders import DataError, list_samples, validate_split
+from alexnet.data.images import BadImage, SkippedImages, load_image
 
 log = logging.getLogger(__name__)
 
@@ -192,21 +192,3 @@ def compute_stats(train_dir: str | Path, *, image_size: int = 256, sample: int =
     if n == 0:
         raise DataError(f"{train_dir}: no usable images to compute statistics from")
     return stats_from_sums(n, image_sum, pixel_sum, outer_sum, n * image_size * image_size), skipped.kinds
-
-
-def stats_command(data: str | Path, out: str | Path | None, *, train_dir: str = "train", image_size: int = 256,
-                  sample: int = 0, seed: int = 0, workers: int = -1) -> Path:
-    """``alexnet stats DATA``: DATA is a dataset root (with ``train_dir``) or a training folder itself;
-    the file goes to ``out`` or ``<root>/stats.pt`` (where the loader looks by default; the root is
-    DATA, or DATA's parent when DATA is the ``train_dir`` folder)."""
-    data = Path(data)
-    source = data / train_dir if (data / train_dir).is_dir() else data
-    root = source.parent if source.name == train_dir else data      # where the loader looks: <root>/stats.pt
-    stats, skipped = compute_stats(source, image_size=image_size, sample=sample, seed=seed, workers=workers)
-    path = save_stats(stats, Path(out) if out else root / STATS_FILE)
-    print(f"statistics of {stats.images} images of {source} -> {path}")
-    print("mean RGB (0..255): " + ", ".join(f"{v:.2f}" for v in stats.mean.mean(axis=(1, 2))))
-    print("eigenvalues (0..1 scale): " + ", ".join(f"{v:.4f}" for v in stats.eigval))
-    if skipped:
-        print(f"skipped {len(skipped)} unusable file(s) (listed above)")
-    return path

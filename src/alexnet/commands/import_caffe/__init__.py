@@ -3,7 +3,7 @@
 Caffe's AlexNet has the paper's shapes exactly (section 3.5): conv1 96 kernels, conv2/conv4/conv5
 with ``group: 2`` (each half sees one group's maps, as each tower sees its own GPU's), conv3 and
 the fc layers over both groups. Caffe's blobs are therefore laid out as our grouped twin's
-parameters (:mod:`alexnet.grouped`): output rows ``[group 0, group 1]`` = ``[tower a, tower b]``,
+parameters (:mod:`alexnet.models.grouped`): output rows ``[group 0, group 1]`` = ``[tower a, tower b]``,
 and input columns of conv3/fc6/fc7/fc8 in the same ``[a, b]`` order. The conversion is exact:
 
 * conv1's 96 filters → 48 per tower (a = 0–47), their input channels turned from Caffe's BGR into
@@ -20,15 +20,17 @@ file (pooling before LRN) is refused too, because the preset would not compute w
 
 from __future__ import annotations
 
+import argparse
+
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from alexnet.caffemodel import CaffeFormatError, CaffeLayer, read_blob, read_net
+from alexnet.commands.import_caffe._caffemodel import CaffeFormatError, CaffeLayer, read_blob, read_net
 from alexnet.config import Config, DataConfig, config_to_dict, model_preset
-from alexnet.grouped import to_two_tower_state
+from alexnet.models.grouped import to_two_tower_state
 from twogpu.checkpoint import save_atomic
 
 # AlexNet's layers in Caffe's order (models/bvlc_alexnet/deploy.prototxt): (type, name or None when
@@ -200,7 +202,7 @@ def import_caffe(model_path: str | Path, out: str | Path, mean_path: str | Path 
     extra: dict[str, Any] = {}
     if mean is not None:
         side = mean.shape[-1]
-        from alexnet.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+        from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
         data_cfg = DataConfig(image_size=side)
         extra["stats"] = {"mean": mean, "eigval": torch.tensor(IMAGENET_EIGVAL),
                           "eigvec": torch.tensor(IMAGENET_EIGVEC)}
@@ -208,7 +210,7 @@ def import_caffe(model_path: str | Path, out: str | Path, mean_path: str | Path 
     state = to_two_tower_state(grouped, model_cfg)   # views: each Caffe blob's storage is saved once
     _check_loads(state, cfg)
     if num_classes == 1000:
-        from alexnet.classes import imagenet_categories
+        from alexnet.data.classes import imagenet_categories
         extra["class_names"] = imagenet_categories()    # Caffe's synsets.txt order = sorted wnids
     checkpoint = {"model": state, "config": config_to_dict(cfg), "step": 0, "epoch": 0,
                   "imported_from": {"caffemodel": str(model_path), "mean": str(mean_path or "")}, **extra}
@@ -223,6 +225,24 @@ def import_caffe(model_path: str | Path, out: str | Path, mean_path: str | Path 
 def _check_loads(state: dict[str, torch.Tensor], cfg: Config) -> None:
     """The converted tensors fill the two-tower model exactly (names and shapes), checked on the
     meta device (no memory, no arithmetic)."""
-    from alexnet.model import AlexNet
+    from alexnet.models.model import AlexNet
     model = AlexNet(devices=("meta", "meta"), preset=cfg.model)
     model.load_state_dict(state, strict=True, assign=True)
+
+
+# ------------------------------------------------------------------------------- the command
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.caffemodel", help="Caffe's trained AlexNet, e.g. bvlc_alexnet.caffemodel")
+    p.add_argument("--mean", default=None, metavar="MEAN.binaryproto",
+                   help="Caffe's mean image, e.g. imagenet_mean.binaryproto (stored in the checkpoint)")
+    p.add_argument("--out", required=True, metavar="CHECKPOINT", help="checkpoint file (.pt) to write")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.console import alexnet_command
+    out = import_caffe(args.model, args.out, args.mean, force=args.force)
+    print(f"next: {alexnet_command('evaluate', 'DATA', '--checkpoint', str(out))}   "
+          f"(DATA with ILSVRC-2012's 1000 wnid folders; only its val/ is read)")
+    return 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from alexnet.model import AlexNet
+from alexnet.models.model import AlexNet
 
 
 def prepare_for_speed(model: nn.Module, *, channels_last: bool = False, compile: bool = False,
@@ -40,7 +40,7 @@ def prepare_for_speed(model: nn.Module, *, channels_last: bool = False, compile:
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile and any(p.device.type == "cpu" for p in model.parameters()):
-        from alexnet import native
+        from alexnet.models import native
         native.load()                          # compiled code uses the fused LRN only if loaded first
     if isinstance(model, AlexNet):
         model.use_side_stream(tower_streams)

@@ -22,6 +22,8 @@ Two jobs (paper section 2 for the size):
 
 from __future__ import annotations
 
+import argparse
+
 import contextlib
 import io
 import os
@@ -36,9 +38,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from alexnet.console import progress
-from alexnet.folders import DataError, find_classes
-from alexnet.images import IMAGE_EXTENSIONS, BadImage, SkippedImages, is_image_name, load_image
-from alexnet.matlab import read_mat_v5
+from alexnet.data.folders import DataError, find_classes
+from alexnet.data.images import IMAGE_EXTENSIONS, BadImage, SkippedImages, is_image_name, load_image
+from alexnet.commands.prepare._matlab import read_mat_v5
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -285,3 +287,28 @@ def _prepare_imagenet(src: Path, dst: Path, *, val_dir: str | Path | None, val_l
         if flat == dst / ".val_flat":
             shutil.rmtree(flat)                           # our own extraction, now linked into val/
     return counts
+
+
+# ------------------------------------------------------------------------------- the command
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("src", metavar="SRC", help="folder with the official ILSVRC-2012 files, or (with --resize) any dataset")
+    p.add_argument("dst", metavar="DST", help="output dataset root")
+    p.add_argument("--resize", type=int, default=0, metavar="N",
+                   help="write an N×N copy of SRC (shorter side N, central square) instead; resumable")
+    p.add_argument("--val-dir", default=None, help="folder of flat validation images (instead of the val archive)")
+    p.add_argument("--val-labels", default=None, help="label file for the flat val images: '<file> <wnid>' lines, "
+                   "'<file> <index>', or LOC_val_solution.csv")
+    p.add_argument("--devkit", default=None, help="ILSVRC2012_devkit_t12.tar.gz or its extracted folder")
+    p.add_argument("--workers", type=int, default=-1, help="processes for --resize (-1: one per core)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality of --resize")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resize:
+        counts = resize_tree(args.src, args.dst, size=args.resize, workers=args.workers, quality=args.quality)
+    else:
+        counts = prepare_imagenet(args.src, args.dst, val_dir=args.val_dir, val_labels=args.val_labels,
+                                  devkit=args.devkit)
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0

@@ -1,13 +1,13 @@
 """``alexnet compare``: the paper's ablation claims (Krizhevsky et al. 2012, sections 3.2-3.4, 4.1,
 4.2) checked against finished runs.
 
-Reads run directories (:mod:`alexnet.runs`), groups the runs that differ only in ``train.seed``
+Reads run directories (:mod:`alexnet.commands.compare._runs`), groups the runs that differ only in ``train.seed``
 (``make ablations-demo SEEDS=N``), finds the baseline (the configuration with none of the ablations,
 or ``--baseline``), names each other configuration's ablation by diffing its resolved config against
-the baseline's, and prints one table (:mod:`alexnet.compare_output`: markdown, CSV or JSON) of top-1/
+the baseline's, and prints one table (:mod:`alexnet.commands.compare._table`: markdown, CSV or JSON) of top-1/
 top-5 error (centre view and ten views), epochs, images seen, wall time, and each ablation's
 difference to the baseline beside the difference the paper reports — every error and difference
-with its 95 % interval (:mod:`alexnet.intervals`), and the differences the runs cannot resolve
+with its 95 % interval (:mod:`alexnet.evaluation.intervals`), and the differences the runs cannot resolve
 marked.
 
 A difference is the ablation's error minus the baseline's: positive means removing the feature hurt,
@@ -16,15 +16,17 @@ i.e. the feature helps, which is what the paper claims for each one.
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from alexnet.compare_output import FORMATS
-from alexnet.intervals import Estimate, difference_estimate, error_estimate
-from alexnet.runs import IGNORED_KEYS, RunRecord, config_diff, expand_runs, flatten, read_run
+from alexnet.commands.compare._table import FORMATS
+from alexnet.evaluation.intervals import Estimate, difference_estimate, error_estimate
+from alexnet.commands.compare._runs import IGNORED_KEYS, RunRecord, config_diff, expand_runs, flatten, read_run
 
 
 # ------------------------------------------------------------------------------------- ablations
@@ -178,7 +180,7 @@ class Row:
     d_ten_view_top1: float | None = None
     d_ten_view_top5: float | None = None
     ci: dict[str, list[float]] = field(default_factory=dict)
-    """Metric name → [low, high] of its 95 % interval (:mod:`alexnet.intervals`)."""
+    """Metric name → [low, high] of its 95 % interval (:mod:`alexnet.evaluation.intervals`)."""
     resolved: dict[str, bool] = field(default_factory=dict)
     """Difference name → whether its interval excludes 0."""
     spread: dict[str, float] = field(default_factory=dict)
@@ -271,3 +273,22 @@ def compare(paths: Sequence[str | Path], baseline: str | Path | None = None, fmt
     ('markdown', 'csv' or 'json')."""
     groups = group_runs([read_run(p) for p in expand_runs(paths)])
     return FORMATS[fmt](compare_runs(groups, find_baseline(groups, baseline)))
+
+
+# ------------------------------------------------------------------------------- the command
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run directories (a folder without config.toml stands for the runs inside it)")
+    p.add_argument("--baseline", default=None, metavar="RUN",
+                   help="the baseline run, or any seed of it (default: the one configuration with none "
+                        "of the ablations)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv", help="print CSV")
+    fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="print JSON")
+    p.set_defaults(fmt="markdown")
+
+
+def run(args: argparse.Namespace) -> int:
+    print(compare(args.runs, baseline=args.baseline, fmt=args.fmt))
+    return 0

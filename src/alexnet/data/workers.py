@@ -10,7 +10,7 @@ import sys
 
 import torch
 
-from alexnet.images import quiet_pil_warnings
+from alexnet.data.images import quiet_pil_warnings
 
 
 def worker_init(_worker_id: int, parent: int | None = None) -> None:

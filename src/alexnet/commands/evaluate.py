@@ -10,6 +10,8 @@ checkpoint and ``DATA/val/`` are needed; the mean image is the one the network w
 
 from __future__ import annotations
 
+import argparse
+
 import dataclasses
 import json
 from pathlib import Path
@@ -18,10 +20,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from alexnet.console import progress
-from alexnet.data import ImagePipeline
-from alexnet.inference import (checkpoint_stats, model_from_state, network_for, network_inputs,
-                               resolve_checkpoint, run_dir_of_checkpoint, topk_mistakes)
-from alexnet.stats import resolve_stats
+from alexnet.data.pipeline import ImagePipeline
+from alexnet.evaluation.checkpoints import checkpoint_stats, model_from_state, resolve_checkpoint, run_dir_of_checkpoint
+from alexnet.evaluation.metrics import topk_mistakes
+from alexnet.evaluation.network import network_for, network_inputs
+from alexnet.data.stats import resolve_stats
 from twogpu.checkpoint import load_checkpoint
 from twogpu.files import write_text_atomic
 from twogpu import precision
@@ -83,3 +86,24 @@ def evaluate(checkpoint: str | Path, data_root: str | None = None, *, devices: S
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     log(f"wrote {out}")
     return result
+
+
+# ------------------------------------------------------------------------------- the command
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="?", default=None, metavar="DATA",
+                   help="dataset root holding val/ (train/ is not needed; default: the checkpoint's data.root)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt, e.g. runs/<name>")
+    p.add_argument("--devices", default="auto", help="'auto', or tower a,tower b, e.g. cuda:0,cuda:1 or cpu,cpu")
+    p.add_argument("--no-ten-view", dest="ten_view", action="store_false", default=None,
+                   help="only the centre view (skip the 10-view average)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: eval.batch_size)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate a fixed subset of this many images")
+    p.add_argument("--out", default=None, help="JSON output (default: <run dir>/eval.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    devices = args.devices if args.devices == "auto" else args.devices.split(",")
+    evaluate(args.checkpoint, args.data, devices=devices, ten_view=args.ten_view,
+             batch_size=args.batch_size, limit=args.limit, out=args.out)
+    return 0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from alexnet.config import ModelConfig
-from alexnet.model import AlexNet
+from alexnet.models.model import AlexNet
 from twogpu import CrossingRecord, feed, record_crossings
 from twogpu.replicas import allreduce_bytes_per_step
 
@@ -64,7 +64,7 @@ def crossing_report(cfg: ModelConfig | str = "paper", batch_size: int = 128,
     """Record each tensor crossing between the towers in one step with ``batch_size`` images.
 
     ``training=True`` counts each activation's gradient sent back in the backward pass. The feed
-    is recorded as :meth:`alexnet.data.ImagePipeline.to_tower_inputs` sends it on two devices: the
+    is recorded as :meth:`alexnet.data.pipeline.ImagePipeline.to_tower_inputs` sends it on two devices: the
     uint8 batch from the host to each tower, and (``lighting`` in training) each image's lighting
     offset from tower a to tower b.
     """

@@ -9,17 +9,20 @@ checkpoint). A folder stands for the images inside it; a run directory for its `
 
 from __future__ import annotations
 
+import argparse
+
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from alexnet import augment
-from alexnet.folders import list_images
-from alexnet.images import BadImage, load_image
-from alexnet.inference import checkpoint_stats, model_from_state, network_for, resolve_checkpoint
-from alexnet.stats import published_stats
+from alexnet.data import augment
+from alexnet.data.folders import list_images
+from alexnet.data.images import BadImage, load_image
+from alexnet.evaluation.checkpoints import checkpoint_stats, model_from_state, resolve_checkpoint
+from alexnet.evaluation.network import network_for
+from alexnet.data.stats import published_stats
 from twogpu.checkpoint import load_checkpoint
 from twogpu.placement import resolve_devices
 
@@ -84,3 +87,21 @@ def format_predictions(results: Sequence[Prediction]) -> str:
             continue
         lines += [f"  {100 * p:6.2f}%  {label}" for label, p in preds]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------- the command
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("images", nargs="+", metavar="IMG", help="image files, or folders (the images under them)")
+    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt")
+    p.add_argument("--ten-view", action="store_true", help="average the ten views instead of the centre view")
+    p.add_argument("--device", default="cpu", help="device for both towers, e.g. cuda:0")
+    p.add_argument("-k", type=int, default=5, help="labels shown per image")
+
+
+def run(args: argparse.Namespace) -> int:
+    from twogpu.placement import check_device
+    device = str(check_device(args.device, "--device"))
+    results = predict(args.checkpoint, args.images, k=args.k, ten_view=args.ten_view, device=device)
+    print(format_predictions(results))
+    return 1 if any(isinstance(r, str) for _, r in results) else 0

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet import native
+from alexnet.models import native
 
 
 def channel_window_sum(sq: torch.Tensor, size: int, groups: int = 1) -> torch.Tensor:
@@ -151,7 +151,7 @@ def local_response_norm(
     ``groups`` equal blocks of channels (a block = one tower's maps).
 
     ``window`` chooses the implementation: ``"fused"`` (one native CPU kernel each way,
-    ``alexnet.native``; compiled on first use), ``"mm"`` (eager, the window sum a banded matrix
+    ``alexnet.models.native``; compiled on first use), ``"mm"`` (eager, the window sum a banded matrix
     product batched over images; channels_last maps use ``"conv"``, the same matrix as a 1×1
     convolution), ``"shift"`` (eager, added shifted slices; exact fp32 additions, used on GPUs,
     where matrix products may run in TF32), or ``"auto"`` (fused on the CPU when the kernel is

@@ -14,6 +14,8 @@ a few seconds on two cores; the statistics file (``stats.pt``) is computed at th
 
 from __future__ import annotations
 
+import argparse
+
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -183,7 +185,28 @@ def make_demo_data(out: str | Path = "data/demo", *, seed: int = 0, train_per_cl
         for job in jobs:
             _write(job)
     if stats:
-        from alexnet.stats import STATS_FILE, compute_stats, save_stats
+        from alexnet.data.stats import STATS_FILE, compute_stats, save_stats
         computed, _ = compute_stats(out / "train", workers=min(workers, 2), show_progress=False)
         save_stats(computed, out / STATS_FILE)
     return {"classes": len(CLASSES), "train": train_per_class * len(CLASSES), "val": val_per_class * len(CLASSES)}
+
+
+# ------------------------------------------------------------------------------- the command
+
+def add_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="data/demo", help="output dataset root")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-per-class", type=int, default=100)
+    p.add_argument("--val-per-class", type=int, default=25)
+    p.add_argument("--workers", type=int, default=-1, help="processes (-1: one per core)")
+    p.add_argument("--no-stats", action="store_true", help="do not compute OUT/stats.pt")
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    start = time.monotonic()
+    counts = make_demo_data(args.out, seed=args.seed, train_per_class=args.train_per_class,
+                            val_per_class=args.val_per_class, workers=args.workers, stats=not args.no_stats)
+    print(f"{counts['classes']} classes, {counts['train']} training and {counts['val']} validation images "
+          f"in {args.out} ({time.monotonic() - start:.1f} s)")
+    return 0

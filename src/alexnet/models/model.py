@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.config import ModelConfig, model_preset
-from alexnet.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
+from alexnet.models.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
 from twogpu import cross, exchange, feed, gather
 from twogpu.rng import init_generator
 

@@ -4,7 +4,7 @@ generic :class:`twogpu.trainer.Trainer`.
 Tower a and its optimiser state live on ``devices[0]``, tower b on ``devices[1]``; both towers see
 the same batch; the logits, the loss and the error counts live on tower a's device. With both
 towers on one device (and ``train.grouped_when_single_device``) the grouped twin of
-:mod:`alexnet.grouped` is trained instead — the same network, faster there — and every checkpoint
+:mod:`alexnet.models.grouped` is trained instead — the same network, faster there — and every checkpoint
 is still written in the two-tower layout (weights and momentum buffers converted).
 
 Data-parallel replicas (torchrun, DDP) call :func:`train` with ``rank``/``world_size``, a ``wrap``
@@ -24,13 +24,15 @@ from torch import nn
 
 from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
 from alexnet.console import alexnet_command, say as print_line
-from alexnet.data import ImagePipeline
-from alexnet.fast import prepare_for_speed, tune_cpu_allocator
-from alexnet.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
-from alexnet.inference import Fc7Capture, network_for, network_inputs, topk_mistakes
-from alexnet.model import AlexNet
-from alexnet.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
-from alexnet.stall import StallWarning
+from alexnet.data.pipeline import ImagePipeline
+from alexnet.models.speed import prepare_for_speed, tune_cpu_allocator
+from alexnet.models.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
+from alexnet.evaluation.features import Fc7Capture
+from alexnet.evaluation.metrics import topk_mistakes
+from alexnet.evaluation.network import network_for, network_inputs
+from alexnet.models.model import AlexNet
+from alexnet.training.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
+from alexnet.training.stall_warning import StallWarning
 from twogpu import placement, precision
 from twogpu.checkpoint import CheckpointDir
 from twogpu.files import write_text_atomic
@@ -273,7 +275,7 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
         say(f"devices: {devices.reason}")
         say(f"precision: {arithmetic}")
         if "cpu" in (devices.a.type, devices.b.type):
-            from alexnet import native
+            from alexnet.models import native
             say(f"LRN on the CPU: {native.status()}")
     pipeline = ImagePipeline(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank,
                              world_size=world_size, device=devices.a, input_size=cfg.model.input_size)
@@ -291,7 +293,7 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
     if cfg.train.stall_warn_steps:
         hooks.append(StallWarning(cfg.model.num_classes, cfg.train.stall_warn_steps))
     if dashboards and main:
-        from alexnet.dashboard import TensorBoardHook
+        from alexnet.training.dashboard import TensorBoardHook
         hooks.append(TensorBoardHook(run_dir, task, cfg))
     options = TrainerOptions(
         epochs=cfg.train.epochs, run_dir=run_dir, max_steps=cfg.train.max_steps, log_every=cfg.train.log_every,

@@ -10,8 +10,8 @@ Bad input never stops a run: grayscale, CMYK, palette, 16-bit, RGBA/LA images an
 photos are converted; images smaller than 256 are upscaled and extreme aspect ratios keep their
 central square; files that cannot be decoded (not an image, truncated, corrupt, too large) are
 skipped and counted, each path is logged once, and a summary is logged at the end of the epoch.
-Decoding lives in :mod:`alexnet.images`, the folder checks in :mod:`alexnet.folders`, the
-worker processes' set-up in :mod:`alexnet.workers`.
+Decoding lives in :mod:`alexnet.data.images`, the folder checks in :mod:`alexnet.data.folders`, the
+worker processes' set-up in :mod:`alexnet.data.workers`.
 """
 
 from __future__ import annotations
@@ -27,13 +27,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from alexnet import augment
-from alexnet.classes import class_names
+from alexnet.data import augment
+from alexnet.data.classes import class_names
 from alexnet.config import DataConfig
-from alexnet.folders import DataError, list_samples, validate_dataset
-from alexnet.images import BadImage, SkippedImages, load_image, quiet_pil_warnings
-from alexnet.stats import Stats, resolve_stats
-from alexnet.workers import worker_init
+from alexnet.data.folders import DataError, list_samples, validate_dataset
+from alexnet.data.images import BadImage, SkippedImages, load_image, quiet_pil_warnings
+from alexnet.data.stats import Stats, resolve_stats
+from alexnet.data.workers import worker_init
 from twogpu.placement import feed
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class ImagePipeline:
 
     ``need_train=False`` (evaluation): only the validation folder is read and required. ``stats``:
     the mean image and PCA to use (e.g. a checkpoint's); by default they are looked up by
-    :func:`alexnet.stats.resolve_stats`."""
+    :func:`alexnet.data.stats.resolve_stats`."""
 
     def __init__(self, data: DataConfig, *, batch_size: int, seed: int, rank: int = 0,
                  world_size: int = 1, device: torch.device | str = "cpu", input_size: int = 224,
@@ -232,7 +232,7 @@ class ImagePipeline:
     # ----------------------------------------------------------------------------------- device
     @property
     def stats(self) -> Stats:
-        """The :class:`alexnet.stats.Stats` in use (mean image, eigen-decomposition); assignable,
+        """The :class:`alexnet.data.stats.Stats` in use (mean image, eigen-decomposition); assignable,
         e.g. to evaluate with the statistics a checkpoint was trained with."""
         return self._stats
 

@@ -22,7 +22,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 from alexnet.config import Config, config_to_dict, config_to_toml
-from alexnet.figures import across_classes, kernel_grid, top5_panel
+from alexnet.evaluation.pictures import across_classes, kernel_grid, top5_panel
 from twogpu.trainer import Hook, RunResult, Trainer
 
 HISTOGRAM_SAMPLE = 1 << 20
@@ -47,7 +47,7 @@ def _sample(t: torch.Tensor) -> torch.Tensor:
 
 
 class TensorBoardHook(Hook):
-    """Writes the dashboards of :mod:`alexnet.dashboard` for an :class:`alexnet.train.AlexNetTask`."""
+    """Writes the dashboards of :mod:`alexnet.training.dashboard` for an :class:`alexnet.training.train.AlexNetTask`."""
 
     def __init__(self, run_dir: str | Path, task: Any, cfg: Config) -> None:
         self.run_dir, self.task, self.cfg = Path(run_dir), task, cfg

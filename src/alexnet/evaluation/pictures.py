@@ -1,21 +1,9 @@
-"""``alexnet figures``: the paper's Figures 3 and 4 drawn from a checkpoint (Krizhevsky et al. 2012,
-sections 6.1).
-
-- Figure 3: the 96 conv1 kernels (11×11×3), tower a's 48 above tower b's 48, each kernel min-max
-  normalised on its own and upscaled.
-- Figure 4 (left): validation images with the correct label under each and the net's top-5 labels as
-  probability bars; the bar of the correct label, when it is among the five, is red.
-- Figure 4 (right): query images (first column) and the training images whose fc7 feature vectors
-  (the last 4096-d hidden layer) are nearest in Euclidean distance.
-
-The drawing functions take plain tensors and return uint8 ``(H, W, 3)`` arrays, so they are testable
-without a dataset; :func:`make_figures` wires them to a checkpoint and the :class:`ImagePipeline`,
-and writes PNG files (pillow) and TensorBoard images.
-"""
+"""The paper's pictures as arrays (Krizhevsky et al. 2012, section 6.1): Figure 3's kernel grid, Figure 4's
+top-5 panels and fc7 nearest-neighbour rows. They take plain tensors and return uint8 ``(H, W, 3)``
+arrays, so the ``figures`` command and the training dashboards draw the same pictures."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Sequence
@@ -25,11 +13,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
-
-from alexnet.data import ImagePipeline
-from alexnet.inference import (checkpoint_stats, fc7_features, model_from_state, resolve_checkpoint,
-                               run_dir_of_checkpoint)
-from twogpu.checkpoint import load_checkpoint
 
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
@@ -204,69 +187,3 @@ def write_png(array: np.ndarray, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG")
     return path
-
-
-def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Path | None = None,
-                 n_images: int = 8, n_queries: int = 5, n_neighbours: int = 6, max_train: int = 2000,
-                 max_val: int = 1000, thumb: int = 96, device: str = "cpu", seed: int = 0,
-                 batch_size: int = 64) -> list[Path]:
-    """Write Figures 3 and 4 for ``checkpoint`` on the dataset at ``data_root`` as PNG files and as
-    TensorBoard images (tags ``figures/...``, step = the checkpoint's step) in ``out``.
-
-    Validation images are drawn (seeded, across classes) from the first ``max_val`` of the
-    validation set; neighbours are searched among the centre crops of ``max_train`` training images
-    (0 = all)."""
-    checkpoint = resolve_checkpoint(checkpoint)
-    state = load_checkpoint(checkpoint)
-    model, cfg = model_from_state(state, (device, device), str(checkpoint))
-    out = Path(out) if out is not None else run_dir_of_checkpoint(checkpoint) / "figures"
-    step = int(state.get("step", 0))
-    dev = torch.device(device)
-    # Centre crops, no reflections: the pictures show the images as the test views see them.
-    data_cfg = dataclasses.replace(cfg.data, root=str(data_root), flip=False, random_crop=False)
-    # The mean image the network was trained with, when the checkpoint carries it.
-    pipe = ImagePipeline(data_cfg, batch_size=batch_size, seed=seed, device=device,
-                         input_size=cfg.model.input_size,
-                         stats=checkpoint_stats(state, str(checkpoint), data_cfg.image_size))
-    if "classes" in state and list(state["classes"]) != pipe.classes:
-        raise ValueError(f"{data_root} has different class folders than the checkpoint {checkpoint} was trained on")
-    if pipe.num_classes != cfg.model.num_classes:
-        raise ValueError(f"{data_root}: {pipe.num_classes} classes but the checkpoint's fc8 has "
-                         f"{cfg.model.num_classes}")
-    del state
-
-    # Validation images: probabilities and fc7 features.
-    imgs, labels, probs, feats = [], [], [], []
-    for batch in pipe.val_batches(ten_view=False, batch_size=batch_size, limit=max_val):
-        f, logits = fc7_features(model, pipe.to_model_input(batch, dev, train=False))
-        imgs.append(batch.images.cpu()); labels.append(batch.labels.cpu())
-        probs.append(logits.float().softmax(1).cpu()); feats.append(f.float().cpu())
-    if not imgs:
-        raise ValueError(f"{data_root}: no validation images")
-    imgs, labels, probs, feats = (torch.cat(t)[:max_val] for t in (imgs, labels, probs, feats))
-    shown, queries = across_classes(labels, n_images, seed), across_classes(labels, n_queries, seed)
-
-    # Training images: fc7 features of centre crops, kept as thumbnails.
-    pool_feats, pool_thumbs, seen = [], [], 0
-    for batch in pipe.train_batches(epoch=0):
-        f, _ = fc7_features(model, pipe.to_model_input(batch, dev, train=False))
-        pool_feats.append(f.float().cpu()); pool_thumbs.append(resize_images(batch.images.cpu(), thumb))
-        seen += len(batch.labels)
-        if max_train and seen >= max_train:
-            break
-    pipe.close()
-    pool_f = torch.cat(pool_feats)[: max_train or None]
-    pool_t = torch.cat(pool_thumbs)[: max_train or None]
-
-    figures = {
-        "figure3_conv1_kernels": kernel_grid(conv1_weights(model)),
-        "figure4_left_top5": top5_panel(imgs[shown], probs[shown], labels[shown], pipe.class_names),
-        "figure4_right_neighbours": neighbour_grid(
-            resize_images(imgs[queries], thumb), pool_t, nearest_neighbours(feats[queries], pool_f, n_neighbours)),
-    }
-    paths = [write_png(arr, out / f"{name}.png") for name, arr in figures.items()]
-    from torch.utils.tensorboard import SummaryWriter
-    with SummaryWriter(log_dir=str(out)) as writer:
-        for name, arr in figures.items():
-            writer.add_image(f"figures/{name}", arr, global_step=step, dataformats="HWC")
-    return paths

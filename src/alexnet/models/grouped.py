@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.config import ModelConfig
-from alexnet.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
-from alexnet.model import (PAPER_WIDTHS, AlexNet, check_input, conv1_pad, fc8_split, input_shape,
+from alexnet.models.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
+from alexnet.models.model import (PAPER_WIDTHS, AlexNet, check_input, conv1_pad, fc8_split, input_shape,
                            pool5_side, resolve_model_config)
 
 # Layers whose two towers are stacked along the output dimension in the twin.
@@ -27,7 +27,7 @@ class GroupedAlexNet(nn.Module):
     """AlexNet on one device: conv2, conv4, conv5 with ``groups=2`` (each half sees one tower's
     maps), LRN windows kept inside each tower's half (over all channels with
     ``lrn_across_towers``), fc layers full. Channel order is ``[tower a, tower b]`` everywhere,
-    matching :class:`alexnet.model.AlexNet`; for a ``seed`` the initial weights are the two-tower
+    matching :class:`alexnet.models.model.AlexNet`; for a ``seed`` the initial weights are the two-tower
     model's."""
 
     def __init__(self, num_classes: int | None = None, device: str | torch.device = "cpu",
