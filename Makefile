@@ -8,7 +8,7 @@ DATA   ?=
 ARGS   ?=
 NPROC  ?= 1
 
-.PHONY: install test demo train-2gpu train-1gpu evaluate tensorboard bench gpu-check clean ablations-demo
+.PHONY: install test lint demo train-2gpu train-1gpu evaluate tensorboard bench gpu-check clean ablations-demo
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ $(STAMP): requirements.txt setup.cfg setup.py pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest tests -q
+
+# The formatter and the linter (configured in pyproject.toml); CI runs it before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
 
 # ---- training (README: Training, Demo, Dashboards, Evaluation) ----
 # DATA= dataset root (train/<class>/, val/<class>/); CONFIG= another preset; ARGS= e.g. "--set optim.lr=0.02 --resume"

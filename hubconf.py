@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 dependencies = ["torch", "numpy"]
 
@@ -21,8 +22,14 @@ if _SRC not in sys.path:  # a clone that was not pip-installed: its package live
     sys.path.insert(0, _SRC)
 
 
-def alexnet(preset: str | None = None, devices: Sequence[str] | str = ("cpu", "cpu"), checkpoint: str | None = None,
-            num_classes: int | None = None, twin: bool = False, **overrides: Any):
+def alexnet(
+    preset: str | None = None,
+    devices: Sequence[str] | str = ("cpu", "cpu"),
+    checkpoint: str | None = None,
+    num_classes: int | None = None,
+    twin: bool = False,
+    **overrides: Any,
+):
     """AlexNet's two towers (Krizhevsky et al. 2012, Figure 2) on ``devices`` (tower a, tower b;
     ``"auto"``: two GPUs, else one, else the CPU).
 
@@ -41,6 +48,7 @@ def alexnet(preset: str | None = None, devices: Sequence[str] | str = ("cpu", "c
         model = AlexNet(num_classes=num_classes, devices=pair, preset=preset or "paper", **overrides)
     else:
         from alexnet.evaluation.checkpoints import load_model
+
         if num_classes is not None or overrides:
             raise ValueError("num_classes and model overrides cannot change a checkpoint's network")
         model, cfg = load_model(checkpoint, devices=pair)

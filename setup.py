@@ -7,5 +7,9 @@ ROOTS = {"alexnet": "src/alexnet", "twogpu": "twogpu"}
 
 setup(
     package_dir=ROOTS,
-    packages=[name for top, folder in ROOTS.items() for name in (top, *(f"{top}.{p}" for p in find_packages(folder)))],
+    packages=[
+        name
+        for top, folder in ROOTS.items()
+        for name in (top, *(f"{top}.{p}" for p in find_packages(folder)))
+    ],
 )

@@ -35,9 +35,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from statistics import median
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -46,13 +46,13 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
-from flops import layer_macs, training_flops, forward_flops  # noqa: E402
+from flops import forward_flops, layer_macs, training_flops  # noqa: E402
 
-from alexnet.models.speed import prepare_for_speed, to_input, tune_cpu_allocator  # noqa: E402
-from alexnet.models.grouped import GroupedAlexNet  # noqa: E402
 from alexnet.models import native  # noqa: E402
+from alexnet.models.grouped import GroupedAlexNet  # noqa: E402
 from alexnet.models.layers import LocalResponseNorm, local_response_norm  # noqa: E402
 from alexnet.models.model import AlexNet  # noqa: E402
+from alexnet.models.speed import prepare_for_speed, to_input, tune_cpu_allocator  # noqa: E402
 from twogpu import precision as precisions  # noqa: E402
 from twogpu.placement import resolve_devices  # noqa: E402
 
@@ -63,8 +63,9 @@ def _sync(devices: Sequence[torch.device]) -> None:
         torch.cuda.synchronize(d)
 
 
-def interleaved(fns: dict[str, Callable[[], None]], *, reps: int, warmup: int, iters: int,
-                devices: Sequence[torch.device]) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], None]], *, reps: int, warmup: int, iters: int, devices: Sequence[torch.device]
+) -> dict[str, list[float]]:
     """Seconds per call of each function: ``warmup`` untimed rounds, then ``reps`` rounds in which
     every function runs ``iters`` times in turn (so load changes hit all of them alike)."""
     for _ in range(warmup):
@@ -90,10 +91,12 @@ def ratios(times: dict[str, list[float]], baseline: str = "torchvision") -> dict
 
 
 # ------------------------------------------------------------------------------------------ models
-def build_models(devices: tuple[torch.device, torch.device], *, channels_last: bool, compile: bool,
-                 only: str | None = None) -> dict[str, tuple[nn.Module, tuple[int, int, int], torch.device]]:
+def build_models(
+    devices: tuple[torch.device, torch.device], *, channels_last: bool, compile: bool, only: str | None = None
+) -> dict[str, tuple[nn.Module, tuple[int, int, int], torch.device]]:
     """name → (model, input shape, input device). The grouped twin only when the towers share a device."""
     import torchvision
+
     ours = lambda m: (m, m.input_shape, devices[0])  # noqa: E731  (3, 224, 224): model.input_size
     builders = {"two-tower": lambda: ours(AlexNet(devices=devices))}
     if devices[0] == devices[1]:
@@ -115,6 +118,7 @@ def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
+
     return step
 
 
@@ -122,6 +126,7 @@ def make_infer(model: nn.Module, x: torch.Tensor, precision: str) -> Callable[[]
     def infer() -> None:
         with torch.inference_mode(), precisions.autocast(x.device, precision, on_cpu=True):
             model(x)
+
     return infer
 
 
@@ -143,7 +148,7 @@ class RssPeak:
             self.peak = max(self.peak, self._rss())
             time.sleep(0.001)
 
-    def __enter__(self) -> "RssPeak":
+    def __enter__(self) -> RssPeak:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -164,22 +169,39 @@ def peak_memory(step: Callable[[], None], devices: Sequence[torch.device]) -> di
     return {d: torch.cuda.max_memory_allocated(d) for d in cuda}
 
 
-def cpu_peak_rss(name: str, devices: tuple[torch.device, torch.device], batch: int, *,
-                 channels_last: bool, tune_malloc: bool) -> int:
+def cpu_peak_rss(
+    name: str,
+    devices: tuple[torch.device, torch.device],
+    batch: int,
+    *,
+    channels_last: bool,
+    tune_malloc: bool,
+) -> int:
     """Peak RSS growth of a fresh process that builds model ``name`` and runs two training steps
     (a fresh process, because freed memory stays mapped and would hide the next model's peak)."""
-    cmd = [sys.executable, __file__, "--memory-probe", name, "--batch", str(batch), "--devices",
-           *map(str, devices), "--channels-last" if channels_last else "--no-channels-last",
-           "--tune-malloc" if tune_malloc else "--no-tune-malloc"]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--memory-probe",
+        name,
+        "--batch",
+        str(batch),
+        "--devices",
+        *map(str, devices),
+        "--channels-last" if channels_last else "--no-channels-last",
+        "--tune-malloc" if tune_malloc else "--no-tune-malloc",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         return -1
     return int(proc.stdout.strip().splitlines()[-1])
 
 
-def memory_probe(name: str, devices: tuple[torch.device, torch.device], batch: int, channels_last: bool) -> int:
+def memory_probe(
+    name: str, devices: tuple[torch.device, torch.device], batch: int, channels_last: bool
+) -> int:
     """Run in the probe process: RSS growth (bytes) from before the model exists to the peak."""
-    with RssPeak() as rss:      # sampled: ru_maxrss would be inherited from the parent across exec
+    with RssPeak() as rss:  # sampled: ru_maxrss would be inherited from the parent across exec
         model, shape, dev = build_models(devices, channels_last=channels_last, compile=False, only=name)[name]
         x = to_input(torch.randn(batch, *shape), dev, channels_last=channels_last)
         y = torch.randint(0, 1000, (batch,), device=dev)
@@ -203,8 +225,9 @@ def ceiling_kinds(device: torch.device) -> list[str]:
     return kinds + (["bf16"] if has_bf16(device) else [])
 
 
-def matmul_ceiling(device: torch.device, *, sizes: Sequence[int], repeats: int,
-                   kinds: Sequence[str] | None = None) -> dict[str, dict]:
+def matmul_ceiling(
+    device: torch.device, *, sizes: Sequence[int], repeats: int, kinds: Sequence[str] | None = None
+) -> dict[str, dict]:
     """The device's practical matmul ceiling per arithmetic kind: the best FLOP/s of an n×n by n×n
     GEMM over ``sizes`` and ``repeats`` (best, not median: the ceiling is what the device can do;
     load from other processes only lowers a repeat). Written into preallocated outputs (``out=``),
@@ -225,9 +248,14 @@ def matmul_ceiling(device: torch.device, *, sizes: Sequence[int], repeats: int,
             for n in sizes:
                 a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
                 c = torch.empty(n, n, device=device, dtype=dtype)
-                t = interleaved({"mm": lambda: torch.mm(a, b, out=c)}, reps=repeats, warmup=1, iters=iters,
-                                devices=[device])["mm"]
-                by_size[n] = 2 * n ** 3 / min(t)
+                t = interleaved(
+                    {"mm": lambda a=a, b=b, c=c: torch.mm(a, b, out=c)},
+                    reps=repeats,
+                    warmup=1,
+                    iters=iters,
+                    devices=[device],
+                )["mm"]
+                by_size[n] = 2 * n**3 / min(t)
                 del a, b, c
             result[kind] = {"flop_s": max(by_size.values()), "by_size": by_size}
     finally:
@@ -244,16 +272,17 @@ def ceiling_for(precision: str, device: torch.device, ceilings: dict[str, dict])
     return want if want in ceilings else "fp32"
 
 
-def lrn_section(device: torch.device, batch: int, *, reps: int, warmup: int, iters: int,
-                channels_last: bool) -> dict:
+def lrn_section(
+    device: torch.device, batch: int, *, reps: int, warmup: int, iters: int, channels_last: bool
+) -> dict:
     """LRN (forward + backward) on conv1's output (N, 96, 55, 55): ours as the network runs it (the
     fused native kernel on the CPU when it is available), ours in eager PyTorch, nn.LocalResponseNorm,
     and conv1 (forward + weight gradient)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    ours = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)                 # the grouped twin's LRN1
+    ours = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)  # the grouped twin's LRN1
     eager_window = "shift" if device.type != "cpu" else ("conv" if channels_last else "mm")
     ours_eager = lambda t: local_response_norm(t, 5, 1e-4, 0.75, 2.0, 2, window=eager_window)  # noqa: E731
-    torch_lrn = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)      # same α once divided by n
+    torch_lrn = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)  # same α once divided by n
     conv1 = nn.Conv2d(3, 96, 11, stride=4).to(device, memory_format=fmt)
     image = torch.randn(batch, 3, 227, 227, device=device).contiguous(memory_format=fmt)
     act = torch.randn(batch, 96, 55, 55, device=device).relu_().mul_(10).contiguous(memory_format=fmt)
@@ -264,21 +293,36 @@ def lrn_section(device: torch.device, batch: int, *, reps: int, warmup: int, ite
         def fn() -> None:
             act.grad = None
             layer(act).backward(grad)
+
         return fn
 
     def conv() -> None:
         conv1.zero_grad(set_to_none=True)
-        conv1(image).backward(grad)                    # the image needs no gradient (as in the net)
+        conv1(image).backward(grad)  # the image needs no gradient (as in the net)
 
-    t = interleaved({"ours": run(ours), "ours eager": run(ours_eager), "nn.LocalResponseNorm": run(torch_lrn),
-                     "conv1": conv}, reps=reps, warmup=warmup, iters=iters, devices=[device])
+    t = interleaved(
+        {
+            "ours": run(ours),
+            "ours eager": run(ours_eager),
+            "nn.LocalResponseNorm": run(torch_lrn),
+            "conv1": conv,
+        },
+        reps=reps,
+        warmup=warmup,
+        iters=iters,
+        devices=[device],
+    )
     ms = {k: 1e3 * median(v) for k, v in t.items()}
     kernel = native.status() if device.type == "cpu" else f"eager PyTorch (window '{eager_window}')"
-    return {"shape": [batch, 96, 55, 55], "ms": ms, "kernel": kernel,
-            "eager_over_conv1": ms["ours eager"] / ms["conv1"],
-            "ours_over_conv1": ms["ours"] / ms["conv1"],
-            "nn_over_conv1": ms["nn.LocalResponseNorm"] / ms["conv1"],
-            "ours_over_nn": ms["ours"] / ms["nn.LocalResponseNorm"]}
+    return {
+        "shape": [batch, 96, 55, 55],
+        "ms": ms,
+        "kernel": kernel,
+        "eager_over_conv1": ms["ours eager"] / ms["conv1"],
+        "ours_over_conv1": ms["ours"] / ms["conv1"],
+        "nn_over_conv1": ms["nn.LocalResponseNorm"] / ms["conv1"],
+        "ours_over_nn": ms["ours"] / ms["nn.LocalResponseNorm"],
+    }
 
 
 def loader_section(device: torch.device, quick: bool, out_dir: Path) -> dict:
@@ -301,35 +345,66 @@ def loader_section(device: torch.device, quick: bool, out_dir: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ main
-def run(devices: tuple[torch.device, torch.device], batch: int, *, reps: int, warmup: int, iters: int,
-        channels_last: bool, precision: str, compile: bool, loader: bool, quick: bool, out_dir: Path,
-        tune_malloc: bool = False) -> dict:
+def run(
+    devices: tuple[torch.device, torch.device],
+    batch: int,
+    *,
+    reps: int,
+    warmup: int,
+    iters: int,
+    channels_last: bool,
+    precision: str,
+    compile: bool,
+    loader: bool,
+    quick: bool,
+    out_dir: Path,
+    tune_malloc: bool = False,
+) -> dict:
     dev = devices[0]
     result: dict = {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__,
-                    "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]},
-        "settings": {"devices": [str(d) for d in devices], "batch": batch, "reps": reps, "warmup": warmup,
-                     "iters_per_rep": iters, "channels_last": channels_last, "precision": precision,
-                     "compile": compile},
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        },
+        "settings": {
+            "devices": [str(d) for d in devices],
+            "batch": batch,
+            "reps": reps,
+            "warmup": warmup,
+            "iters_per_rep": iters,
+            "channels_last": channels_last,
+            "precision": precision,
+            "compile": compile,
+        },
     }
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     models = build_models(devices, channels_last=channels_last, compile=compile)
     y = torch.randint(0, 1000, (batch,), device=dev)
-    inputs = {k: to_input(torch.randn(batch, *shape).mul_(50), d, channels_last=channels_last)
-              for k, (_, shape, d) in models.items()}
+    inputs = {
+        k: to_input(torch.randn(batch, *shape).mul_(50), d, channels_last=channels_last)
+        for k, (_, shape, d) in models.items()
+    }
     all_devs = list(devices)
 
     # FLOPs per image, from each architecture's own layer shapes
     import torchvision
+
     two_tower = AlexNet(devices=("meta", "meta"))
-    meta = {"two-tower": (two_tower, two_tower.input_shape),
-            "torchvision": (torchvision.models.alexnet().to("meta"), (3, 224, 224))}
+    meta = {
+        "two-tower": (two_tower, two_tower.input_shape),
+        "torchvision": (torchvision.models.alexnet().to("meta"), (3, 224, 224)),
+    }
     meta["grouped"] = meta["two-tower"]
-    flops = {k: {"forward": forward_flops(layer_macs(m, s)), "training": training_flops(layer_macs(m, s))}
-             for k, (m, s) in meta.items() if k in models}
+    flops = {
+        k: {"forward": forward_flops(layer_macs(m, s)), "training": training_flops(layer_macs(m, s))}
+        for k, (m, s) in meta.items()
+        if k in models
+    }
     result["flops_per_image"] = flops
 
     # training step
@@ -347,7 +422,8 @@ def run(devices: tuple[torch.device, torch.device], batch: int, *, reps: int, wa
     if any(d.type == "cpu" for d in devices):
         for k in steps:
             result["peak_memory_bytes"][k]["cpu_rss_growth"] = cpu_peak_rss(
-                k, devices, batch, channels_last=channels_last, tune_malloc=tune_malloc)
+                k, devices, batch, channels_last=channels_last, tune_malloc=tune_malloc
+            )
 
     # inference
     for m, _, _ in models.values():
@@ -367,13 +443,19 @@ def run(devices: tuple[torch.device, torch.device], batch: int, *, reps: int, wa
     ceilings = matmul_ceiling(dev, sizes=sizes, repeats=3 if quick else 5)
     kind = ceiling_for(precision, dev, ceilings)
     ref_peak = ceilings[kind]["flop_s"]
-    result["matmul_ceiling"] = {"kinds": ceilings, "sizes": list(sizes), "compared_with": kind,
-                                "threads": len(os.sched_getaffinity(0)) if dev.type == "cpu" else None}
+    result["matmul_ceiling"] = {
+        "kinds": ceilings,
+        "sizes": list(sizes),
+        "compared_with": kind,
+        "threads": len(os.sched_getaffinity(0)) if dev.type == "cpu" else None,
+    }
     result["train_share_of_peak"] = {k: train[k] * flops[k]["training"] / ref_peak for k in train}
     result["infer_share_of_peak"] = {k: infer[k] * flops[k]["forward"] / ref_peak for k in infer}
 
     # LRN alone
-    result["lrn"] = lrn_section(dev, batch, reps=reps, warmup=warmup, iters=iters, channels_last=channels_last)
+    result["lrn"] = lrn_section(
+        dev, batch, reps=reps, warmup=warmup, iters=iters, channels_last=channels_last
+    )
     result["process_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
     # loader
@@ -384,69 +466,112 @@ def run(devices: tuple[torch.device, torch.device], batch: int, *, reps: int, wa
 
 def table(r: dict) -> str:
     s = r["settings"]
-    lines = [f"AlexNet benchmark {r['date']}  {r['machine']['processor']}  torch {r['machine']['torch']}  "
-             f"threads {r['machine']['torch_threads']}  cuda {r['machine']['cuda'] or 'none'}",
-             f"devices {s['devices']}  batch {s['batch']}  channels_last {s['channels_last']}  "
-             f"precision {s['precision']}  "
-             f"compile {s['compile']}  tune_malloc {s.get('tune_malloc')}  medians of {s['reps']} reps x {s['iters_per_rep']}",
-             "",
-             f"{'model':<12} {'train img/s':>12} {'x tv':>6} {'infer img/s':>12} {'x tv':>6} "
-             f"{'GFLOP/img':>10} {'train %peak':>12} {'peak mem MB':>12}"]
+    lines = [
+        f"AlexNet benchmark {r['date']}  {r['machine']['processor']}  torch {r['machine']['torch']}  "
+        f"threads {r['machine']['torch_threads']}  cuda {r['machine']['cuda'] or 'none'}",
+        f"devices {s['devices']}  batch {s['batch']}  channels_last {s['channels_last']}  "
+        f"precision {s['precision']}  "
+        f"compile {s['compile']}  tune_malloc {s.get('tune_malloc')}  medians of {s['reps']} reps x "
+        f"{s['iters_per_rep']}",
+        "",
+        f"{'model':<12} {'train img/s':>12} {'x tv':>6} {'infer img/s':>12} {'x tv':>6} "
+        f"{'GFLOP/img':>10} {'train %peak':>12} {'peak mem MB':>12}",
+    ]
     for k in r["train_img_s"]:
         mem = r["peak_memory_bytes"][k]
         mem_s = "/".join(f"{v / 2**20:.0f}" for v in mem.values())
-        lines.append(f"{k:<12} {r['train_img_s'][k]:>12.1f} {r['train_ratio_to_torchvision'][k]:>6.2f} "
-                     f"{r['infer_img_s'][k]:>12.1f} {r['infer_ratio_to_torchvision'][k]:>6.2f} "
-                     f"{r['flops_per_image'][k]['training'] / 1e9:>10.2f} "
-                     f"{100 * r['train_share_of_peak'][k]:>11.1f}% {mem_s:>12}")
+        lines.append(
+            f"{k:<12} {r['train_img_s'][k]:>12.1f} {r['train_ratio_to_torchvision'][k]:>6.2f} "
+            f"{r['infer_img_s'][k]:>12.1f} {r['infer_ratio_to_torchvision'][k]:>6.2f} "
+            f"{r['flops_per_image'][k]['training'] / 1e9:>10.2f} "
+            f"{100 * r['train_share_of_peak'][k]:>11.1f}% {mem_s:>12}"
+        )
     ceil = r["matmul_ceiling"]
     peaks = ", ".join(f"{k} {v['flop_s'] / 1e9:.0f} GFLOP/s" for k, v in ceil["kinds"].items())
-    lines.append(f"matmul ceiling (best of n×n GEMMs, n in {ceil['sizes']}): {peaks}; '%peak' is against "
-                 f"{ceil['compared_with']}   (peak mem: " + ", ".join(r["peak_memory_bytes"]["torchvision"].keys()) + ")")
+    lines.append(
+        f"matmul ceiling (best of n×n GEMMs, n in {ceil['sizes']}): {peaks}; '%peak' is against "
+        f"{ceil['compared_with']}   (peak mem: "
+        + ", ".join(r["peak_memory_bytes"]["torchvision"].keys())
+        + ")"
+    )
     over = [k for k, v in r["train_share_of_peak"].items() if v > 1.0]
     if over:
-        lines.append(f"WARNING: {', '.join(over)} above 100 % of the measured ceiling: the ceiling was measured "
-                     f"too low (load from other processes?) or the FLOP count is wrong")
+        lines.append(
+            f"WARNING: {', '.join(over)} above 100 % of the measured ceiling: the ceiling was measured "
+            f"too low (load from other processes?) or the FLOP count is wrong"
+        )
     lrn = r["lrn"]
-    lines += ["", f"LRN fwd+bwd on {tuple(lrn['shape'])}: ours {lrn['ms']['ours']:.1f} ms, "
-              f"ours eager {lrn['ms']['ours eager']:.1f} ms, "
-              f"nn.LocalResponseNorm {lrn['ms']['nn.LocalResponseNorm']:.1f} ms, conv1 {lrn['ms']['conv1']:.1f} ms"
-              f"  -> ours/conv1 {lrn['ours_over_conv1']:.2f}, eager/conv1 {lrn['eager_over_conv1']:.2f}, "
-              f"nn/conv1 {lrn['nn_over_conv1']:.2f}",
-              f"LRN kernel: {lrn['kernel']}"]
+    lines += [
+        "",
+        f"LRN fwd+bwd on {tuple(lrn['shape'])}: ours {lrn['ms']['ours']:.1f} ms, "
+        f"ours eager {lrn['ms']['ours eager']:.1f} ms, "
+        f"nn.LocalResponseNorm {lrn['ms']['nn.LocalResponseNorm']:.1f} ms, conv1 {lrn['ms']['conv1']:.1f} ms"
+        f"  -> ours/conv1 {lrn['ours_over_conv1']:.2f}, eager/conv1 {lrn['eager_over_conv1']:.2f}, "
+        f"nn/conv1 {lrn['nn_over_conv1']:.2f}",
+        f"LRN kernel: {lrn['kernel']}",
+    ]
     ld = r["loader"]
     if "skipped" in ld:
         lines.append(f"loader: skipped ({ld['skipped']})")
     else:
         for row in ld.get("results", []):
-            lines.append(f"loader ({row['workers']} workers, batch {ld['batch_size']}): ours "
-                         f"{row['ours_img_s']:.0f} img/s, torchvision preset {row['torchvision_img_s']:.0f} "
-                         f"img/s, ratio {row['ratio']:.2f}")
+            lines.append(
+                f"loader ({row['workers']} workers, batch {ld['batch_size']}): ours "
+                f"{row['ours_img_s']:.0f} img/s, torchvision preset {row['torchvision_img_s']:.0f} "
+                f"img/s, ratio {row['ratio']:.2f}"
+            )
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--devices", nargs=2, default=["cuda:0", "cuda:0"] if cuda else ["cpu", "cpu"],
-                    help="devices of towers a and b (torchvision and the grouped twin use the first)")
-    ap.add_argument("--batch", type=int, default=None, help="images per step (default: 128 on a GPU, 32 on the CPU)")
+    ap.add_argument(
+        "--devices",
+        nargs=2,
+        default=["cuda:0", "cuda:0"] if cuda else ["cpu", "cpu"],
+        help="devices of towers a and b (torchvision and the grouped twin use the first)",
+    )
+    ap.add_argument(
+        "--batch", type=int, default=None, help="images per step (default: 128 on a GPU, 32 on the CPU)"
+    )
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions (default 7, --quick 3)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 2, --quick 1)")
-    ap.add_argument("--iters", type=int, default=None, help="steps per timed repetition (default: 10 on a GPU, 1 on the CPU)")
-    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                    help="channels_last for every model and input (on by default, like the trainer's "
-                         "train.channels_last)")
-    ap.add_argument("--precision", choices=precisions.PRECISIONS, default=None,
-                    help="arithmetic of every model (twogpu/precision.py; default fp32, TF32 off); bf16 "
-                         "autocasts on the CPU too here")
-    ap.add_argument("--amp", choices=tuple(precisions.LEGACY_AMP), default=None,
-                    help="old name: --amp bf16 is --precision bf16, --amp none is --precision fp32")
+    ap.add_argument(
+        "--iters",
+        type=int,
+        default=None,
+        help="steps per timed repetition (default: 10 on a GPU, 1 on the CPU)",
+    )
+    ap.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="channels_last for every model and input (on by default, like the trainer's "
+        "train.channels_last)",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=precisions.PRECISIONS,
+        default=None,
+        help="arithmetic of every model (twogpu/precision.py; default fp32, TF32 off); bf16 "
+        "autocasts on the CPU too here",
+    )
+    ap.add_argument(
+        "--amp",
+        choices=tuple(precisions.LEGACY_AMP),
+        default=None,
+        help="old name: --amp bf16 is --precision bf16, --amp none is --precision fp32",
+    )
     ap.add_argument("--compile", action="store_true", help="torch.compile every model")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
-    ap.add_argument("--tune-malloc", action=argparse.BooleanOptionalAction, default=True,
-                    help="alexnet.models.speed.tune_cpu_allocator() for the whole process, every model alike, when "
-                         "a tower is on the CPU (on by default, like the trainer's train.cpu_allocator_cache)")
+    ap.add_argument(
+        "--tune-malloc",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="alexnet.models.speed.tune_cpu_allocator() for the whole process, every model alike, when "
+        "a tower is on the CPU (on by default, like the trainer's train.cpu_allocator_cache)",
+    )
     ap.add_argument("--no-loader", action="store_true", help="skip the loader benchmark")
     ap.add_argument("--quick", action="store_true", help="short run: fewer repetitions, batch 16 on the CPU")
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="folder for the JSON results")
@@ -456,7 +581,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error(f"--amp {a.amp} contradicts --precision {a.precision}; use --precision only")
     prec = a.precision or precisions.LEGACY_AMP.get(a.amp, "fp32")
     try:
-        devices = resolve_devices(a.devices).pair        # a CUDA device without CUDA: one line, no traceback
+        devices = resolve_devices(a.devices).pair  # a CUDA device without CUDA: one line, no traceback
     except ValueError as e:
         print(f"bench.py: error: --devices {' '.join(a.devices)}: {e}", file=sys.stderr)
         return 2
@@ -475,8 +600,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    r = run(devices, batch, reps=reps, warmup=warmup, iters=iters, channels_last=a.channels_last, precision=prec,
-            compile=a.compile, loader=not a.no_loader, quick=a.quick, out_dir=out_dir, tune_malloc=tuned)
+    r = run(
+        devices,
+        batch,
+        reps=reps,
+        warmup=warmup,
+        iters=iters,
+        channels_last=a.channels_last,
+        precision=prec,
+        compile=a.compile,
+        loader=not a.no_loader,
+        quick=a.quick,
+        out_dir=out_dir,
+        tune_malloc=tuned,
+    )
     r["settings"]["tune_malloc"] = tuned
     print(table(r))
     stamp = r["date"].replace(":", "").replace("+0000", "Z")

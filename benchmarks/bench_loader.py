@@ -29,8 +29,8 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -40,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 def _warm_cache(root: Path) -> tuple[int, float, float]:
     """Read every training file once; returns (files, mean width, mean height)."""
     from PIL import Image
+
     from alexnet.data.folders import find_classes, list_samples
+
     train = root / "train"
     samples = list_samples(train, find_classes(train))
     ws, hs = [], []
@@ -71,7 +73,10 @@ def _timed(batches, count, consume) -> tuple[float, int]:
 def _ours(root: Path, workers: int, batch_size: int, batches: int, device: torch.device) -> tuple[float, int]:
     from alexnet.config import DataConfig
     from alexnet.data.pipeline import ImagePipeline
-    p = ImagePipeline(DataConfig(root=str(root), workers=workers), batch_size=batch_size, seed=0, device=device)
+
+    p = ImagePipeline(
+        DataConfig(root=str(root), workers=workers), batch_size=batch_size, seed=0, device=device
+    )
     gen = torch.Generator(device=device).manual_seed(0)
 
     def consume(b) -> int:
@@ -91,15 +96,30 @@ def _ours(root: Path, workers: int, batch_size: int, batches: int, device: torch
     return result
 
 
-def _torchvision(root: Path, workers: int, batch_size: int, batches: int, device: torch.device) -> tuple[float, int]:
+def _torchvision(
+    root: Path, workers: int, batch_size: int, batches: int, device: torch.device
+) -> tuple[float, int]:
     from torchvision import datasets, transforms
-    tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
-                             transforms.PILToTensor(), transforms.ConvertImageDtype(torch.float32),
-                             transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+    tf = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(224),
+            transforms.RandomHorizontalFlip(),
+            transforms.PILToTensor(),
+            transforms.ConvertImageDtype(torch.float32),
+            transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     ds = datasets.ImageFolder(str(root / "train"), transform=tf)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                         drop_last=True, pin_memory=device.type == "cuda",
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+    )
 
     def consume(b) -> int:
         x = b[0].to(device, non_blocking=True)
@@ -114,13 +134,22 @@ def _torchvision(root: Path, workers: int, batch_size: int, batches: int, device
     return _timed(stream(), batches, consume)
 
 
-def bench_loader(root: str | Path | None = None, *, workers: Sequence[int] = (1, -1), batch_size: int = 64,
-                 batches: int = 12, repeats: int = 2, device: str = "cpu", out: str | Path | None = None,
-                 short_side: tuple[int, int] = (330, 500)) -> dict:
+def bench_loader(
+    root: str | Path | None = None,
+    *,
+    workers: Sequence[int] = (1, -1),
+    batch_size: int = 64,
+    batches: int = 12,
+    repeats: int = 2,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    short_side: tuple[int, int] = (330, 500),
+) -> dict:
     """Measure both loaders for each worker count (-1 = all cores); returns (and writes) the results."""
     tmp = None
     if root is None:
         from alexnet.commands.demo_data import make_demo_data
+
         tmp = tempfile.TemporaryDirectory(prefix="bench-loader-")
         root = Path(tmp.name) / "demo"
         make_demo_data(root, seed=0, stats=True, short_side=tuple(short_side))
@@ -131,20 +160,37 @@ def bench_loader(root: str | Path | None = None, *, workers: Sequence[int] = (1,
     for w in workers:
         n = (os.cpu_count() or 1) if w == -1 else w
         ours, tv = [], []
-        for _ in range(repeats):                       # interleaved, best of
+        for _ in range(repeats):  # interleaved, best of
             tv.append(_torchvision(root, n, batch_size, batches, dev)[0])
             ours.append(_ours(root, n, batch_size, batches, dev)[0])
-        row = {"workers": n, "ours_img_s": max(ours), "torchvision_img_s": max(tv),
-               "ratio": max(ours) / max(tv) if max(tv) > 0 else float("nan"),
-               "ours_runs": ours, "torchvision_runs": tv}
+        row = {
+            "workers": n,
+            "ours_img_s": max(ours),
+            "torchvision_img_s": max(tv),
+            "ratio": max(ours) / max(tv) if max(tv) > 0 else float("nan"),
+            "ours_runs": ours,
+            "torchvision_runs": tv,
+        }
         rows.append(row)
-        print(f"workers {n:3d}: ours {row['ours_img_s']:8.1f} img/s   torchvision preset "
-              f"{row['torchvision_img_s']:8.1f} img/s   ratio {row['ratio']:.2f}x", flush=True)
-    result = {"benchmark": "loader", "data": str(root) if tmp is None else "demo-data (generated)",
-              "files": files, "mean_image_size": [round(mean_w), round(mean_h)], "batch_size": batch_size,
-              "batches_timed": batches - 1, "repeats": repeats, "device": str(dev),
-              "cpu_count": os.cpu_count(), "torch": torch.__version__, "platform": platform.platform(),
-              "results": rows}
+        print(
+            f"workers {n:3d}: ours {row['ours_img_s']:8.1f} img/s   torchvision preset "
+            f"{row['torchvision_img_s']:8.1f} img/s   ratio {row['ratio']:.2f}x",
+            flush=True,
+        )
+    result = {
+        "benchmark": "loader",
+        "data": str(root) if tmp is None else "demo-data (generated)",
+        "files": files,
+        "mean_image_size": [round(mean_w), round(mean_h)],
+        "batch_size": batch_size,
+        "batches_timed": batches - 1,
+        "repeats": repeats,
+        "device": str(dev),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "results": rows,
+    }
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(result, indent=2))
@@ -155,18 +201,33 @@ def bench_loader(root: str | Path | None = None, *, workers: Sequence[int] = (1,
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=None, help="dataset root with train/<class>/ (default: generated demo data)")
+    ap.add_argument(
+        "--data", default=None, help="dataset root with train/<class>/ (default: generated demo data)"
+    )
     ap.add_argument("--workers", type=int, nargs="+", default=[1, -1], help="worker counts (-1: all cores)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--batches", type=int, default=12, help="batches per measurement (the first is warm-up)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="bench-results/loader.json")
-    ap.add_argument("--short-side", type=int, nargs=2, default=[330, 500],
-                    help="shorter-side range of the generated images (without --data)")
+    ap.add_argument(
+        "--short-side",
+        type=int,
+        nargs=2,
+        default=[330, 500],
+        help="shorter-side range of the generated images (without --data)",
+    )
     args = ap.parse_args(argv)
-    bench_loader(args.data, workers=args.workers, batch_size=args.batch_size, batches=args.batches,
-                 repeats=args.repeats, device=args.device, out=args.out, short_side=tuple(args.short_side))
+    bench_loader(
+        args.data,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        batches=args.batches,
+        repeats=args.repeats,
+        device=args.device,
+        out=args.out,
+        short_side=tuple(args.short_side),
+    )
     return 0
 
 

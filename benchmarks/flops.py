@@ -39,10 +39,11 @@ def layer_macs(model: nn.Module, input_shape: tuple[int, ...] | None = None) -> 
             if isinstance(module, nn.Conv2d):
                 kh, kw = module.kernel_size
                 per_out = (module.in_channels // module.groups) * kh * kw
-                macs = output[0].numel() * per_out                   # output[0]: one image
+                macs = output[0].numel() * per_out  # output[0]: one image
             else:
                 macs = module.in_features * module.out_features
             counts.append(LayerCount(name, int(macs), bool(x.requires_grad)))
+
         return fn
 
     for name, module in model.named_modules():

@@ -13,7 +13,8 @@ Steps, each in its own process with a time limit (a crash or a hang fails that s
 3. ``bf16``: one training step under bf16 autocast, its loss beside the fp32 loss of the same weights
    and batch (within 5 %), every gradient finite.
 4. ``compile``: two ``torch.compile``d training steps, their losses beside eager ones (within 1e-3).
-5. ``bench-fp32`` / ``bench-bf16``: ``benchmarks/bench.py --quick`` on cuda:0: training and inference img/s and
+5. ``bench-fp32`` / ``bench-bf16``: ``benchmarks/bench.py --quick`` on cuda:0: training and inference
+img/s and
    peak memory of both layouts (two towers with the side stream, and the grouped twin) beside
    torchvision's AlexNet in the same run, and the share of the GPU's measured matmul ceiling.
 
@@ -29,12 +30,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
@@ -47,10 +47,12 @@ STEPS = tuple(BUDGET_S)
 # ------------------------------------------------------------------------------------ the checks
 def _model(devices, num_classes: int = 1000):
     import torch
+
     from alexnet.models.model import AlexNet
+
     torch.manual_seed(0)
     m = AlexNet(num_classes=num_classes, devices=devices)
-    for tower in m.towers():                      # CPU and CUDA draw different dropout masks
+    for tower in m.towers():  # CPU and CUDA draw different dropout masks
         tower.drop6.p = tower.drop7.p = 0.0
     return m
 
@@ -62,16 +64,20 @@ def _load_same_weights(model, reference) -> None:
 
 def _batch(device: str):
     import torch
+
     from alexnet.config import ModelConfig
-    n = 8 if torch.device(device).type == "cuda" else 2          # the CPU rehearsal stays short
-    side = ModelConfig().input_size                               # the paper preset's input
+
+    n = 8 if torch.device(device).type == "cuda" else 2  # the CPU rehearsal stays short
+    side = ModelConfig().input_size  # the paper preset's input
     g = torch.Generator().manual_seed(1)
     return torch.randn(n, 3, side, side, generator=g) * 50, torch.randint(0, 1000, (n,), generator=g)
 
 
 def _grads(model, x, y, precision: str = "fp32"):
     import torch
+
     from twogpu import precision as precisions
+
     model.train()
     model.zero_grad(set_to_none=True)
     with precisions.autocast(model.devices[0], precision):
@@ -93,7 +99,9 @@ def _worst_relative(a: dict, b: dict) -> tuple[float, str]:
 def check_equality(gpu: str) -> dict:
     """Step 2: forward and gradient of each layout against the CPU, in true fp32."""
     import torch
+
     from twogpu import precision as precisions
+
     print(f"precision: {precisions.configure('fp32')}")
     x, y = _batch(gpu)
     ref = _model(("cpu", "cpu"))
@@ -101,12 +109,15 @@ def check_equality(gpu: str) -> dict:
     with torch.no_grad():
         ref_logits = ref(x)
     ref_loss, ref_grads = _grads(ref, x, y)
-    layouts = {"same-device": ((gpu, gpu), False), "same-device+side-stream": ((gpu, gpu), True),
-               "device+cpu": ((gpu, "cpu"), False)}
+    layouts = {
+        "same-device": ((gpu, gpu), False),
+        "same-device+side-stream": ((gpu, gpu), True),
+        "device+cpu": ((gpu, "cpu"), False),
+    }
     results, failed = {}, []
     m = None
     for name, (devices, side) in layouts.items():
-        if not side:                              # the side-stream run reuses the same-device model
+        if not side:  # the side-stream run reuses the same-device model
             del m
             m = _model(devices)
             _load_same_weights(m, ref)
@@ -119,10 +130,19 @@ def check_equality(gpu: str) -> dict:
         fwd = float((logits - ref_logits).abs().max() / ref_logits.abs().max())
         loss, grads = _grads(m, x, y)
         worst, where = _worst_relative(grads, ref_grads)
-        results[name] = {"devices": list(devices), "side_stream": streams, "forward_max_rel": fwd,
-                         "grad_max_rel": worst, "grad_worst_param": where, "loss": loss, "cpu_loss": ref_loss}
-        print(f"{name:<24} devices {devices}  side stream {streams}: logits max rel diff {fwd:.2e}, "
-              f"gradients max rel diff {worst:.2e} ({where})")
+        results[name] = {
+            "devices": list(devices),
+            "side_stream": streams,
+            "forward_max_rel": fwd,
+            "grad_max_rel": worst,
+            "grad_worst_param": where,
+            "loss": loss,
+            "cpu_loss": ref_loss,
+        }
+        print(
+            f"{name:<24} devices {devices}  side stream {streams}: logits max rel diff {fwd:.2e}, "
+            f"gradients max rel diff {worst:.2e} ({where})"
+        )
         if not (fwd < 1e-3 and worst < 1e-3):
             failed.append(f"{name}: forward {fwd:.2e} / gradient {worst:.2e} (limit 1e-3)")
     return {"layouts": results, "failed": failed}
@@ -131,7 +151,9 @@ def check_equality(gpu: str) -> dict:
 def check_bf16(gpu: str) -> dict:
     """Step 3: a bf16 autocast step against fp32 on the same weights and batch."""
     import torch
+
     from twogpu import precision as precisions
+
     precisions.configure("bf16")
     x, y = _batch(gpu)
     m = _model((gpu, gpu))
@@ -149,8 +171,10 @@ def check_bf16(gpu: str) -> dict:
 def check_compile(gpu: str) -> dict:
     """Step 4: torch.compile'd training steps against eager ones."""
     import torch
+
     from alexnet.models.speed import prepare_for_speed
     from twogpu import precision as precisions
+
     precisions.configure("fp32")
     x, y = _batch(gpu)
     eager, compiled = _model((gpu, gpu)), _model((gpu, gpu))
@@ -167,13 +191,24 @@ def check_compile(gpu: str) -> dict:
             run.append(loss)
         losses.append(run)
     rel = max(abs(a - b) / abs(a) for a, b in zip(*losses))
-    print(f"eager losses {losses[0]}, compiled {losses[1]} (max rel {rel:.2e}); {time.perf_counter() - t0:.0f} s "
-          f"including compilation")
-    return {"eager": losses[0], "compiled": losses[1], "rel": rel,
-            "failed": [] if rel < 1e-3 else [f"compiled loss rel diff {rel:.2e}"]}
+    print(
+        f"eager losses {losses[0]}, compiled {losses[1]} (max rel {rel:.2e}); "
+        f"{time.perf_counter() - t0:.0f} s "
+        f"including compilation"
+    )
+    return {
+        "eager": losses[0],
+        "compiled": losses[1],
+        "rel": rel,
+        "failed": [] if rel < 1e-3 else [f"compiled loss rel diff {rel:.2e}"],
+    }
 
 
-CHECKS: dict[str, Callable[[str], dict]] = {"equality": check_equality, "bf16": check_bf16, "compile": check_compile}
+CHECKS: dict[str, Callable[[str], dict]] = {
+    "equality": check_equality,
+    "bf16": check_bf16,
+    "compile": check_compile,
+}
 
 
 # ------------------------------------------------------------------------------------ the runner
@@ -185,8 +220,12 @@ def _run_step(name: str, cmd: Sequence[str], out: Path, limit: float) -> dict:
             rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=limit, cwd=ROOT).returncode
         except subprocess.TimeoutExpired:
             rc = "timeout"
-    row = {"status": "passed" if rc == 0 else "failed", "exit": rc, "seconds": round(time.monotonic() - t0, 1),
-           "log": str(log)}
+    row = {
+        "status": "passed" if rc == 0 else "failed",
+        "exit": rc,
+        "seconds": round(time.monotonic() - t0, 1),
+        "log": str(log),
+    }
     result = out / f"{name}.json"
     if result.exists():
         row["result"] = json.loads(result.read_text())
@@ -198,9 +237,14 @@ def _bench_figures(out: Path, name: str) -> dict:
     if not path.exists():
         return {}
     r = json.loads(path.read_text())
-    return {"train_img_s": r["train_img_s"], "train_ratio_to_torchvision": r["train_ratio_to_torchvision"],
-            "infer_img_s": r["infer_img_s"], "peak_memory_bytes": r["peak_memory_bytes"],
-            "train_share_of_peak": r["train_share_of_peak"], "matmul_ceiling": r["matmul_ceiling"]}
+    return {
+        "train_img_s": r["train_img_s"],
+        "train_ratio_to_torchvision": r["train_ratio_to_torchvision"],
+        "infer_img_s": r["infer_img_s"],
+        "peak_memory_bytes": r["peak_memory_bytes"],
+        "train_share_of_peak": r["train_share_of_peak"],
+        "matmul_ceiling": r["matmul_ceiling"],
+    }
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -215,8 +259,11 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"{name:<12} {row['status']:<7} exit {row['exit']!s:<8} {row['seconds']:>6.1f} s{extra}")
         for model, v in row.get("bench", {}).get("train_img_s", {}).items():
             mem = "/".join(f"{b / 2**20:.0f}" for b in row["bench"]["peak_memory_bytes"][model].values())
-            lines.append(f"    {model:<12} train {v:8.1f} img/s  x tv {row['bench']['train_ratio_to_torchvision'][model]:.2f}"
-                         f"  {100 * row['bench']['train_share_of_peak'][model]:5.1f}% of ceiling  peak mem {mem} MiB")
+            lines.append(
+                f"    {model:<12} train {v:8.1f} img/s  x tv "
+                f"{row['bench']['train_ratio_to_torchvision'][model]:.2f}"
+                f"  {100 * row['bench']['train_share_of_peak'][model]:5.1f}% of ceiling  peak mem {mem} MiB"
+            )
     lines.append(f"overall: {'passed' if report['passed'] else 'FAILED'}")
     return lines
 
@@ -226,7 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="output folder")
     ap.add_argument("--device", default="cuda:0", help="the GPU (cpu: rehearse steps 2-4 without one)")
     ap.add_argument("--only", nargs="+", choices=STEPS, default=None, help="run these steps only")
-    ap.add_argument("--check", choices=tuple(CHECKS), default=None, help=argparse.SUPPRESS)  # in the step's process
+    ap.add_argument(
+        "--check", choices=tuple(CHECKS), default=None, help=argparse.SUPPRESS
+    )  # in the step's process
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     if a.check:
@@ -235,14 +284,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if result["failed"] else 0
 
     import torch
-    report: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "torch": torch.__version__,
-                    "cuda_build": torch.version.cuda, "device": a.device, "steps": {}, "passed": False}
+
+    report: dict = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "torch": torch.__version__,
+        "cuda_build": torch.version.cuda,
+        "device": a.device,
+        "steps": {},
+        "passed": False,
+    }
     on_gpu = torch.device(a.device).type == "cuda"
     if on_gpu and not torch.cuda.is_available():
-        report.update(device_name="no GPU", error=f"no CUDA device is visible (torch {torch.__version__}, CUDA build "
-                      f"{torch.version.cuda}): nothing was checked")
+        report.update(
+            device_name="no GPU",
+            error=f"no CUDA device is visible (torch {torch.__version__}, CUDA build "
+            f"{torch.version.cuda}): nothing was checked",
+        )
     else:
-        report["device_name"] = torch.cuda.get_device_name(a.device) if on_gpu else "CPU rehearsal (no GPU checked)"
+        report["device_name"] = (
+            torch.cuda.get_device_name(a.device) if on_gpu else "CPU rehearsal (no GPU checked)"
+        )
     if "error" not in report:
         steps = a.only or (STEPS if on_gpu else tuple(CHECKS))
         py = sys.executable
@@ -251,8 +312,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cmd = [py, "-m", "pytest", "tests", "-m", "cuda", "-q", "-p", "no:cacheprovider"]
             elif name.startswith("bench-"):
                 prec = name.split("-", 1)[1]
-                cmd = [py, "benchmarks/bench.py", "--devices", a.device, a.device, "--quick", "--no-loader",
-                       "--precision", prec, "--out", str(a.out / name)]
+                cmd = [
+                    py,
+                    "benchmarks/bench.py",
+                    "--devices",
+                    a.device,
+                    a.device,
+                    "--quick",
+                    "--no-loader",
+                    "--precision",
+                    prec,
+                    "--out",
+                    str(a.out / name),
+                ]
             else:
                 cmd = [py, __file__, str(a.out), "--device", a.device, "--check", name]
             row = _run_step(name, cmd, a.out, BUDGET_S[name] * (1 if on_gpu else 20))  # the CPU is slower

@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_hub_lists_and_builds_each_preset():
-    model = torch.hub.load(str(REPO), "alexnet", source="local", preset="caffe", devices=("cpu", "cpu"),
-                           num_classes=7)
+    model = torch.hub.load(
+        str(REPO), "alexnet", source="local", preset="caffe", devices=("cpu", "cpu"), num_classes=7
+    )
     assert isinstance(model, AlexNet) and model.cfg.preset == "caffe" and model.cfg.lrn_across_towers
     assert model.a.fc8.out_features + model.b.fc8.out_features == 7
     twin = torch.hub.load(str(REPO), "alexnet", source="local", twin=True, num_classes=7, lrn=False)
@@ -26,8 +27,13 @@ def test_hub_loads_a_checkpoint(tmp_path):
     torch.manual_seed(0)
     source = AlexNet(num_classes=3, preset="caffe")
     ckpt = tmp_path / "c.pt"
-    torch.save({"model": source.state_dict(), "config": config_to_dict(Config(model=model_preset("caffe", num_classes=3)))},
-               ckpt)
+    torch.save(
+        {
+            "model": source.state_dict(),
+            "config": config_to_dict(Config(model=model_preset("caffe", num_classes=3))),
+        },
+        ckpt,
+    )
     model = torch.hub.load(str(REPO), "alexnet", source="local", checkpoint=str(ckpt))
     assert not model.training and model.cfg.preset == "caffe"
     for k, v in source.state_dict().items():
@@ -37,8 +43,10 @@ def test_hub_loads_a_checkpoint(tmp_path):
 
 
 def test_hub_from_the_repo_dir_in_a_fresh_interpreter():
-    code = ("import torch; m = torch.hub.load('.', 'alexnet', source='local', preset='cuda-convnet', "
-            "devices='auto'); print(type(m).__name__, m.cfg.preset)")
+    code = (
+        "import torch; m = torch.hub.load('.', 'alexnet', source='local', preset='cuda-convnet', "
+        "devices='auto'); print(type(m).__name__, m.cfg.preset)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["AlexNet", "cuda-convnet"]

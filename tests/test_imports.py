@@ -14,7 +14,7 @@ PACKAGES = {"alexnet": ROOT / "src" / "alexnet", "twogpu": ROOT / "twogpu"}
 def _modules() -> dict[str, Path]:
     found = {}
     for pkg, folder in PACKAGES.items():
-        for path in folder.rglob("*.py"):                      # subpackages too (alexnet.config)
+        for path in folder.rglob("*.py"):  # subpackages too (alexnet.config)
             parts = [pkg, *path.relative_to(folder).with_suffix("").parts]
             found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     return found
@@ -35,9 +35,13 @@ def import_graph() -> dict[str, set[str]]:
             elif isinstance(node, ast.ImportFrom):
                 base = node.module or ""
                 if node.level:
-                    base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
-                                    + ([base] if base else []))
-                for a in node.names:    # `from alexnet.data import augment` imports the module alexnet.data.augment
+                    base = ".".join(
+                        package.split(".")[: len(package.split(".")) - node.level + 1]
+                        + ([base] if base else [])
+                    )
+                for (
+                    a
+                ) in node.names:  # `from alexnet.data import augment` imports the module alexnet.data.augment
                     targets.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
         graph[name] = {t for t in targets if t in modules and t != name}
     return graph
@@ -45,7 +49,7 @@ def import_graph() -> dict[str, set[str]]:
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as a list of modules (first == last), or None."""
-    state: dict[str, int] = {}       # 1: on the current path, 2: done
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
     def visit(node: str) -> list[str] | None:
@@ -53,7 +57,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         path.pop()
@@ -73,7 +77,7 @@ def test_the_cycle_finder_finds_a_planted_cycle():
 
 def test_the_graph_sees_imports_inside_functions():
     graph = import_graph()
-    assert "alexnet.training.train" in graph["alexnet.cli"]      # imported inside _user_errors()
+    assert "alexnet.training.train" in graph["alexnet.cli"]  # imported inside _user_errors()
 
 
 def _is_command(module: str) -> bool:
@@ -83,8 +87,9 @@ def _is_command(module: str) -> bool:
 def test_the_library_never_imports_a_command():
     """Commands import the library, never the reverse: a helper that a command and the library both
     need belongs in the library."""
-    offenders = {m: sorted(t for t in ts if _is_command(t)) for m, ts in import_graph().items()
-                 if not _is_command(m)}
+    offenders = {
+        m: sorted(t for t in ts if _is_command(t)) for m, ts in import_graph().items() if not _is_command(m)
+    }
     assert not any(offenders.values()), {m: t for m, t in offenders.items() if t}
 
 
@@ -92,6 +97,7 @@ def test_every_command_in_the_table_has_a_module_with_add_args_and_run():
     import importlib
 
     from alexnet.cli import COMMANDS
+
     for name, (module, _help) in COMMANDS.items():
         mod = importlib.import_module(f"alexnet.commands.{module}")
         assert callable(mod.add_args) and callable(mod.run), name
@@ -103,6 +109,9 @@ def test_no_import_cycle_among_the_project_modules():
 
 
 def test_twogpu_never_imports_alexnet():
-    offenders = {m: sorted(t for t in ts if t.startswith("alexnet")) for m, ts in import_graph().items()
-                 if m.startswith("twogpu")}
+    offenders = {
+        m: sorted(t for t in ts if t.startswith("alexnet"))
+        for m, ts in import_graph().items()
+        if m.startswith("twogpu")
+    }
     assert not any(offenders.values()), offenders

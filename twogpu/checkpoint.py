@@ -78,16 +78,21 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise CheckpointError(f"checkpoint not found: {path}")
     size = path.stat().st_size
     if size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the write was interrupted or the disk is full")
+        raise CheckpointError(
+            f"checkpoint {path} is empty (0 bytes): the write was interrupted or the disk is full"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ...
         raise CheckpointError(
             f"cannot read checkpoint {path} ({size:,} bytes): it is truncated or corrupt "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
-            f"Use an older file from {path.parent} instead.") from None
+            f"Use an older file from {path.parent} instead."
+        ) from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} is not a training checkpoint (expected a dict, got {type(state).__name__})")
+        raise CheckpointError(
+            f"{path} is not a training checkpoint (expected a dict, got {type(state).__name__})"
+        )
     return state
 
 
@@ -122,7 +127,7 @@ class CheckpointDir:
         _link_atomic(path, self.last)
         if is_best:
             _link_atomic(path, self.best)
-        for old in self.step_files()[:-self.keep_last]:
+        for old in self.step_files()[: -self.keep_last]:
             old.unlink()
         return path
 
@@ -133,6 +138,7 @@ class CheckpointDir:
         if not newer:
             return []
         import time
+
         target = self.folder / f"abandoned-{time.strftime('%Y%m%d-%H%M%S')}"
         target.mkdir(exist_ok=True)
         moved = []
@@ -155,5 +161,7 @@ class CheckpointDir:
                 errors.append(str(e))
                 print(f"warning: {e}", flush=True)
         if errors:
-            raise CheckpointError("no readable checkpoint in " + str(self.folder) + ":\n  " + "\n  ".join(errors))
+            raise CheckpointError(
+                "no readable checkpoint in " + str(self.folder) + ":\n  " + "\n  ".join(errors)
+            )
         return None

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -52,10 +53,12 @@ class Cross(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, device: torch.device, record: CrossingRecord | None) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, device: torch.device, record: CrossingRecord | None
+    ) -> torch.Tensor:
         ctx.source_device, ctx.record = x.device, record
         out = _copy(x, device)
-        return out.view_as(out) if out is x else out            # a new tensor, even on one device
+        return out.view_as(out) if out is x else out  # a new tensor, even on one device
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
@@ -64,7 +67,9 @@ class Cross(torch.autograd.Function):
         return _copy(grad, ctx.source_device), None, None
 
 
-def cross(x: torch.Tensor, device: torch.device | str, *, site: str, source: str, target: str) -> torch.Tensor:
+def cross(
+    x: torch.Tensor, device: torch.device | str, *, site: str, source: str, target: str
+) -> torch.Tensor:
     """Send tower ``source``'s activation ``x`` to tower ``target`` living on ``device``.
 
     forward: copy to the other tower (non-blocking towards a GPU, so it overlaps with compute);
@@ -80,8 +85,13 @@ def record_transfer(x: torch.Tensor, *, site: str, source: str, target: str) -> 
     records = getattr(_local, "records", None)
     if records is None:
         return None
-    record = CrossingRecord(site=site, source=source, target=target, shape=tuple(x.shape),
-                            bytes_forward=x.numel() * x.element_size())
+    record = CrossingRecord(
+        site=site,
+        source=source,
+        target=target,
+        shape=tuple(x.shape),
+        bytes_forward=x.numel() * x.element_size(),
+    )
     records.append(record)
     return record
 
@@ -104,8 +114,9 @@ def exchange(
     return on_a, on_b
 
 
-def gather(xa: torch.Tensor, xb: torch.Tensor, device_a: torch.device, *, site: str,
-           dim: int = 1) -> torch.Tensor:
+def gather(
+    xa: torch.Tensor, xb: torch.Tensor, device_a: torch.device, *, site: str, dim: int = 1
+) -> torch.Tensor:
     """Tower a alone receives both towers' parts, ``cat([xa, xb])`` on ``device_a``; tower b receives
     nothing (the logits of a split fc8, or cuda-convnet's fc8 input on GPU 0)."""
     return torch.cat([xa, cross(xb, device_a, site=site, source="b", target="a")], dim=dim)

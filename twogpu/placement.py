@@ -6,8 +6,8 @@ lives on ``devices[0]`` (the paper's GPU 0), tower b on ``devices[1]``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -44,7 +44,9 @@ def require_gpus(n: int, what: str = "this run", hint: str = "") -> None:
     """A ``ValueError`` in one line unless ``n`` GPUs are visible (checked before any work starts)."""
     found = visible_gpus()
     if found < n:
-        raise ValueError(f"{what} needs {n} GPUs, but {found} CUDA device(s) are visible." + (f" {hint}" if hint else ""))
+        raise ValueError(
+            f"{what} needs {n} GPUs, but {found} CUDA device(s) are visible." + (f" {hint}" if hint else "")
+        )
 
 
 def check_device(request: str | torch.device, name: str = "device") -> torch.device:
@@ -65,7 +67,8 @@ def _check_device(dev: torch.device, name: str) -> None:
         index = dev.index if dev.index is not None else 0
         if index >= torch.cuda.device_count():
             raise ValueError(
-                f"{name}: '{dev}' was requested but only {torch.cuda.device_count()} CUDA device(s) are visible"
+                f"{name}: '{dev}' was requested but only {torch.cuda.device_count()} CUDA device(s) "
+                f"are visible"
             )
 
 
@@ -79,8 +82,9 @@ def resolve_devices(request: str | Sequence[str], *, offset: int = 0) -> TowerDe
     """
     if isinstance(request, str):
         if request not in ("auto", "single"):
-            raise ValueError(f"devices: expected 'auto', 'single' or a pair like ['cuda:0', 'cuda:1'], "
-                             f"got {request!r}")
+            raise ValueError(
+                f"devices: expected 'auto', 'single' or a pair like ['cuda:0', 'cuda:1'], got {request!r}"
+            )
         n = visible_gpus()
         if request == "single" and n:
             a = torch.device(f"cuda:{min(offset, n - 1)}")
@@ -90,7 +94,9 @@ def resolve_devices(request: str | Sequence[str], *, offset: int = 0) -> TowerDe
             return TowerDevices(cpu, cpu, "single: no GPU found, both towers on the CPU")
         if n >= offset + 2:
             a, b = torch.device(f"cuda:{offset}"), torch.device(f"cuda:{offset + 1}")
-            return TowerDevices(a, b, f"auto: two GPUs found, tower a on {a}, tower b on {b} (as in the paper)")
+            return TowerDevices(
+                a, b, f"auto: two GPUs found, tower a on {a}, tower b on {b} (as in the paper)"
+            )
         if n >= 1:
             a = torch.device(f"cuda:{min(offset, n - 1)}")
             return TowerDevices(a, a, f"auto: {n} GPU(s) visible, both towers on {a}")

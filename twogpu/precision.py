@@ -17,7 +17,8 @@ benchmark) and returns a sentence to log.
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Literal
+from contextlib import AbstractContextManager as ContextManager
+from typing import Literal
 
 import torch
 
@@ -30,7 +31,7 @@ _DESCRIPTION = {
     "fp32": "fp32 (IEEE float32; TF32 off for cuDNN convolutions and matmuls: the paper's arithmetic)",
     "tf32": "tf32 (float32 tensors; cuDNN convolutions and matmuls may use TF32 tensor cores)",
     "bf16": "bf16 (autocast to bfloat16 on CUDA for convolutions and matmuls; normalisations and the "
-            "loss in float32, TF32 off; the CPU computes in fp32)",
+    "loss in float32, TF32 off; the CPU computes in fp32)",
 }
 
 
@@ -45,11 +46,11 @@ def configure(precision: str) -> str:
     """Set the TF32 flags of cuDNN convolutions and CUDA matmuls for ``precision`` (process-wide)
     and return a sentence describing the setting, to log at the start of a run."""
     mode = "tf32" if check(precision) == "tf32" else "ieee"
-    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):      # torch >= 2.9: the new flags only
+    if hasattr(torch.backends.cuda.matmul, "fp32_precision"):  # torch >= 2.9: the new flags only
         torch.backends.cuda.matmul.fp32_precision = mode
         torch.backends.cudnn.conv.fp32_precision = mode
         torch.backends.cudnn.rnn.fp32_precision = mode
-    else:                                                          # older torch: the legacy flags
+    else:  # older torch: the legacy flags
         torch.backends.cuda.matmul.allow_tf32 = mode == "tf32"
         torch.backends.cudnn.allow_tf32 = mode == "tf32"
     return _DESCRIPTION[precision]
@@ -58,10 +59,14 @@ def configure(precision: str) -> str:
 def tf32_enabled() -> dict[str, bool]:
     """Whether cuDNN convolutions and CUDA matmuls may use TF32 now (for logs and tests)."""
     if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
-        return {"cudnn_conv": torch.backends.cudnn.conv.fp32_precision == "tf32",
-                "cuda_matmul": torch.backends.cuda.matmul.fp32_precision == "tf32"}
-    return {"cudnn_conv": bool(torch.backends.cudnn.allow_tf32),
-            "cuda_matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
+        return {
+            "cudnn_conv": torch.backends.cudnn.conv.fp32_precision == "tf32",
+            "cuda_matmul": torch.backends.cuda.matmul.fp32_precision == "tf32",
+        }
+    return {
+        "cudnn_conv": bool(torch.backends.cudnn.allow_tf32),
+        "cuda_matmul": bool(torch.backends.cuda.matmul.allow_tf32),
+    }
 
 
 def autocast(device: torch.device | str, precision: str, *, on_cpu: bool = False) -> ContextManager:

@@ -17,6 +17,7 @@ import datetime
 import gc
 import os
 from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -67,13 +68,21 @@ def world_from_env() -> World:
     if not launched_by_torchrun():
         return SINGLE
     local = os.environ.get("LOCAL_WORLD_SIZE")
-    return World(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]),
-                 local_rank=int(os.environ["LOCAL_RANK"]), backend=None,
-                 local_world_size=int(local) if local else None)
+    return World(
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+        local_rank=int(os.environ["LOCAL_RANK"]),
+        backend=None,
+        local_world_size=int(local) if local else None,
+    )
 
 
-def init_from_env(timeout_s: float = 600.0, backend: str | None = None, use_cuda: bool | None = None,
-                  device: torch.device | str | None = None) -> World:
+def init_from_env(
+    timeout_s: float = 600.0,
+    backend: str | None = None,
+    use_cuda: bool | None = None,
+    device: torch.device | str | None = None,
+) -> World:
     """Join the process group ``torchrun`` prepared, or return :data:`SINGLE` when not launched by it.
 
     ``device``: this replica's first device (tower a's). A CUDA device becomes the process's current
@@ -93,10 +102,16 @@ def init_from_env(timeout_s: float = 600.0, backend: str | None = None, use_cuda
         use_cuda = on_gpu if dev is not None else torch.cuda.is_available()
     backend = backend or ("nccl" if use_cuda else "gloo")
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
-                                device_id=dev if on_gpu else None)
-    return World(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=world.local_rank,
-                 backend=backend, local_world_size=world.local_world_size)
+        dist.init_process_group(
+            backend=backend, timeout=datetime.timedelta(seconds=timeout_s), device_id=dev if on_gpu else None
+        )
+    return World(
+        rank=dist.get_rank(),
+        world_size=dist.get_world_size(),
+        local_rank=world.local_rank,
+        backend=backend,
+        local_world_size=world.local_world_size,
+    )
 
 
 class LayoutError(ValueError):
@@ -117,7 +132,8 @@ def gpus_per_replica(gpus: int, replicas: int, request: str = "auto") -> int:
     raise LayoutError(
         f"{replicas} replicas on this node but only {gpus} GPU(s): every replica needs its own GPU (one GPU "
         f"each: both towers on it; two each: the paper's layout). Start at most {gpus} replicas per node "
-        f"(torchrun --nproc_per_node), or at most {gpus // 2 or 1} for two GPUs each.")
+        f"(torchrun --nproc_per_node), or at most {gpus // 2 or 1} for two GPUs each."
+    )
 
 
 def replica_devices(world: World, request: str | list[str] | tuple[str, ...]) -> TowerDevices:
@@ -134,12 +150,18 @@ def replica_devices(world: World, request: str | list[str] | tuple[str, ...]) ->
     if not isinstance(request, str):
         gpus = {str(torch.device(d)) for d in request if torch.device(d).type == "cuda"}
         shift = len(gpus) * world.local_rank
-        pair = [f"cuda:{(torch.device(d).index or 0) + shift}" if torch.device(d).type == "cuda" else d
-                for d in request]
+        pair = [
+            f"cuda:{(torch.device(d).index or 0) + shift}" if torch.device(d).type == "cuda" else d
+            for d in request
+        ]
         chosen = resolve_devices(pair)
-        return TowerDevices(chosen.a, chosen.b, f"replica {world.rank} (local rank {world.local_rank}): {chosen.reason}")
+        return TowerDevices(
+            chosen.a, chosen.b, f"replica {world.rank} (local rank {world.local_rank}): {chosen.reason}"
+        )
     if request not in ("auto", "single"):
-        raise ValueError(f"devices: expected 'auto', 'single' or a pair like ['cuda:0', 'cuda:1'], got {request!r}")
+        raise ValueError(
+            f"devices: expected 'auto', 'single' or a pair like ['cuda:0', 'cuda:1'], got {request!r}"
+        )
     n, r, here = visible_gpus(), world.local_rank, world.replicas_here
     per = gpus_per_replica(n, here, request)
     idle = n - per * here

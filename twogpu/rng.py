@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ def stream_seed(seed: int, purpose: str, *, rank: int = 0, step: int = 0) -> int
 
     A hash of the four values: two different names never share a seed, whatever the numbers.
     """
-    digest = hashlib.blake2b(f"{purpose}|{int(seed)}|{int(rank)}|{int(step)}".encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(
+        f"{purpose}|{int(seed)}|{int(rank)}|{int(step)}".encode(), digest_size=8
+    ).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
@@ -54,13 +57,16 @@ def _cuda_seeded_state(index: int, seed: int) -> torch.Tensor:
     return g.get_state()
 
 
-def device_streams(seed: int, purpose: str, cuda_indices: Sequence[int], *, rank: int = 0,
-                   step: int = 0) -> RngStreams:
+def device_streams(
+    seed: int, purpose: str, cuda_indices: Sequence[int], *, rank: int = 0, step: int = 0
+) -> RngStreams:
     """Fresh streams named ``purpose`` for the CPU and each CUDA device in ``cuda_indices``; every
     device gets its own seed (``"<purpose>/cuda:<i>"``), so towers on two GPUs draw different numbers."""
     cpu = torch.Generator().manual_seed(stream_seed(seed, f"{purpose}/cpu", rank=rank, step=step)).get_state()
-    cuda = [_cuda_seeded_state(i, stream_seed(seed, f"{purpose}/cuda:{i}", rank=rank, step=step))
-            for i in cuda_indices]
+    cuda = [
+        _cuda_seeded_state(i, stream_seed(seed, f"{purpose}/cuda:{i}", rank=rank, step=step))
+        for i in cuda_indices
+    ]
     return {"cpu": cpu, "cuda": cuda}
 
 
@@ -94,8 +100,9 @@ def seed_devices(seed: int, purpose: str, *, rank: int = 0, step: int = 0) -> No
     torch.manual_seed(stream_seed(seed, f"{purpose}/cpu", rank=rank, step=step))
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
-            torch.cuda.set_rng_state(_cuda_seeded_state(i, stream_seed(seed, f"{purpose}/cuda:{i}",
-                                                                       rank=rank, step=step)), i)
+            torch.cuda.set_rng_state(
+                _cuda_seeded_state(i, stream_seed(seed, f"{purpose}/cuda:{i}", rank=rank, step=step)), i
+            )
 
 
 def rng_state() -> dict[str, Any]:

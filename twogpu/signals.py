@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 
 class StopRequest:
@@ -45,12 +45,15 @@ class StopRequest:
             self._first_at = time.monotonic()
             self.request(signum)
             if self._announce is not None:
-                self._announce(f"\n{signal.Signals(signum).name} received: finishing this step, then writing a "
-                               f"checkpoint (send it again to stop at once, without one)")
+                self._announce(
+                    f"\n{signal.Signals(signum).name} received: finishing this step, then writing a "
+                    f"checkpoint (send it again to stop at once, without one)"
+                )
+
         return handle
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator["StopRequest"]:
+    def installed(self) -> Iterator[StopRequest]:
         """Handle SIGINT and SIGTERM inside the block (main thread only; elsewhere a no-op), and put
         the previous handlers back after it."""
         if threading.current_thread() is not threading.main_thread():

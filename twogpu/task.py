@@ -3,9 +3,10 @@ what a training task supplies, what one step reports, the hooks, the options and
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
@@ -34,11 +35,14 @@ class TrainTask(Protocol):
     def steps_per_epoch(self) -> int: ...
     def batches(self, epoch: int, start_step: int) -> Iterator[Any]:
         """The batches of ``epoch`` (0-based) from position ``start_step``, deterministic."""
+
     def train_step(self, batch: Any) -> StepOutput: ...
     def validate(self) -> dict[str, float]:
         """Validation metrics (e.g. ``val_top1_err``), reduced over ranks if data-parallel."""
+
     def end_epoch(self, metrics: Mapping[str, float]) -> None:
         """Called after each epoch's validation (learning-rate schedule)."""
+
     def lr(self) -> float: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
@@ -55,10 +59,12 @@ class Hook:
     def on_start(self, trainer: Trainer) -> None: ...
     def on_log(self, trainer: Trainer, stats: Mapping[str, float]) -> None:
         """Every ``log_every`` steps; ``stats["window_steps"]`` steps went into the averages."""
+
     def on_epoch(self, trainer: Trainer, metrics: Mapping[str, float]) -> None: ...
-    def on_end(self, trainer: Trainer, result: "RunResult") -> None: ...
+    def on_end(self, trainer: Trainer, result: RunResult) -> None: ...
     def state_dict(self) -> dict[str, Any]:
         return {}
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
 
 

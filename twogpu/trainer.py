@@ -1,7 +1,8 @@
 """A generic training loop for a two-tower model: steps, timing, checkpoints, resume, signals.
 
 The loop knows nothing about the network or the data. A :class:`~twogpu.task.TrainTask` supplies
-the batches of an epoch, one optimisation step, validation and its own state; the :class:`Trainer` runs epochs,
+the batches of an epoch, one optimisation step, validation and its own state; the :class:`Trainer` runs
+epochs,
 keeps the host ahead of the devices (losses and error counts are summed on the device and read every
 ``log_every`` steps, per-tower step times come from CUDA events: :mod:`twogpu.timing`), prints a
 progress line with rate and ETA, checkpoints atomically every epoch and every N minutes, resumes at
@@ -20,8 +21,9 @@ import json
 import math
 import resource
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -75,20 +77,29 @@ class Trainer:
 
     TOWERS = ("a", "b")
 
-    def __init__(self, task: TrainTask, options: TrainerOptions, hooks: Sequence[Hook] = (),
-                 agree: Callable[[bool], bool] | None = None, log: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        task: TrainTask,
+        options: TrainerOptions,
+        hooks: Sequence[Hook] = (),
+        agree: Callable[[bool], bool] | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
         self.task, self.options = task, options
         self.is_main = options.rank == 0
         self.hooks = list(hooks) if self.is_main else []
         self.agree = agree or (lambda flag: flag)
         self._log = log or (lambda text: print(text, flush=True))
-        self.checkpoints = (CheckpointDir(Path(options.run_dir) / "checkpoints", options.keep_last)
-                            if options.run_dir is not None else None)
-        self.epoch = 0               # epochs completed == 0-based index of the epoch in progress
-        self.step = 0                # optimisation steps taken in total
-        self.step_in_epoch = 0       # position in the epoch's data order
-        self.images_seen = 0         # images seen by all ranks together
-        self.wall_offset = 0.0       # training time of earlier sessions (resume)
+        self.checkpoints = (
+            CheckpointDir(Path(options.run_dir) / "checkpoints", options.keep_last)
+            if options.run_dir is not None
+            else None
+        )
+        self.epoch = 0  # epochs completed == 0-based index of the epoch in progress
+        self.step = 0  # optimisation steps taken in total
+        self.step_in_epoch = 0  # position in the epoch's data order
+        self.images_seen = 0  # images seen by all ranks together
+        self.wall_offset = 0.0  # training time of earlier sessions (resume)
         self.best = math.inf
         self.last_checkpoint: Path | None = None
         self.last_metrics: dict[str, float] = {}
@@ -109,12 +120,17 @@ class Trainer:
         return self.wall_offset + (time.perf_counter() - self._t_start)
 
     def _trainer_state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
-                "images_seen": self.images_seen, "wall_time_s": self.wall_time_s,
-                "world_size": self.options.world_size,
-                "trainer": {"best": self.best, "epoch_acc": dict(self._epoch_acc)},
-                "hooks": {h.name: h.state_dict() for h in self.hooks if h.name},
-                "rng": rng_state()}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "step_in_epoch": self.step_in_epoch,
+            "images_seen": self.images_seen,
+            "wall_time_s": self.wall_time_s,
+            "world_size": self.options.world_size,
+            "trainer": {"best": self.best, "epoch_acc": dict(self._epoch_acc)},
+            "hooks": {h.name: h.state_dict() for h in self.hooks if h.name},
+            "rng": rng_state(),
+        }
 
     def checkpoint(self, *, is_best: bool = False) -> Path | None:
         """Write a checkpoint of the current state (rank 0; other ranks return None). The loop calls
@@ -148,14 +164,19 @@ class Trainer:
         if self.checkpoints is not None and self.is_main:
             aside = self.checkpoints.set_aside_after(self.step)
             if aside:
-                self.log(f"resume: {len(aside)} checkpoint(s) newer than step {self.step} moved to {aside[0].parent}")
+                self.log(
+                    f"resume: {len(aside)} checkpoint(s) newer than step {self.step} moved to "
+                    f"{aside[0].parent}"
+                )
         self.step_in_epoch = int(state["step_in_epoch"])
         old_ws = int(state.get("world_size", 1))
         if old_ws != self.options.world_size and self.step_in_epoch:
             # the epoch's data order depends on the number of replicas: continue at the same share
             new = self.step_in_epoch * old_ws // self.options.world_size
-            self.log(f"resume: checkpoint written with {old_ws} replica(s), now {self.options.world_size}; "
-                     f"continuing epoch {self.epoch + 1} at step {new} instead of {self.step_in_epoch}")
+            self.log(
+                f"resume: checkpoint written with {old_ws} replica(s), now {self.options.world_size}; "
+                f"continuing epoch {self.epoch + 1} at step {new} instead of {self.step_in_epoch}"
+            )
             self.step_in_epoch = new
         self.images_seen = int(state.get("images_seen", 0))
         self.wall_offset = float(state.get("wall_time_s", 0.0))
@@ -171,8 +192,10 @@ class Trainer:
             seed_devices(torch.initial_seed(), "global", rank=self.options.rank, step=self.step)
         self.last_checkpoint = path
         self._truncate_metrics()
-        self.log(f"resumed from {path}: epoch {self.epoch + 1}, step {self.step} "
-                 f"({self.step_in_epoch} into the epoch)")
+        self.log(
+            f"resumed from {path}: epoch {self.epoch + 1}, step {self.step} "
+            f"({self.step_in_epoch} into the epoch)"
+        )
         return path
 
     def _metrics_path(self) -> Path | None:
@@ -220,32 +243,51 @@ class Trainer:
         while self.epoch < opt.epochs:
             spe = self.task.steps_per_epoch()
             total_steps = opt.epochs * spe if not opt.max_steps else min(opt.max_steps, opt.epochs * spe)
-            batches = self.task.batches(self.epoch, self.step_in_epoch) if self.step_in_epoch < spe else iter(())
+            batches = (
+                self.task.batches(self.epoch, self.step_in_epoch) if self.step_in_epoch < spe else iter(())
+            )
             self._window = _Window(self.step)
             while self.step_in_epoch < spe:
-                if opt.max_steps and self.step >= opt.max_steps:     # e.g. resumed at the limit
-                    return RunResult("max_steps", self.epoch, self.step, self.last_checkpoint,
-                                     f"train.max_steps = {opt.max_steps} already reached; checkpoint "
-                                     f"{self.last_checkpoint}")
+                if opt.max_steps and self.step >= opt.max_steps:  # e.g. resumed at the limit
+                    return RunResult(
+                        "max_steps",
+                        self.epoch,
+                        self.step,
+                        self.last_checkpoint,
+                        f"train.max_steps = {opt.max_steps} already reached; checkpoint "
+                        f"{self.last_checkpoint}",
+                    )
                 if not self._step(batches):
                     # whole batches of unusable images were dropped: the epoch ends early
-                    self.log(f"epoch {self.epoch + 1} ended after {self.step_in_epoch} of {spe} batches "
-                             f"(the data pipeline dropped batches of unusable images)")
+                    self.log(
+                        f"epoch {self.epoch + 1} ended after {self.step_in_epoch} of {spe} batches "
+                        f"(the data pipeline dropped batches of unusable images)"
+                    )
                     break
                 result = self._after_step(spe, total_steps)
                 if result is not None:
                     return result
-            bad = self._read_window(spe, total_steps)                # what an early end left unread
+            bad = self._read_window(spe, total_steps)  # what an early end left unread
             if bad is not None:
                 return self._nonfinite(bad)
             self._end_epoch()
             if self.agree(self.stop.requested) and self.epoch < opt.epochs:
                 how = f"; resume with: {opt.resume_hint}" if opt.resume_hint else ""
-                return RunResult("interrupted", self.epoch, self.step, self.last_checkpoint,
-                                 f"stopped after epoch {self.epoch}; checkpoint {self.last_checkpoint}{how}")
-        return RunResult("finished", self.epoch, self.step, self.last_checkpoint,
-                         f"finished {self.epoch} epochs ({self.step} steps) in "
-                         f"{format_duration(self.wall_time_s)}; last checkpoint {self.last_checkpoint}")
+                return RunResult(
+                    "interrupted",
+                    self.epoch,
+                    self.step,
+                    self.last_checkpoint,
+                    f"stopped after epoch {self.epoch}; checkpoint {self.last_checkpoint}{how}",
+                )
+        return RunResult(
+            "finished",
+            self.epoch,
+            self.step,
+            self.last_checkpoint,
+            f"finished {self.epoch} epochs ({self.step} steps) in "
+            f"{format_duration(self.wall_time_s)}; last checkpoint {self.last_checkpoint}",
+        )
 
     def _step(self, batches: Iterator[Any]) -> bool:
         """One optimisation step, queued without waiting for the devices; False when the data ended."""
@@ -279,14 +321,24 @@ class Trainer:
         if stopping:
             path = self.checkpoint()
             how = f"; resume with: {opt.resume_hint}" if opt.resume_hint else ""
-            return RunResult("interrupted", self.epoch, self.step, path,
-                             f"stopped at step {self.step} (epoch {self.epoch + 1}); checkpoint {path}{how}")
+            return RunResult(
+                "interrupted",
+                self.epoch,
+                self.step,
+                path,
+                f"stopped at step {self.step} (epoch {self.epoch + 1}); checkpoint {path}{how}",
+            )
         if at_limit:
             path = self.checkpoint()
-            return RunResult("max_steps", self.epoch, self.step, path,
-                             f"reached train.max_steps = {opt.max_steps}; checkpoint {path}")
+            return RunResult(
+                "max_steps",
+                self.epoch,
+                self.step,
+                path,
+                f"reached train.max_steps = {opt.max_steps}; checkpoint {path}",
+            )
         if opt.checkpoint_minutes and time.perf_counter() - self._t_last_ckpt > 60 * opt.checkpoint_minutes:
-            if self.step_in_epoch < spe:     # at the end of the epoch its own checkpoint follows
+            if self.step_in_epoch < spe:  # at the end of the epoch its own checkpoint follows
                 self.checkpoint()
         return None
 
@@ -313,9 +365,14 @@ class Trainer:
         acc = self._epoch_acc
         n = max(acc["n"], 1.0)
         val = self.task.validate()
-        metrics: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.step, "images_seen": self.images_seen,
-                                   "wall_time_s": round(self.wall_time_s, 3), "lr": self.task.lr(),
-                                   "train_loss": acc["loss"] / n}
+        metrics: dict[str, Any] = {
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "wall_time_s": round(self.wall_time_s, 3),
+            "lr": self.task.lr(),
+            "train_loss": acc["loss"] / n,
+        }
         for k, v in acc.items():
             if k not in ("loss", "n"):
                 metrics[f"train_{k}_err"] = v / n
@@ -335,29 +392,50 @@ class Trainer:
         self.log(f"epoch {self.epoch} done: {shown}" + (" (best)" if is_best else ""))
         for h in self.hooks:
             h.on_epoch(self, metrics)
-        self._window = _Window(self.step)      # validation time is not a training step's
+        self._window = _Window(self.step)  # validation time is not a training step's
 
     def _nonfinite(self, loss: float) -> RunResult:
         first = self._window.first_step + 1
         when = f"step {self.step}" if first == self.step else f"steps {first}-{self.step}"
-        where = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
-                 else "no checkpoint was written yet")
+        where = (
+            f"the last good checkpoint is {self.last_checkpoint}"
+            if self.last_checkpoint
+            else "no checkpoint was written yet"
+        )
         hint = f" ({self.options.resume_hint})" if self.options.resume_hint and self.last_checkpoint else ""
-        return RunResult("nonfinite", self.epoch, self.step, self.last_checkpoint,
-                         f"error: the loss became {loss} within {when} (epoch {self.epoch + 1}); training "
-                         f"stopped without saving this state; {where}. Lower the learning rate and resume{hint}.")
+        return RunResult(
+            "nonfinite",
+            self.epoch,
+            self.step,
+            self.last_checkpoint,
+            f"error: the loss became {loss} within {when} (epoch {self.epoch + 1}); training "
+            f"stopped without saving this state; {where}. Lower the learning rate and resume{hint}.",
+        )
 
-    def _log_window(self, w: _Window, sums: Mapping[str, float], tower_s: Sequence[float], elapsed: float,
-                    spe: int, total_steps: int) -> None:
+    def _log_window(
+        self,
+        w: _Window,
+        sums: Mapping[str, float],
+        tower_s: Sequence[float],
+        elapsed: float,
+        spe: int,
+        total_steps: int,
+    ) -> None:
         opt = self.options
         loss = sums["loss"] / max(w.n, 1)
         rate = w.n * opt.world_size / max(elapsed, 1e-9)
         sec_per_step = elapsed / w.steps
         eta = (total_steps - self.step) * sec_per_step
-        stats: dict[str, float] = {"step": self.step, "epoch": self.epoch + self.step_in_epoch / spe,
-                                   "loss": loss, "lr": self.task.lr(), "images_per_s": rate,
-                                   "data_wait_share": w.wait / max(elapsed, 1e-9),
-                                   "step_time_s": sec_per_step, "window_steps": w.steps}
+        stats: dict[str, float] = {
+            "step": self.step,
+            "epoch": self.epoch + self.step_in_epoch / spe,
+            "loss": loss,
+            "lr": self.task.lr(),
+            "images_per_s": rate,
+            "data_wait_share": w.wait / max(elapsed, 1e-9),
+            "step_time_s": sec_per_step,
+            "window_steps": w.steps,
+        }
         mistakes = [k for k in sums if k != "loss"]
         for k in mistakes:
             stats[f"{k}_err"] = sums[k] / max(w.n, 1)
@@ -365,9 +443,13 @@ class Trainer:
             stats[f"step_time_s/{name}"] = seconds / w.steps
         for dev in dict.fromkeys(self.task.devices):
             stats[f"memory_mib/{dev}"] = device_memory_mib(dev)
-        errs = "  ".join(f"{k}_err {stats[f'{k}_err']:.3f}" for k in mistakes)   # an error, named as in metrics
-        self.log(f"epoch {self.epoch + 1}/{opt.epochs}  step {self.step_in_epoch}/{spe} ({self.step} total)  "
-                 f"loss {loss:.4f}  {errs}  {rate:.1f} img/s  data wait {100 * stats['data_wait_share']:.0f}%  "
-                 f"lr {stats['lr']:.3g}  ETA {format_duration(eta)}")
+        errs = "  ".join(
+            f"{k}_err {stats[f'{k}_err']:.3f}" for k in mistakes
+        )  # an error, named as in metrics
+        self.log(
+            f"epoch {self.epoch + 1}/{opt.epochs}  step {self.step_in_epoch}/{spe} ({self.step} total)  "
+            f"loss {loss:.4f}  {errs}  {rate:.1f} img/s  data wait {100 * stats['data_wait_share']:.0f}%  "
+            f"lr {stats['lr']:.3g}  ETA {format_duration(eta)}"
+        )
         for h in self.hooks:
             h.on_log(self, stats)

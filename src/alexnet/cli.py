@@ -7,29 +7,46 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 import alexnet
 
-DESCRIPTION = ("AlexNet as published (Krizhevsky, Sutskever & Hinton, NIPS 2012): two column towers on two "
-               "devices. `alexnet COMMAND --help` for a command's options.")
+DESCRIPTION = (
+    "AlexNet as published (Krizhevsky, Sutskever & Hinton, NIPS 2012): two column towers on two "
+    "devices. `alexnet COMMAND --help` for a command's options."
+)
 
 #: name -> (module under alexnet.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("train", "train AlexNet (section 5): checkpoints, resume, TensorBoard dashboards in runs/<name>"),
+    "train": (
+        "train",
+        "train AlexNet (section 5): checkpoints, resume, TensorBoard dashboards in runs/<name>",
+    ),
     "evaluate": ("evaluate", "top-1 / top-5 error of a checkpoint, centre view and 10 views (section 6)"),
     "predict": ("predict", "the five most probable labels of images, with probabilities (Figure 4, left)"),
     "figures": ("figures", "write the paper's Figure 3 and Figure 4 (PNG and TensorBoard) from a checkpoint"),
-    "compare": ("compare", "table of finished runs (seeds averaged): errors and each ablation's difference "
-                           "with 95 % intervals, beside the paper's"),
+    "compare": (
+        "compare",
+        "table of finished runs (seeds averaged): errors and each ablation's difference "
+        "with 95 % intervals, beside the paper's",
+    ),
     "config": ("config", "print the resolved configuration (or explain every key)"),
     "summary": ("summary", "print the two towers' layers (channels, kernels, strides) and parameter counts"),
     "crossings": ("crossings", "list the tensors that cross between the towers and the bytes per image"),
     "demo-data": ("demo_data", "generate the built-in synthetic 10-class dataset (offline, deterministic)"),
-    "prepare": ("prepare", "ImageNet archives / flat val into train/<wnid>, val/<wnid>; or --resize 256 a copy"),
-    "stats": ("stats", "mean image and RGB covariance eigen-decomposition of a training set (sections 2, 4.1)"),
-    "import-caffe": ("import_caffe", "convert Caffe's bvlc_alexnet (.caffemodel, mean .binaryproto) into a "
-                                     "two-tower checkpoint"),
+    "prepare": (
+        "prepare",
+        "ImageNet archives / flat val into train/<wnid>, val/<wnid>; or --resize 256 a copy",
+    ),
+    "stats": (
+        "stats",
+        "mean image and RGB covariance eigen-decomposition of a training set (sections 2, 4.1)",
+    ),
+    "import-caffe": (
+        "import_caffe",
+        "convert Caffe's bvlc_alexnet (.caffemodel, mean .binaryproto) into a two-tower checkpoint",
+    ),
 }
 
 
@@ -37,16 +54,24 @@ def _module(name: str):
     return importlib.import_module(f"alexnet.commands.{COMMANDS[name][0]}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (``alexnet evaluate: error: argument --limit: ...``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; the arguments of ``command`` only (every command when None), so that
     ``alexnet --help`` imports no command."""
-    parser = argparse.ArgumentParser(prog="alexnet", description=DESCRIPTION)
+    parser = _Parser(prog="alexnet", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"alexnet {alexnet.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_mod, help_text) in COMMANDS.items():
-        text = help_text.replace("%", "%%")                    # argparse formats help with %
-        p = sub.add_parser(name, help=text, description=text,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        text = help_text.replace("%", "%%")  # argparse formats help with %
+        p = sub.add_parser(
+            name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
         if command in (None, name):
             _module(name).add_args(p)
     return parser
@@ -57,6 +82,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     looked up only when an exception is being handled."""
     from alexnet.training.train import TrainError
     from twogpu.checkpoint import CheckpointError
+
     return (TrainError, CheckpointError)
 
 

@@ -6,14 +6,21 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def progress(items: Iterable[T], total: int | None = None, desc: str = "", unit: str = "img",
-             every_s: float = 0.5, stream=None) -> Iterator[T]:
+def progress(
+    items: Iterable[T],
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "img",
+    every_s: float = 0.5,
+    stream=None,
+) -> Iterator[T]:
     """A dependency-free progress bar on stderr (a line every 10 s when stderr is not a terminal)."""
     stream = stream or sys.stderr
     tty = hasattr(stream, "isatty") and stream.isatty()

@@ -16,14 +16,22 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 EXPECTED = {
     "one-tower": {"model.towers": 1},
     "no-lrn": {"model.lrn": False},
-    "no-overlap": {"model.pool_size": 2},          # pool_stride stays 2
+    "no-overlap": {"model.pool_size": 2},  # pool_stride stays 2
     "no-lighting": {"data.lighting_std": 0.0},
     "no-dropout": {"model.dropout": 0.0},
     "no-flip-crop": {"data.flip": False, "data.random_crop": False},
 }
 # What each of those keys is in the paper (sections 3.2-3.5, 4.1, 4.2).
-PAPER = {"model.towers": 2, "model.lrn": True, "model.pool_size": 3, "model.pool_stride": 2,
-         "data.lighting_std": 0.1, "model.dropout": 0.5, "data.flip": True, "data.random_crop": True}
+PAPER = {
+    "model.towers": 2,
+    "model.lrn": True,
+    "model.pool_size": 3,
+    "model.pool_stride": 2,
+    "data.lighting_std": 0.1,
+    "model.dropout": 0.5,
+    "data.flip": True,
+    "data.random_crop": True,
+}
 
 
 def resolved(path: Path, *overrides: str) -> dict:
@@ -35,8 +43,9 @@ def changed(a: dict, b: dict) -> dict:
     return {k: b[k] for k in a if a[k] != b[k]}
 
 
-@pytest.mark.parametrize("folder, base", [("ablations", "alexnet-1gpu.toml"),
-                                          ("ablations/demo", "ablations/demo/baseline.toml")])
+@pytest.mark.parametrize(
+    "folder, base", [("ablations", "alexnet-1gpu.toml"), ("ablations/demo", "ablations/demo/baseline.toml")]
+)
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_ablation_changes_exactly_the_named_option(folder, base, name):
     base_cfg = resolved(CONFIGS / base)
@@ -71,7 +80,7 @@ def test_no_overlap_reaches_the_network():
     "traditional" pooling), and the maps keep the paper's sizes 27, 13, 6 (fc6 still takes 9216)."""
     model = AlexNet(devices=("meta", "meta"), preset=load_config(CONFIGS / "ablations/no-overlap.toml").model)
     pools = [m for m in model.modules() if isinstance(m, torch.nn.MaxPool2d)]
-    assert len(pools) == 2 and all((p.kernel_size, p.stride) == (2, 2) for p in pools)   # one per tower
+    assert len(pools) == 2 and all((p.kernel_size, p.stride) == (2, 2) for p in pools)  # one per tower
     assert model.a.fc6.in_features == 2 * 128 * 6 * 6
 
 
@@ -84,14 +93,16 @@ def write(path: Path, text: str) -> Path:
 
 def test_base_merges_section_wise_and_chains(tmp_path):
     write(tmp_path / "root.toml", '[model]\nlrn = false\ndropout = 0.3\n[optim]\nlr = 0.02\n')
-    write(tmp_path / "mid" / "mid.toml", 'base = "../root.toml"\n[model]\ndropout = 0.1\n[train]\nepochs = 7\n')
+    write(
+        tmp_path / "mid" / "mid.toml", 'base = "../root.toml"\n[model]\ndropout = 0.1\n[train]\nepochs = 7\n'
+    )
     leaf = write(tmp_path / "leaf.toml", 'base = "mid/mid.toml"\n[model]\ntowers = 1\n')
     cfg = load_config(leaf)
-    assert cfg.model.lrn is False            # from root, kept through the section merge
-    assert cfg.model.dropout == 0.1          # mid replaces root's key
-    assert cfg.model.towers == 1             # leaf's own
+    assert cfg.model.lrn is False  # from root, kept through the section merge
+    assert cfg.model.dropout == 0.1  # mid replaces root's key
+    assert cfg.model.towers == 1  # leaf's own
     assert cfg.optim.lr == 0.02 and cfg.train.epochs == 7
-    assert cfg.model.pool_size == 3          # untouched keys keep their defaults
+    assert cfg.model.pool_size == 3  # untouched keys keep their defaults
     assert load_config(leaf, ["model.dropout=0.2"]).model.dropout == 0.2  # --set still wins
 
 

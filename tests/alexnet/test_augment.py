@@ -10,7 +10,8 @@ S, C = 256, 227
 
 
 def coord_image() -> np.ndarray:
-    """(S, S, 3) uint8 whose pixels tell where they are: R = row % 256, G = col % 256, B = (row*7+col) % 251."""
+    """(S, S, 3) uint8 whose pixels tell where they are: R = row % 256, G = col % 256, B = (row*7+col)
+    % 251."""
     r, c = np.mgrid[0:S, 0:S]
     return np.stack([r % 256, c % 256, (r * 7 + c) % 251], axis=-1).astype(np.uint8)
 
@@ -21,8 +22,13 @@ def test_ten_views_are_the_four_corners_the_centre_and_their_mirrors():
     assert views[:5] == [(0, 0, 0), (0, far, 0), (far, 0, 0), (far, far, 0), (mid, mid, 0)]
     assert views[5:] == [(t, l, 1) for t, l, _ in views[:5]]
     img = coord_image()
-    corners = {(0, 0): img[:C, :C], (0, far): img[:C, -C:], (far, 0): img[-C:, :C], (far, far): img[-C:, -C:],
-               (mid, mid): img[14:14 + C, 14:14 + C]}
+    corners = {
+        (0, 0): img[:C, :C],
+        (0, far): img[:C, -C:],
+        (far, 0): img[-C:, :C],
+        (far, far): img[-C:, -C:],
+        (mid, mid): img[14 : 14 + C, 14 : 14 + C],
+    }
     for top, left, flipped in views:
         expected = corners[(top, left)]
         if flipped:
@@ -43,7 +49,7 @@ def test_flip_mirrors_columns():
     a = augment.crop_view(img, (3, 5, 0), C)
     b = augment.crop_view(img, (3, 5, 1), C)
     np.testing.assert_array_equal(b, a[:, :, ::-1])
-    assert b[1, 0, 0] == 5 + C - 1        # first column of the mirror is the window's last column
+    assert b[1, 0, 0] == 5 + C - 1  # first column of the mirror is the window's last column
 
 
 def test_train_crops_stay_inside_and_cover_every_offset():
@@ -61,7 +67,7 @@ def test_train_crop_depends_only_on_seed_epoch_index():
     assert a == [augment.train_crop(1, 2, i, S, C) for i in range(50)]
     assert a != [augment.train_crop(1, 3, i, S, C) for i in range(50)]
     assert a != [augment.train_crop(2, 2, i, S, C) for i in range(50)]
-    np.random.seed(123), torch.manual_seed(5)             # global state must not matter
+    np.random.seed(123), torch.manual_seed(5)  # global state must not matter
     assert a == [augment.train_crop(1, 2, i, S, C) for i in range(50)]
 
 
@@ -81,7 +87,7 @@ def test_mean_windows_match_slicing():
     crops = [(0, 0, 0), (29, 29, 1), (3, 17, 1), (14, 14, 0)]
     got = augment.mean_windows(torch.from_numpy(mean), torch.tensor(crops), C).numpy()
     for k, (t, l, f) in enumerate(crops):
-        ref = mean[:, t:t + C, l:l + C]
+        ref = mean[:, t : t + C, l : l + C]
         if f:
             ref = ref[:, :, ::-1]
         np.testing.assert_array_equal(got[k], ref)
@@ -92,17 +98,20 @@ def test_model_input_is_raw_pixels_minus_the_mean_window_of_each_view():
     rng = np.random.default_rng(1)
     mean = rng.uniform(0, 255, size=(3, S, S)).astype(np.float32)
     views = augment.ten_views(S, C)
-    images = torch.from_numpy(np.stack([augment.crop_view(img, v, C) for v in views]))[None]   # (1, 10, 3, C, C)
+    images = torch.from_numpy(np.stack([augment.crop_view(img, v, C) for v in views]))[
+        None
+    ]  # (1, 10, 3, C, C)
     out = augment.model_input(images, torch.tensor(views)[None], torch.from_numpy(mean))
     assert out.shape == (1, 10, 3, C, C) and out.dtype == torch.float32
-    chw = img.transpose(2, 0, 1).astype(np.float32) - mean       # subtract first, then crop: same thing
+    chw = img.transpose(2, 0, 1).astype(np.float32) - mean  # subtract first, then crop: same thing
     for k, (t, l, f) in enumerate(views):
-        ref = chw[:, t:t + C, l:l + C]
+        ref = chw[:, t : t + C, l : l + C]
         np.testing.assert_allclose(out[0, k].numpy(), ref[:, :, ::-1] if f else ref, atol=1e-4)
 
 
 def _published():
     from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+
     return np.asarray(IMAGENET_EIGVAL, np.float64), np.asarray(IMAGENET_EIGVEC, np.float64)
 
 
@@ -116,14 +125,25 @@ def test_lighting_noise_covariance_matches_the_eigen_decomposition(formula):
     sigma, n, c = 0.1, 100_000, 2
     images = torch.zeros(n, 3, c, c, dtype=torch.uint8)
     crops = torch.zeros(n, 3, dtype=torch.int64)
-    out = augment.model_input(images, crops, torch.zeros(3, 4, 4), eigval=torch.tensor(lam, dtype=torch.float32),
-                              eigvec=torch.tensor(P, dtype=torch.float32), lighting_std=sigma, formula=formula,
-                              generator=torch.Generator().manual_seed(0)).double().numpy()
+    out = (
+        augment.model_input(
+            images,
+            crops,
+            torch.zeros(3, 4, 4),
+            eigval=torch.tensor(lam, dtype=torch.float32),
+            eigvec=torch.tensor(P, dtype=torch.float32),
+            lighting_std=sigma,
+            formula=formula,
+            generator=torch.Generator().manual_seed(0),
+        )
+        .double()
+        .numpy()
+    )
     # One offset per image, the same at every pixel.
     assert np.allclose(out, out[:, :, :1, :1], atol=1e-3)
-    rgb = out[:, :, 0, 0]                                         # (n, 3)
-    scale = lam ** 2 if formula == "paper" else lam
-    expected = (255 * sigma) ** 2 * P @ np.diag(scale) @ P.T      # the formula, written out
+    rgb = out[:, :, 0, 0]  # (n, 3)
+    scale = lam**2 if formula == "paper" else lam
+    expected = (255 * sigma) ** 2 * P @ np.diag(scale) @ P.T  # the formula, written out
     cov = np.cov(rgb, rowvar=False)
     in_basis = P.T @ cov @ P
     np.testing.assert_allclose(np.diag(in_basis), (255 * sigma) ** 2 * scale, rtol=0.03)
@@ -137,9 +157,16 @@ def test_lighting_is_one_draw_per_image_shared_by_its_views():
     lam, P = _published()
     images = torch.zeros(4, 10, 3, 5, 5, dtype=torch.uint8)
     crops = torch.zeros(4, 10, 3, dtype=torch.int64)
-    out = augment.model_input(images, crops, torch.zeros(3, 8, 8), eigval=torch.tensor(lam).float(),
-                              eigvec=torch.tensor(P).float(), lighting_std=0.1, generator=torch.Generator().manual_seed(1))
-    per_image = out[:, :, :, 0, 0]                                # (4, 10, 3)
+    out = augment.model_input(
+        images,
+        crops,
+        torch.zeros(3, 8, 8),
+        eigval=torch.tensor(lam).float(),
+        eigvec=torch.tensor(P).float(),
+        lighting_std=0.1,
+        generator=torch.Generator().manual_seed(1),
+    )
+    per_image = out[:, :, :, 0, 0]  # (4, 10, 3)
     assert torch.allclose(per_image, per_image[:, :1].expand_as(per_image))
     assert not torch.allclose(per_image[0], per_image[1])
 

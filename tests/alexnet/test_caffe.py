@@ -6,15 +6,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import caffe_writer as cw
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-import caffe_writer as cw
+from alexnet.cli import main
 from alexnet.commands.import_caffe import import_caffe
 from alexnet.commands.import_caffe._caffemodel import CaffeFormatError
-from alexnet.cli import main
 from alexnet.evaluation.checkpoints import load_model
 from alexnet.models.grouped import grouped_from
 from alexnet.models.model import AlexNet
@@ -29,7 +29,7 @@ def caffe_lrn(x: torch.Tensor, n: int = 5, alpha: float = 1e-4, beta: float = 0.
     window zero-padded at channel 0 and C−1 (lrn_layer.cpp, CrossChannelForward_cpu)."""
     c = x.shape[1]
     padded = F.pad(x * x, (0, 0, 0, 0, n // 2, n // 2))
-    window = sum(padded[:, i:i + c] for i in range(n))
+    window = sum(padded[:, i : i + c] for i in range(n))
     return x / (k + alpha / n * window) ** beta
 
 
@@ -63,26 +63,33 @@ def blobs():
 @pytest.fixture(scope="module")
 def mean_bgr():
     rng = np.random.default_rng(2)
-    return (rng.random((3, 256, 256), dtype=np.float32) * 40 + np.array([104, 117, 123], np.float32)[:, None, None])
+    return (
+        rng.random((3, 256, 256), dtype=np.float32) * 40
+        + np.array([104, 117, 123], np.float32)[:, None, None]
+    )
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, blobs, mean_bgr):
     """The same weights as a current-format and a V1-format .caffemodel, and the mean file."""
     d = tmp_path_factory.mktemp("caffe")
-    made = {"current": cw.write(d / "current.caffemodel", cw.net_bytes(blobs, "current")),
-            "v1": cw.write(d / "v1.caffemodel", cw.net_bytes(blobs, "v1")),
-            "mean": cw.write(d / "mean.binaryproto", cw.mean_bytes(mean_bgr))}
+    made = {
+        "current": cw.write(d / "current.caffemodel", cw.net_bytes(blobs, "current")),
+        "v1": cw.write(d / "v1.caffemodel", cw.net_bytes(blobs, "v1")),
+        "mean": cw.write(d / "mean.binaryproto", cw.mean_bytes(mean_bgr)),
+    }
     yield made
-    for path in made.values():                 # 220 MB each: not left in pytest's kept temp dirs
+    for path in made.values():  # 220 MB each: not left in pytest's kept temp dirs
         path.unlink()
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory, files):
     d = tmp_path_factory.mktemp("ckpt")
-    made = {fmt: import_caffe(files[fmt], d / f"{fmt}.pt", files["mean"], log=lambda *_: None)
-            for fmt in ("current", "v1")}
+    made = {
+        fmt: import_caffe(files[fmt], d / f"{fmt}.pt", files["mean"], log=lambda *_: None)
+        for fmt in ("current", "v1")
+    }
     yield made
     for path in made.values():
         path.unlink()
@@ -91,12 +98,12 @@ def checkpoints(tmp_path_factory, files):
 @pytest.fixture(scope="module")
 def images():
     torch.manual_seed(5)
-    return torch.rand(2, 3, 227, 227) * 255 - 118          # RGB, mean-subtracted scale
+    return torch.rand(2, 3, 227, 227) * 255 - 118  # RGB, mean-subtracted scale
 
 
 @pytest.fixture(scope="module")
 def reference(blobs, images):
-    return caffe_forward(blobs, images.flip(1))            # Caffe sees the same pixels as BGR
+    return caffe_forward(blobs, images.flip(1))  # Caffe sees the same pixels as BGR
 
 
 # --------------------------------------------------------------------------------------- tests
@@ -121,15 +128,17 @@ def test_conversion_places_each_caffe_blob(checkpoints, blobs, mean_bgr):
     state = torch.load(checkpoints["current"], weights_only=True)
     m = state["model"]
     w1 = torch.from_numpy(blobs["conv1"][0])
-    torch.testing.assert_close(m["a.conv1.weight"], w1[:48, [2, 1, 0]], rtol=0, atol=0)   # BGR -> RGB
+    torch.testing.assert_close(m["a.conv1.weight"], w1[:48, [2, 1, 0]], rtol=0, atol=0)  # BGR -> RGB
     torch.testing.assert_close(m["b.conv1.weight"], w1[48:, [2, 1, 0]], rtol=0, atol=0)
-    w2 = torch.from_numpy(blobs["conv2"][0])                                 # group 0 -> a, 1 -> b
+    w2 = torch.from_numpy(blobs["conv2"][0])  # group 0 -> a, 1 -> b
     torch.testing.assert_close(m["b.conv2.weight"], w2[128:], rtol=0, atol=0)
-    w6 = torch.from_numpy(blobs["fc6"][0])                                   # rows split, columns kept
+    w6 = torch.from_numpy(blobs["fc6"][0])  # rows split, columns kept
     torch.testing.assert_close(m["a.fc6.weight"], w6[:2048], rtol=0, atol=0)
     torch.testing.assert_close(m["b.fc6.bias"], torch.from_numpy(blobs["fc6"][1])[2048:], rtol=0, atol=0)
     torch.testing.assert_close(m["b.fc8.weight"], torch.from_numpy(blobs["fc8"][0])[5:], rtol=0, atol=0)
-    torch.testing.assert_close(state["stats"]["mean"], torch.from_numpy(mean_bgr[::-1].copy()), rtol=0, atol=0)
+    torch.testing.assert_close(
+        state["stats"]["mean"], torch.from_numpy(mean_bgr[::-1].copy()), rtol=0, atol=0
+    )
     assert state["config"]["model"]["lrn_k"] == 1.0 and state["config"]["model"]["lrn_alpha"] == 1e-4
     assert state["config"]["data"]["image_size"] == 256
 
@@ -139,8 +148,12 @@ def test_halo_crossings_are_counted_as_their_own_site(checkpoints, images):
     with record_crossings() as records, torch.no_grad():
         model(images)
     halos = [(r.site, r.source, r.target, r.shape) for r in records if r.site.startswith("lrn")]
-    assert halos == [("lrn1", "b", "a", (2, 2, 55, 55)), ("lrn1", "a", "b", (2, 2, 55, 55)),
-                     ("lrn2", "b", "a", (2, 2, 27, 27)), ("lrn2", "a", "b", (2, 2, 27, 27))]
+    assert halos == [
+        ("lrn1", "b", "a", (2, 2, 55, 55)),
+        ("lrn1", "a", "b", (2, 2, 55, 55)),
+        ("lrn2", "b", "a", (2, 2, 27, 27)),
+        ("lrn2", "a", "b", (2, 2, 27, 27)),
+    ]
 
 
 def test_crossings_command_lists_the_halo(capsys):
@@ -148,23 +161,28 @@ def test_crossings_command_lists_the_halo(capsys):
     out = capsys.readouterr().out
     assert "lrn1" in out and "(1, 2, 55, 55)" in out and "lrn2" in out
     assert main(["crossings", "--batch-size", "1"]) == 0
-    assert "lrn1" not in capsys.readouterr().out               # the paper's towers: no such crossing
+    assert "lrn1" not in capsys.readouterr().out  # the paper's towers: no such crossing
 
 
 # ---------------------------------------------------------------------------- refused files
 def small_net(**kw) -> bytes:
     """AlexNet's layers with tiny blobs: enough for the checks that come before the shapes'."""
-    tiny = {name: (np.zeros((1, 1, 1, 1), np.float32), np.zeros(1, np.float32))
-            for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")}
+    tiny = {
+        name: (np.zeros((1, 1, 1, 1), np.float32), np.zeros(1, np.float32))
+        for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+    }
     return cw.net_bytes(tiny, **kw)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty"),
-    (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(200), "not a Caffe file"),
-    (b'name: "AlexNet"\nlayer {\n  name: "data"\n', "text prototxt"),
-    (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not a Caffe"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty"),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(200), "not a Caffe file"),
+        (b'name: "AlexNet"\nlayer {\n  name: "data"\n', "text prototxt"),
+        (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "not a Caffe"),
+    ],
+)
 def test_not_a_caffemodel(tmp_path, content, message):
     path = cw.write(tmp_path / "x.caffemodel", content)
     with pytest.raises(CaffeFormatError, match=message) as e:
@@ -186,11 +204,11 @@ def test_model_given_as_the_mean(tmp_path, files):
 
 
 def test_truncated_file(tmp_path, files):
-    with open(files["v1"], "rb") as f:                          # cut inside conv2's weights
+    with open(files["v1"], "rb") as f:  # cut inside conv2's weights
         path = cw.write(tmp_path / "cut.caffemodel", f.read(200_000))
     with pytest.raises(CaffeFormatError, match="truncated"):
         import_caffe(path, tmp_path / "out.pt")
-    for cut in (1, 9, 40):                                      # inside fc8's blob or its last layer
+    for cut in (1, 9, 40):  # inside fc8's blob or its last layer
         path = cw.write(tmp_path / "cut.caffemodel", small_net(fmt="v1")[:-cut])
         with pytest.raises(CaffeFormatError, match="truncated"):
             import_caffe(path, tmp_path / "out.pt")
@@ -211,8 +229,11 @@ def test_caffenet_order_is_refused(tmp_path):
 
 def test_other_layer_name_is_refused(tmp_path):
     layers = [("fc6_new" if n == "fc6" else n, t, p) for n, t, p in cw.alexnet_layers()]
-    tiny = {n: (np.zeros((1, 1), np.float32), np.zeros(1, np.float32)) for n, t, _ in layers
-            if t in ("Convolution", "InnerProduct")}
+    tiny = {
+        n: (np.zeros((1, 1), np.float32), np.zeros(1, np.float32))
+        for n, t, _ in layers
+        if t in ("Convolution", "InnerProduct")
+    }
     path = cw.write(tmp_path / "renamed.caffemodel", cw.net_bytes(tiny, layers=layers))
     with pytest.raises(CaffeFormatError, match="'fc6_new'"):
         import_caffe(path, tmp_path / "out.pt")
@@ -221,10 +242,12 @@ def test_other_layer_name_is_refused(tmp_path):
 def test_other_shape_is_refused(tmp_path, blobs):
     wrong = dict(blobs)
     wrong["conv1"] = (np.zeros((64, 3, 11, 11), np.float32), np.zeros(64, np.float32))
-    for name in ("fc6", "fc7"):                                # keep the file small: these are never reached
+    for name in ("fc6", "fc7"):  # keep the file small: these are never reached
         wrong[name] = (np.zeros((1, 1), np.float32), np.zeros(1, np.float32))
     path = cw.write(tmp_path / "conv64.caffemodel", cw.net_bytes(wrong, "current"))
-    with pytest.raises(CaffeFormatError, match=r"conv1's weight has shape 64×3×11×11, AlexNet's is 96×3×11×11"):
+    with pytest.raises(
+        CaffeFormatError, match=r"conv1's weight has shape 64×3×11×11, AlexNet's is 96×3×11×11"
+    ):
         import_caffe(path, tmp_path / "out.pt")
 
 
@@ -246,19 +269,46 @@ def test_existing_output_is_kept(tmp_path, files):
 @pytest.mark.slow
 def test_import_evaluate_predict_figures_end_to_end(tmp_path, files, capsys):
     from PIL import Image
+
     data, rng = tmp_path / "data", np.random.default_rng(0)
     for split in ("train", "val"):
         for c in range(CLASSES):
             (data / split / f"c{c}").mkdir(parents=True)
-            Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(data / split / f"c{c}" / "0.jpg")
+            Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(
+                data / split / f"c{c}" / "0.jpg"
+            )
     ckpt = tmp_path / "bvlc_alexnet.pt"
     assert main(["import-caffe", str(files["v1"]), "--mean", str(files["mean"]), "--out", str(ckpt)]) == 0
-    assert main(["evaluate", str(data), "--checkpoint", str(ckpt), "--devices", "cpu,cpu",
-                 "--no-ten-view", "--out", str(tmp_path / "eval.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(data),
+                "--checkpoint",
+                str(ckpt),
+                "--devices",
+                "cpu,cpu",
+                "--no-ten-view",
+                "--out",
+                str(tmp_path / "eval.json"),
+            ]
+        )
+        == 0
+    )
     assert "top-1 error" in capsys.readouterr().out
     assert main(["predict", str(data / "val" / "c3" / "0.jpg"), "--checkpoint", str(ckpt)]) == 0
-    from alexnet.commands.figures import make_figures                   # the CLI's batch of 64 exceeds this dataset
-    paths = make_figures(ckpt, data, out=tmp_path / "fig", n_images=2, n_queries=1, n_neighbours=2,
-                         max_train=4, thumb=32, batch_size=2)
+    from alexnet.commands.figures import make_figures  # the CLI's batch of 64 exceeds this dataset
+
+    paths = make_figures(
+        ckpt,
+        data,
+        out=tmp_path / "fig",
+        n_images=2,
+        n_queries=1,
+        n_neighbours=2,
+        max_train=4,
+        thumb=32,
+        batch_size=2,
+    )
     assert paths[0] == tmp_path / "fig" / "figure3_conv1_kernels.png" and paths[0].is_file()
     ckpt.unlink()

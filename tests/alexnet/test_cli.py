@@ -9,12 +9,18 @@ from alexnet.cli import main
 
 
 def test_python_dash_m_and_summary(capsys):
-    out = subprocess.run([sys.executable, "-m", "alexnet", "summary"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "alexnet", "summary"], capture_output=True, text=True, check=True
+    )
     assert "total: 60,965,224 parameters" in out.stdout
     # what `summary --help` promises: each tower's layers with channels, kernel and stride (section 3.5)
     assert out.stdout.count("(conv1): Conv2d(3, 48, kernel_size=(11, 11), stride=(4, 4))") == 2
-    assert "channels, kernels, strides" in subprocess.run([sys.executable, "-m", "alexnet", "summary", "--help"],
-                                                         capture_output=True, text=True, check=True).stdout
+    assert (
+        "channels, kernels, strides"
+        in subprocess.run(
+            [sys.executable, "-m", "alexnet", "summary", "--help"], capture_output=True, text=True, check=True
+        ).stdout
+    )
 
 
 def test_crossings_command(capsys):
@@ -34,4 +40,11 @@ def test_the_readmes_grep_for_the_crossings_works_as_written():
     command = re.search(r"`(grep [^`]*)`", (root / "README.md").read_text()).group(1)
     out = subprocess.run(["bash", "-c", command], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert sum('site="' in line for line in out.stdout.splitlines() if line.startswith("src/alexnet/models/model.py")) >= 4
+    assert (
+        sum(
+            'site="' in line
+            for line in out.stdout.splitlines()
+            if line.startswith("src/alexnet/models/model.py")
+        )
+        >= 4
+    )

@@ -15,8 +15,9 @@ from alexnet.commands.compare import compare
 from alexnet.config import Config, config_to_toml
 
 
-def make_run(parent: Path, name: str, cfg: Config, epochs: list[dict] | None = None,
-             evaluation: dict | None = None) -> Path:
+def make_run(
+    parent: Path, name: str, cfg: Config, epochs: list[dict] | None = None, evaluation: dict | None = None
+) -> Path:
     run = parent / name
     run.mkdir(parents=True)
     cfg = replace(cfg, train=replace(cfg.train, name=name))
@@ -29,13 +30,26 @@ def make_run(parent: Path, name: str, cfg: Config, epochs: list[dict] | None = N
 
 
 def epoch(n: int, val1: float, val5: float, train1: float = 0.3) -> dict:
-    return {"epoch": n, "step": 10 * n, "images_seen": 1280 * n, "wall_time_s": 61.0 * n, "lr": 0.01,
-            "train_loss": 1.0, "train_top1_err": train1, "val_top1_err": val1, "val_top5_err": val5}
+    return {
+        "epoch": n,
+        "step": 10 * n,
+        "images_seen": 1280 * n,
+        "wall_time_s": 61.0 * n,
+        "lr": 0.01,
+        "train_loss": 1.0,
+        "train_top1_err": train1,
+        "val_top1_err": val1,
+        "val_top5_err": val5,
+    }
 
 
 def evaluation(c1: float, c5: float, t1: float, t5: float) -> dict:
-    return {"checkpoint": "x.pt", "images": 100, "centre": {"top1_err": c1, "top5_err": c5},
-            "ten_view": {"top1_err": t1, "top5_err": t5}}
+    return {
+        "checkpoint": "x.pt",
+        "images": 100,
+        "centre": {"top1_err": c1, "top5_err": c5},
+        "ten_view": {"top1_err": t1, "top5_err": t5},
+    }
 
 
 BASE = Config()
@@ -47,10 +61,20 @@ def no_lrn(cfg: Config = BASE) -> Config:
 
 @pytest.fixture
 def two_runs(tmp_path):
-    base = make_run(tmp_path, "base", BASE, [epoch(1, 0.60, 0.30), epoch(2, 0.50, 0.25)],
-                    evaluation(0.400, 0.180, 0.380, 0.170))
-    abl = make_run(tmp_path, "nolrn", no_lrn(), [epoch(1, 0.62, 0.33), epoch(2, 0.52, 0.27)],
-                   evaluation(0.414, 0.192, 0.395, 0.185))
+    base = make_run(
+        tmp_path,
+        "base",
+        BASE,
+        [epoch(1, 0.60, 0.30), epoch(2, 0.50, 0.25)],
+        evaluation(0.400, 0.180, 0.380, 0.170),
+    )
+    abl = make_run(
+        tmp_path,
+        "nolrn",
+        no_lrn(),
+        [epoch(1, 0.62, 0.33), epoch(2, 0.52, 0.27)],
+        evaluation(0.414, 0.192, 0.395, 0.185),
+    )
     return base, abl
 
 
@@ -75,15 +99,15 @@ def test_markdown_table(two_runs):
     abl_row = next(l for l in lines if l.startswith("| nolrn |"))
     # Wilson intervals on 100 images, by hand: 40 % -> [30.94, 49.80], 18 % -> [11.70, 26.67]
     assert "40.00 [30.94, 49.80] / 18.00 [11.70, 26.67]" in base_row
-    assert "38.00 [" in base_row and "| 1 |" in base_row    # one seed
+    assert "38.00 [" in base_row and "| 1 |" in base_row  # one seed
     assert "| no-lrn |" in abl_row
-    assert "+1.40 [" in abl_row and "+1.20 [" in abl_row    # centre difference in points
-    assert abl_row.count(" ?") == 4                          # 1.4 points on 100 images: unresolved
-    assert "+1.50 [" in abl_row                              # 10-view difference
+    assert "+1.40 [" in abl_row and "+1.20 [" in abl_row  # centre difference in points
+    assert abl_row.count(" ?") == 4  # 1.4 points on 100 images: unresolved
+    assert "+1.50 [" in abl_row  # 10-view difference
     assert "one seed" in text
-    assert "+1.4 / +1.2" in abl_row         # the paper's
+    assert "+1.4 / +1.2" in abl_row  # the paper's
     assert "2m02s" in abl_row and "2,560" in abl_row
-    assert "| 2 of 90 |" in abl_row          # BASE plans the paper's 90 epochs; 2 are done
+    assert "| 2 of 90 |" in abl_row  # BASE plans the paper's 90 epochs; 2 are done
 
 
 def test_csv_fields(two_runs):
@@ -138,7 +162,7 @@ def test_other_changes_are_flagged_and_get_no_paper_number(tmp_path):
     make_run(tmp_path, "mixed", cfg, [epoch(1, 0.55, 0.25)])
     rows = json.loads(compare([tmp_path], fmt="json"))
     assert rows[1]["ablation"] == "no-lrn"
-    assert rows[1]["other_changes"] == "optim.lr=0.02"   # train.log_every is bookkeeping, ignored
+    assert rows[1]["other_changes"] == "optim.lr=0.02"  # train.log_every is bookkeeping, ignored
     assert rows[1]["paper_claim"] == "" and rows[1]["paper_d_top1"] is None
     assert rows[1]["d_centre_top1"] == pytest.approx(0.05)
 
@@ -180,36 +204,59 @@ def test_run_from_an_older_config_schema_is_still_compared(tmp_path, capsys):
 
 def test_checkpoint_config_wins_over_a_rewritten_config_toml(tmp_path, capsys):
     import torch
+
     from alexnet.config import config_to_dict
+
     make_run(tmp_path, "base", BASE, [epoch(1, 0.5, 0.2)])
     run = make_run(tmp_path, "nolrn", no_lrn(), [epoch(1, 0.6, 0.3)])
     (run / "checkpoints").mkdir()
-    torch.save({"model": {}, "config": config_to_dict(no_lrn()), "epoch": 1, "step": 10}, run / "checkpoints" / "last.pt")
+    torch.save(
+        {"model": {}, "config": config_to_dict(no_lrn()), "epoch": 1, "step": 10},
+        run / "checkpoints" / "last.pt",
+    )
     # config.toml later overwritten with another init (what the weights were NOT trained with)
     drifted = replace(no_lrn(), model=replace(no_lrn().model, init_std_conv345=0.03))
-    (run / "config.toml").write_text(config_to_toml(replace(drifted, train=replace(drifted.train, name="nolrn"))))
+    (run / "config.toml").write_text(
+        config_to_toml(replace(drifted, train=replace(drifted.train, name="nolrn")))
+    )
     rows = json.loads(compare([tmp_path], fmt="json"))
     assert rows[1]["ablation"] == "no-lrn" and rows[1]["other_changes"] == ""
     assert "model.init_std_conv345" in capsys.readouterr().err
 
 
 def _eval_n(c1: float, n: int = 250) -> dict:
-    return {"checkpoint": "x.pt", "images": n, "centre": {"top1_err": c1, "top5_err": c1 / 4},
-            "ten_view": {"top1_err": c1, "top5_err": c1 / 4}}
+    return {
+        "checkpoint": "x.pt",
+        "images": n,
+        "centre": {"top1_err": c1, "top5_err": c1 / 4},
+        "ten_view": {"top1_err": c1, "top5_err": c1 / 4},
+    }
 
 
 def test_seeds_are_grouped_averaged_and_their_spread_widens_the_interval(tmp_path):
     from alexnet.evaluation.intervals import difference_estimate, error_estimate
+
     base_errs, drop_errs, flip_errs = [0.04, 0.05, 0.06], [0.05, 0.07, 0.06], [0.30, 0.26, 0.28]
     for seed, (b, d, f) in enumerate(zip(base_errs, drop_errs, flip_errs)):
         sfx = "" if seed == 0 else f"-seed{seed}"
         cfg = replace(BASE, train=replace(BASE.train, seed=seed))
         make_run(tmp_path, f"base{sfx}", cfg, [epoch(1, b, b)], _eval_n(b))
-        make_run(tmp_path, f"nodrop{sfx}", replace(cfg, model=replace(cfg.model, dropout=0.0)), [epoch(1, d, d)], _eval_n(d))
-        make_run(tmp_path, f"noflip{sfx}", replace(cfg, data=replace(cfg.data, flip=False, random_crop=False)),
-                 [epoch(1, f, f)], _eval_n(f))
+        make_run(
+            tmp_path,
+            f"nodrop{sfx}",
+            replace(cfg, model=replace(cfg.model, dropout=0.0)),
+            [epoch(1, d, d)],
+            _eval_n(d),
+        )
+        make_run(
+            tmp_path,
+            f"noflip{sfx}",
+            replace(cfg, data=replace(cfg.data, flip=False, random_crop=False)),
+            [epoch(1, f, f)],
+            _eval_n(f),
+        )
     rows = {r["run"]: r for r in json.loads(compare([tmp_path], fmt="json"))}
-    assert set(rows) == {"base", "nodrop", "noflip"}                 # -seedK runs joined to their recipe
+    assert set(rows) == {"base", "nodrop", "noflip"}  # -seedK runs joined to their recipe
     assert rows["base"]["seeds"] == 3 and rows["base"]["runs"] == ["base", "base-seed1", "base-seed2"]
     e = error_estimate(base_errs, 250)
     assert rows["base"]["centre_top1_err"] == pytest.approx(0.05)
@@ -218,8 +265,8 @@ def test_seeds_are_grouped_averaged_and_their_spread_widens_the_interval(tmp_pat
     d = difference_estimate(drop_errs, base_errs, 250, 250)
     assert rows["nodrop"]["d_centre_top1"] == pytest.approx(0.01)
     assert rows["nodrop"]["ci"]["d_centre_top1"] == pytest.approx([d.lo, d.hi])
-    assert rows["nodrop"]["resolved"]["d_centre_top1"] is False      # 1 point on 250 images x 3 seeds: noise
-    assert rows["noflip"]["resolved"]["d_centre_top1"] is True       # 23 points: resolved
+    assert rows["nodrop"]["resolved"]["d_centre_top1"] is False  # 1 point on 250 images x 3 seeds: noise
+    assert rows["noflip"]["resolved"]["d_centre_top1"] is True  # 23 points: resolved
     text = compare([tmp_path])
     noflip = next(line for line in text.splitlines() if line.startswith("| noflip |"))
     nodrop = next(line for line in text.splitlines() if line.startswith("| nodrop |"))
@@ -231,5 +278,5 @@ def test_seeds_are_grouped_averaged_and_their_spread_widens_the_interval(tmp_pat
 def test_csv_carries_the_intervals(two_runs):
     rows = list(csv.DictReader(io.StringIO(compare(list(two_runs), fmt="csv"))))
     lo, hi = float(rows[0]["centre_top1_err_lo"]), float(rows[0]["centre_top1_err_hi"])
-    assert (round(lo, 4), round(hi, 4)) == (0.3094, 0.4980)             # Wilson, 40 of 100
+    assert (round(lo, 4), round(hi, 4)) == (0.3094, 0.4980)  # Wilson, 40 of 100
     assert rows[1]["d_centre_top1_resolved"] == "False"

@@ -4,8 +4,16 @@ import dataclasses
 
 import pytest
 
-from alexnet.config import (Config, ConfigError, config_from_dict, config_to_dict, config_to_toml, explain,
-                            load_config, parse_override)
+from alexnet.config import (
+    Config,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    config_to_toml,
+    explain,
+    load_config,
+    parse_override,
+)
 
 
 def write(tmp_path, text, name="c.toml"):
@@ -17,7 +25,12 @@ def write(tmp_path, text, name="c.toml"):
 def test_defaults_are_the_paper():
     cfg = load_config()
     assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.01, 0.9, 0.0005)
-    assert (cfg.model.lrn_k, cfg.model.lrn_size, cfg.model.lrn_alpha, cfg.model.lrn_beta) == (2.0, 5, 1e-4, 0.75)
+    assert (cfg.model.lrn_k, cfg.model.lrn_size, cfg.model.lrn_alpha, cfg.model.lrn_beta) == (
+        2.0,
+        5,
+        1e-4,
+        0.75,
+    )
     assert (cfg.model.pool_size, cfg.model.pool_stride, cfg.model.dropout) == (3, 2, 0.5)
     assert cfg.train.batch_size == 128 and cfg.model.input_size == 224 and cfg.data.image_size == 256
 
@@ -30,20 +43,23 @@ def test_preset_then_overrides(tmp_path):
     assert cfg.optim.lr == 0.02 and cfg.train.devices == ("cpu", "cpu")
 
 
-@pytest.mark.parametrize("text,message", [
-    ("[model]\nlrn_sizee = 5\n", "model.lrn_sizee"),
-    ("[modle]\n", "unknown section"),
-    ("[optim]\nlr = 'fast'\n", "optim.lr: expected a number"),
-    ("[model]\nlrn = 1\n", "model.lrn: expected true or false"),
-    ("[train]\nbatch_size = 1.5\n", "train.batch_size: expected an integer"),
-    ("[model]\nlrn_size = 4\n", "lrn_size must be odd"),
-    ("[model]\ndropout_style = 'scaled'\n", "expected one of"),
-    ("[train]\ndevices = ['cpu']\n", "two devices"),
-    ("[data]\ncrop_size = 227\n", r"data.crop_size is now model.input_size"),
-    ("[model]\ninput_size = 225\n", r"model.input_size: expected one of \[224, 227\]"),
-    ("[model]\ninput_size = 227\n[data]\nimage_size = 200\n", "exceeds data.image_size"),
-    ("[model\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[model]\nlrn_sizee = 5\n", "model.lrn_sizee"),
+        ("[modle]\n", "unknown section"),
+        ("[optim]\nlr = 'fast'\n", "optim.lr: expected a number"),
+        ("[model]\nlrn = 1\n", "model.lrn: expected true or false"),
+        ("[train]\nbatch_size = 1.5\n", "train.batch_size: expected an integer"),
+        ("[model]\nlrn_size = 4\n", "lrn_size must be odd"),
+        ("[model]\ndropout_style = 'scaled'\n", "expected one of"),
+        ("[train]\ndevices = ['cpu']\n", "two devices"),
+        ("[data]\ncrop_size = 227\n", r"data.crop_size is now model.input_size"),
+        ("[model]\ninput_size = 225\n", r"model.input_size: expected one of \[224, 227\]"),
+        ("[model]\ninput_size = 227\n[data]\nimage_size = 200\n", "exceeds data.image_size"),
+        ("[model\n", "not valid TOML"),
+    ],
+)
 def test_bad_configs_name_file_and_key(tmp_path, text, message):
     p = write(tmp_path, text)
     with pytest.raises(ConfigError, match=message) as e:
@@ -65,15 +81,17 @@ def test_bad_override_and_missing_file(tmp_path):
 def test_saved_configs_of_earlier_versions_are_read_in_todays_keys():
     old = config_to_dict(Config())
     del old["model"]["input_size"]
-    old["data"]["crop_size"] = 227          # a checkpoint saved before model.input_size existed
+    old["data"]["crop_size"] = 227  # a checkpoint saved before model.input_size existed
     assert config_from_dict(old).model.input_size == 227
     with pytest.raises(ConfigError, match="data.crop_size is now model.input_size"):
-        load_config(None, ["data.crop_size=227"])     # but a user's key is refused with the new name
+        load_config(None, ["data.crop_size=227"])  # but a user's key is refused with the new name
 
 
 def test_toml_strings_round_trip_every_character():
     import tomllib
+
     from alexnet.config import toml_string, toml_value
+
     for text in ['plain', 'a "quoted" path', 'back\\slash\\', 'tab\tnew\nline\r', '\x00\x1f\x7f', 'ünï ☃']:
         assert tomllib.loads(f"v = {toml_string(text)}")["v"] == text
     value = [1, 2.5, True, "x\"y", [3]]

@@ -2,9 +2,9 @@
 
 import torch
 
+from alexnet import AlexNet
 from alexnet.models.crossings import crossing_report
 from twogpu import record_crossings
-from alexnet import AlexNet
 
 F32 = 4
 # Per image, counted by hand from Figure 2: each tower sends its pool2 maps (128×13×13) for conv3,
@@ -22,7 +22,7 @@ def test_paper_crossings_sites_and_bytes():
     # split fc8: tower b's 500 logits come back to tower a as well
     expected = {**HAND, "fc8": HAND["fc8"] + 500}
     assert per_site == {k: v * F32 * 8 for k, v in expected.items()}
-    assert report.bytes_backward == report.bytes_forward          # every crossing carries a gradient back
+    assert report.bytes_backward == report.bytes_forward  # every crossing carries a gradient back
     assert report.bytes_per_image == 2 * F32 * sum(expected.values())
 
 
@@ -43,10 +43,12 @@ def test_real_forward_records_the_same_as_the_report():
     with record_crossings() as records, torch.no_grad():
         m(torch.zeros(2, 3, 224, 224))
     assert [(r.site, r.shape) for r in records if r.site != "feed"] == [
-        (r.site, r.shape) for r in crossing_report(m.cfg, batch_size=2).records]
+        (r.site, r.shape) for r in crossing_report(m.cfg, batch_size=2).records
+    ]
     # a float batch handed to the model on tower a's device is fed to tower b as it is
     assert [(r.source, r.target, r.bytes_forward) for r in records if r.site == "feed"] == [
-        ("a", "b", 2 * 3 * 224 * 224 * F32)]
+        ("a", "b", 2 * 3 * 224 * 224 * F32)
+    ]
 
 
 def test_feed_is_its_own_line_uint8_from_the_host():
@@ -54,8 +56,13 @@ def test_feed_is_its_own_line_uint8_from_the_host():
     image), and in training each image's 3 lighting offsets (float32) go from tower a to tower b."""
     report = crossing_report("paper", batch_size=4)
     assert [(r.source, r.target, r.bytes_forward) for r in report.feed] == [
-        ("host", "a", 4 * 150_528), ("host", "b", 4 * 150_528), ("a", "b", 4 * 3 * F32)]
+        ("host", "a", 4 * 150_528),
+        ("host", "b", 4 * 150_528),
+        ("a", "b", 4 * 3 * F32),
+    ]
     assert report.feed_bytes_per_image == 2 * 150_528 + 12
     assert "feed" in report.table()
     assert [r.target for r in crossing_report("paper", 4, training=False).feed] == ["a", "b"]
-    assert report.bytes_per_image == crossing_report("paper", 4, lighting=False).bytes_per_image  # not a crossing
+    assert (
+        report.bytes_per_image == crossing_report("paper", 4, lighting=False).bytes_per_image
+    )  # not a crossing

@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.data import augment
 from alexnet.config import DataConfig
-from alexnet.data.pipeline import ImagePipeline
+from alexnet.data import augment
 from alexnet.data.folders import DataError, validate_dataset
 from alexnet.data.images import BadImage, load_image
+from alexnet.data.pipeline import ImagePipeline
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -40,7 +40,7 @@ def make_dataset(root: Path, classes=("cat", "dog", "eel"), train=6, val=2, size
         for k, c in enumerate(classes):
             for i in range(n):
                 arr = noise(*size, seed=hash((split, k, i)) % 1000)
-                arr[..., k % 3] = 40 * k + 5 * i                 # distinguishable per sample
+                arr[..., k % 3] = 40 * k + 5 * i  # distinguishable per sample
                 save(root / split / c / f"{c}{i}.jpg", Image.fromarray(arr))
     return root
 
@@ -54,10 +54,18 @@ def pipeline(root, **kw) -> ImagePipeline:
 def png16_rgb(path: Path, value: int, w=40, h=30) -> Path:
     """A 16-bit RGB PNG written by hand (PIL cannot write one)."""
     row = b"\0" + struct.pack(">H", value) * 3 * w
+
     def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(row * h)) + chunk(b"IEND", b""))
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
+
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(row * h))
+        + chunk(b"IEND", b"")
+    )
     path.write_bytes(data)
     return path
 
@@ -65,14 +73,18 @@ def png16_rgb(path: Path, value: int, w=40, h=30) -> Path:
 # ----------------------------------------------------------------------------- preprocessing
 def test_shorter_side_256_then_central_crop_matches_a_two_step_reference(tmp_path):
     arr = noise(300, 420, seed=3)
-    arr = np.asarray(Image.fromarray(arr).resize((420, 300)).filter(__import__("PIL.ImageFilter").ImageFilter.GaussianBlur(3)))
+    arr = np.asarray(
+        Image.fromarray(arr)
+        .resize((420, 300))
+        .filter(__import__("PIL.ImageFilter").ImageFilter.GaussianBlur(3))
+    )
     p = save(tmp_path / "a.png", Image.fromarray(arr), "PNG")
     got = load_image(p, 256).astype(np.float64)
     # Reference: resize the whole image (shorter side 256), then cut the central 256 square.
     w = round(420 * 256 / 300)
     ref = np.asarray(Image.fromarray(arr).resize((w, 256), Image.Resampling.BILINEAR))
     left = (w - 256) // 2
-    ref = ref[:, left:left + 256].astype(np.float64)
+    ref = ref[:, left : left + 256].astype(np.float64)
     assert got.shape == (256, 256, 3)
     assert np.abs(got - ref).mean() < 2.0
 
@@ -86,12 +98,13 @@ def test_256_square_input_is_unchanged(tmp_path):
 
 def test_a_window_equals_the_same_window_of_the_whole_preprocessed_image(tmp_path):
     from PIL import ImageFilter
+
     arr = np.asarray(Image.fromarray(noise(310, 470, seed=4)).filter(ImageFilter.GaussianBlur(1)))
     p = save(tmp_path / "a.png", Image.fromarray(arr), "PNG")
     whole = load_image(p).astype(int)
     for top, left in ((0, 0), (29, 29), (3, 17), (14, 14)):
         win = load_image(p, 256, (top, left, 227)).astype(int)
-        assert np.abs(win - whole[top:top + 227, left:left + 227]).max() <= 1
+        assert np.abs(win - whole[top : top + 227, left : left + 227]).max() <= 1
 
 
 # ------------------------------------------------------------------------------ bad inputs
@@ -101,14 +114,22 @@ def _jpeg_bytes(arr):
     return b.getvalue()
 
 
-@pytest.mark.parametrize("kind,make", [
-    ("truncated", lambda p: p.write_bytes(_jpeg_bytes(noise(300, 300))[:9000])),
-    ("corrupt", lambda p: p.write_bytes(
-        (lambda j, i: j[:i + 2] + b"\0" * 10 + j[i + 12:])(_jpeg_bytes(noise(300, 300)),
-                                                            _jpeg_bytes(noise(300, 300)).find(b"\xff\xda")))),
-    ("not-an-image", lambda p: p.write_text("this is a text file with an image extension\n" * 20)),
-    ("not-an-image", lambda p: p.write_bytes(b"")),
-])
+@pytest.mark.parametrize(
+    "kind,make",
+    [
+        ("truncated", lambda p: p.write_bytes(_jpeg_bytes(noise(300, 300))[:9000])),
+        (
+            "corrupt",
+            lambda p: p.write_bytes(
+                (lambda j, i: j[: i + 2] + b"\0" * 10 + j[i + 12 :])(
+                    _jpeg_bytes(noise(300, 300)), _jpeg_bytes(noise(300, 300)).find(b"\xff\xda")
+                )
+            ),
+        ),
+        ("not-an-image", lambda p: p.write_text("this is a text file with an image extension\n" * 20)),
+        ("not-an-image", lambda p: p.write_bytes(b"")),
+    ],
+)
 def test_undecodable_files_raise_badimage_of_their_kind(tmp_path, kind, make):
     p = tmp_path / "bad.jpg"
     make(p)
@@ -122,7 +143,7 @@ def test_corrupt_png_data_is_reported(tmp_path):
     Image.fromarray(noise(200, 200)).save(b, "PNG")
     data = bytearray(b.getvalue())
     i = data.find(b"IDAT")
-    data[i + 10:i + 200] = bytes(range(190))
+    data[i + 10 : i + 200] = bytes(range(190))
     p = tmp_path / "bad.png"
     p.write_bytes(bytes(data))
     with pytest.raises(BadImage) as e:
@@ -142,28 +163,33 @@ def test_grayscale_jpeg_becomes_gray_rgb(tmp_path):
 
 
 def test_cmyk_jpeg_becomes_rgb(tmp_path):
-    p = save(tmp_path / "c.jpg", Image.new("CMYK", (300, 260), (0, 255, 255, 0)))   # pure red ink-wise
+    p = save(tmp_path / "c.jpg", Image.new("CMYK", (300, 260), (0, 255, 255, 0)))  # pure red ink-wise
     np.testing.assert_allclose(_centre(load_image(p)), [255, 0, 0], atol=6)
 
 
 def test_palette_png_with_and_without_transparency(tmp_path):
     pal = Image.new("P", (300, 300), 1)
     pal.putpalette([0, 0, 0, 20, 200, 30] + [0] * 762)
-    np.testing.assert_allclose(_centre(load_image(save(tmp_path / "p.png", pal, "PNG"))), [20, 200, 30], atol=1)
+    np.testing.assert_allclose(
+        _centre(load_image(save(tmp_path / "p.png", pal, "PNG"))), [20, 200, 30], atol=1
+    )
     pal.info["transparency"] = 1
-    np.testing.assert_allclose(_centre(load_image(save(tmp_path / "pt.png", pal, "PNG", transparency=1))),
-                               [255, 255, 255], atol=1)
+    np.testing.assert_allclose(
+        _centre(load_image(save(tmp_path / "pt.png", pal, "PNG", transparency=1))), [255, 255, 255], atol=1
+    )
 
 
 def test_rgba_and_la_pngs_are_composited_over_white(tmp_path):
     arr = np.zeros((300, 300, 4), np.uint8)
     arr[..., 0] = 200
-    arr[:, 150:, 3] = 255                      # left half transparent, right half opaque red
+    arr[:, 150:, 3] = 255  # left half transparent, right half opaque red
     out = load_image(save(tmp_path / "a.png", Image.fromarray(arr, "RGBA"), "PNG"))
     np.testing.assert_allclose(out[128, 10], [255, 255, 255], atol=1)
     np.testing.assert_allclose(out[128, 245], [200, 0, 0], atol=1)
     la = Image.fromarray(np.dstack([np.full((300, 300), 50, np.uint8), np.zeros((300, 300), np.uint8)]), "LA")
-    np.testing.assert_allclose(_centre(load_image(save(tmp_path / "la.png", la, "PNG"))), [255, 255, 255], atol=1)
+    np.testing.assert_allclose(
+        _centre(load_image(save(tmp_path / "la.png", la, "PNG"))), [255, 255, 255], atol=1
+    )
 
 
 def test_16_bit_pngs_are_scaled_not_clipped(tmp_path):
@@ -171,8 +197,9 @@ def test_16_bit_pngs_are_scaled_not_clipped(tmp_path):
     p = save(tmp_path / "g16.png", gray, "PNG")
     assert Image.open(p).mode.startswith("I")
     np.testing.assert_allclose(_centre(load_image(p)), [40000 / 257] * 3, atol=1.5)
-    np.testing.assert_allclose(_centre(load_image(png16_rgb(tmp_path / "rgb16.png", 40000))), [40000 / 257] * 3,
-                               atol=1.5)
+    np.testing.assert_allclose(
+        _centre(load_image(png16_rgb(tmp_path / "rgb16.png", 40000))), [40000 / 257] * 3, atol=1.5
+    )
 
 
 def test_small_images_are_upscaled_and_extreme_aspect_ratios_keep_the_central_square(tmp_path):
@@ -181,7 +208,7 @@ def test_small_images_are_upscaled_and_extreme_aspect_ratios_keep_the_central_sq
     np.testing.assert_allclose(_centre(small), [10, 120, 230], atol=1)
     arr = np.zeros((20, 4000, 3), np.uint8)
     arr[..., 0] = 255
-    arr[:, 1900:2100] = (0, 255, 0)            # only the middle is green
+    arr[:, 1900:2100] = (0, 255, 0)  # only the middle is green
     wide = load_image(save(tmp_path / "w.png", Image.fromarray(arr), "PNG"))
     assert wide.shape == (256, 256, 3)
     np.testing.assert_allclose(wide.reshape(-1, 3).mean(0), [0, 255, 0], atol=1)
@@ -190,14 +217,14 @@ def test_small_images_are_upscaled_and_extreme_aspect_ratios_keep_the_central_sq
 def test_exif_orientation_is_applied(tmp_path):
     arr = np.zeros((100, 200, 3), np.uint8)
     arr[:, :100] = (255, 0, 0)
-    arr[:, 100:] = (0, 0, 255)                 # stored: red left, blue right
+    arr[:, 100:] = (0, 0, 255)  # stored: red left, blue right
     img = Image.fromarray(arr)
     exif = img.getexif()
-    exif[0x0112] = 6                           # display rotated 90° clockwise: red on top
+    exif[0x0112] = 6  # display rotated 90° clockwise: red on top
     p = save(tmp_path / "r.jpg", img, exif=exif.tobytes(), quality=95)
     out = load_image(p).astype(int)
-    assert out[10, 60, 0] > 200 and out[10, 60, 2] < 50        # top: red
-    assert out[245, 60, 2] > 200 and out[245, 60, 0] < 50      # bottom: blue
+    assert out[10, 60, 0] > 200 and out[10, 60, 2] < 50  # top: red
+    assert out[245, 60, 2] > 200 and out[245, 60, 0] < 50  # bottom: blue
 
 
 # --------------------------------------------------------------------------------- validation
@@ -219,6 +246,7 @@ def test_dataset_errors_are_clear_and_early(tmp_path):
         validate_dataset(root)
     (root / "train" / "fox").rmdir()
     import shutil
+
     shutil.rmtree(root / "val")
     with pytest.raises(DataError, match=r"validation folder .*val does not exist"):
         pipeline(root)
@@ -231,7 +259,7 @@ def test_a_root_one_level_too_deep_gets_did_you_mean(tmp_path):
             validate_dataset(root / split)
         assert f"Did you mean {root}?" in str(e.value)
         assert f"{split}/{split}" not in str(e.value)
-    (root / "train" / "cat").rename(tmp_path / "cat")       # an ordinary missing split gets no hint
+    (root / "train" / "cat").rename(tmp_path / "cat")  # an ordinary missing split gets no hint
     with pytest.raises(DataError) as e:
         validate_dataset(tmp_path / "cat")
     assert "Did you mean" not in str(e.value)
@@ -240,6 +268,7 @@ def test_a_root_one_level_too_deep_gets_did_you_mean(tmp_path):
 def test_evaluation_needs_only_the_validation_folder(tmp_path):
     root = make_dataset(tmp_path / "d", train=1, val=1)
     import shutil
+
     shutil.rmtree(root / "train")
     with pytest.raises(DataError, match="training folder .*train does not exist"):
         validate_dataset(root)
@@ -263,7 +292,11 @@ def test_pipeline_basics(tmp_path):
 
 def _epoch(p, epoch, start=0):
     bs = list(p.train_batches(epoch, start))
-    return (torch.cat([b.images for b in bs]), torch.cat([b.labels for b in bs]), torch.cat([b.crops for b in bs]))
+    return (
+        torch.cat([b.images for b in bs]),
+        torch.cat([b.labels for b in bs]),
+        torch.cat([b.crops for b in bs]),
+    )
 
 
 def test_batches_do_not_depend_on_the_number_of_workers(tmp_path):
@@ -302,17 +335,18 @@ def test_start_step_resumes_mid_epoch_without_decoding_the_skipped_batches(tmp_p
     full = _epoch(pipeline(root), 2)
     p = pipeline(root)
     import alexnet.data.pipeline as data
+
     calls = []
     real = data.load_image
     monkeypatch.setattr(data, "load_image", lambda path, *a: calls.append(path) or real(path, *a))
     tail = _epoch(p, 2, start=3)
-    assert len(calls) == 4                        # only the last batch was decoded
+    assert len(calls) == 4  # only the last batch was decoded
     for x, y in zip(full, tail):
         assert torch.equal(x[12:], y)
 
 
 def test_ranks_get_disjoint_shards_of_the_same_permutation(tmp_path):
-    root = make_dataset(tmp_path, train=8)          # 24 images
+    root = make_dataset(tmp_path, train=8)  # 24 images
     shards = []
     for rank in range(2):
         p = pipeline(root, batch_size=3, rank=rank, world_size=2)
@@ -342,23 +376,26 @@ def test_val_views_and_sharding(tmp_path):
 
 def test_to_model_input_subtracts_the_saved_mean_image(tmp_path):
     from alexnet.data.stats import Stats, save_stats
+
     root = make_dataset(tmp_path)
     mean = np.random.default_rng(0).uniform(0, 255, (3, 256, 256)).astype(np.float32)
-    save_stats(Stats(mean, np.array([0.2, 0.02, 0.004], np.float32), np.eye(3, dtype=np.float32), 5, ""),
-               root / "stats.pt")
+    save_stats(
+        Stats(mean, np.array([0.2, 0.02, 0.004], np.float32), np.eye(3, dtype=np.float32), 5, ""),
+        root / "stats.pt",
+    )
     p = pipeline(root)
     b = next(p.train_batches(0))
     x = p.to_model_input(b, torch.device("cpu"), train=False)
     for k in range(len(b.labels)):
         t, l, f = b.crops[k].tolist()
-        m = mean[:, t:t + 224, l:l + 224]
+        m = mean[:, t : t + 224, l : l + 224]
         ref = b.images[k].numpy().astype(np.float32) - (m[:, :, ::-1] if f else m)
         np.testing.assert_allclose(x[k].numpy(), ref, atol=1e-4)
-    p.stats = Stats(np.zeros_like(mean), p.stats.eigval, p.stats.eigvec, 0, "replaced")   # e.g. a checkpoint's
+    p.stats = Stats(np.zeros_like(mean), p.stats.eigval, p.stats.eigvec, 0, "replaced")  # e.g. a checkpoint's
     z = p.to_model_input(b, torch.device("cpu"), train=False)
     assert torch.equal(z, b.images.float())
     y = p.to_model_input(b, torch.device("cpu"), train=True, generator=torch.Generator().manual_seed(0))
-    diff = (y - z)[:, :, :2, :2]                       # lighting: a constant RGB offset per image
+    diff = (y - z)[:, :, :2, :2]  # lighting: a constant RGB offset per image
     assert diff.abs().max() > 0 and torch.allclose(diff, diff[:, :, :1, :1].expand_as(diff), atol=1e-3)
 
 
@@ -374,9 +411,11 @@ def test_bad_inputs_are_skipped_counted_and_logged_once(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="alexnet.data.pipeline"):
         n0 = sum(len(b.labels) for b in p.train_batches(0))
         n1 = sum(len(b.labels) for b in p.train_batches(1))
-    assert n0 == n1 == 16 - 3                          # 16 files, 3 unusable, the CMYK one kept
+    assert n0 == n1 == 16 - 3  # 16 files, 3 unusable, the CMYK one kept
     for name in ("zz_text.jpg", "zz_trunc.jpg", "zz_gray.png"):
-        assert sum(name in r.getMessage() and r.getMessage().startswith("skipping") for r in caplog.records) == 1
+        assert (
+            sum(name in r.getMessage() and r.getMessage().startswith("skipping") for r in caplog.records) == 1
+        )
     assert sum("epoch 0: skipped 3" in r.getMessage() for r in caplog.records) == 1
     assert sum("epoch 1: skipped 3" in r.getMessage() for r in caplog.records) == 1
     assert p.bad_input_summary() == "skipped 3 unusable file(s): 2 not-an-image, 1 truncated"
@@ -384,6 +423,7 @@ def test_bad_inputs_are_skipped_counted_and_logged_once(tmp_path, caplog):
 
 def test_missing_stats_fall_back_to_published_values_with_a_warning(tmp_path, caplog):
     from alexnet.data.stats import IMAGENET_EIGVAL
+
     with caplog.at_level(logging.WARNING, logger="alexnet.data.stats"):
         p = pipeline(make_dataset(tmp_path, train=2, val=1))
     assert any("published" in r.getMessage() and "per-channel mean" in r.getMessage() for r in caplog.records)
@@ -398,19 +438,20 @@ def test_too_few_images_for_a_batch_is_an_early_error(tmp_path):
 
 def test_imagenet_class_names_follow_sorted_wnids(tmp_path):
     from alexnet.data.classes import class_names, imagenet_categories
+
     wnids = [f"n{10000000 + 7 * i:08d}" for i in range(1000)]
     names = class_names(wnids)
     assert names[0] == "tench" and names[1] == "goldfish" and names[-1] == "toilet tissue"
     assert names == imagenet_categories()
     assert class_names(["a", "b"]) == ["a", "b"]
-    assert class_names(wnids[:10]) == wnids[:10]       # a subset cannot be named without meta.bin
+    assert class_names(wnids[:10]) == wnids[:10]  # a subset cannot be named without meta.bin
     torch.save(({wnids[0]: ("kit fox", "Vulpes macrotis"), wnids[1]: ("ox",)}, []), tmp_path / "meta.bin")
     assert class_names(wnids[:2], tmp_path) == ["kit fox", "ox"]
 
 
 def test_images_too_large_to_decode_safely_are_skipped(tmp_path):
     p = tmp_path / "huge.png"
-    png16_rgb(p, 0, w=1, h=1)                                  # then claim 20000×10000 pixels in IHDR
+    png16_rgb(p, 0, w=1, h=1)  # then claim 20000×10000 pixels in IHDR
     data = bytearray(p.read_bytes())
     ihdr = struct.pack(">IIBBBBB", 20000, 10000, 16, 2, 0, 0, 0)
     data[16:29] = ihdr
@@ -426,10 +467,13 @@ def test_device_path_equals_the_cpu_path(tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     from alexnet.data.stats import Stats, save_stats
+
     root = make_dataset(tmp_path)
     mean = np.random.default_rng(0).uniform(0, 255, (3, 256, 256)).astype(np.float32)
-    save_stats(Stats(mean, np.array([0.2, 0.02, 0.004], np.float32), np.eye(3, dtype=np.float32), 5, ""),
-               root / "stats.pt")
+    save_stats(
+        Stats(mean, np.array([0.2, 0.02, 0.004], np.float32), np.eye(3, dtype=np.float32), 5, ""),
+        root / "stats.pt",
+    )
     p = pipeline(root, device="cuda")
     for b in (next(p.train_batches(0)), next(p.val_batches(ten_view=True, batch_size=2))):
         cpu = p.to_model_input(b, torch.device("cpu"), train=False)
@@ -439,8 +483,10 @@ def test_device_path_equals_the_cpu_path(tmp_path):
 
 def test_loader_benchmark_runs_and_reports_a_ratio(tmp_path):
     import importlib.util
+
     spec = importlib.util.spec_from_file_location(
-        "bench_loader", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_loader.py")
+        "bench_loader", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_loader.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     root = make_dataset(tmp_path / "d", train=4, val=1)
@@ -475,7 +521,7 @@ def _alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/status").read_text()
     except FileNotFoundError:
         return False
-    return "State:\tZ" not in state                   # a zombie has ended
+    return "State:\tZ" not in state  # a zombie has ended
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
@@ -487,7 +533,7 @@ def test_stuck_loader_worker_ends_with_a_killed_run(tmp_path, mode):
     while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
         time.sleep(0.1)
     worker = int(pid_file.read_text())
-    proc.kill()                                       # the run dies without any cleanup
+    proc.kill()  # the run dies without any cleanup
     proc.wait()
     deadline = time.monotonic() + (10 if mode == "armed" else 2)
     while _alive(worker) and time.monotonic() < deadline:

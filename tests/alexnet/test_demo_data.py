@@ -15,7 +15,9 @@ def files(root):
 
 
 def test_layout_determinism_and_variety(tmp_path):
-    counts = make_demo_data(tmp_path / "a", seed=3, train_per_class=3, val_per_class=1, workers=1, stats=False)
+    counts = make_demo_data(
+        tmp_path / "a", seed=3, train_per_class=3, val_per_class=1, workers=1, stats=False
+    )
     assert counts == {"classes": 10, "train": 30, "val": 10}
     assert validate_dataset(tmp_path / "a") == sorted(CLASSES)
     make_demo_data(tmp_path / "b", seed=3, train_per_class=3, val_per_class=1, workers=2, stats=False)
@@ -60,8 +62,22 @@ def test_classes_are_separable_by_a_trivial_colour_classifier(tmp_path):
 
 def test_cli_writes_data_and_stats(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo-data", "--out", str(out), "--train-per-class", "2", "--val-per-class", "1",
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "demo-data",
+                "--out",
+                str(out),
+                "--train-per-class",
+                "2",
+                "--val-per-class",
+                "1",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert "10 classes, 20 training and 10 validation images" in capsys.readouterr().out
     assert len(files(out)) == 30
-    assert load_stats(out / "stats.pt").images == 20                 # the statistics of the 20 training images
+    assert load_stats(out / "stats.pt").images == 20  # the statistics of the 20 training images

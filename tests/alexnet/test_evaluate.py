@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from tinydata import make_tiny_dataset
 
-from alexnet.config import config_to_dict, load_config
 from alexnet.commands.evaluate import evaluate
+from alexnet.commands.predict import predict
+from alexnet.config import config_to_dict, load_config
 from alexnet.evaluation.checkpoints import load_model
 from alexnet.models.model import AlexNet
-from alexnet.commands.predict import predict
 from twogpu import precision
 from twogpu.checkpoint import CheckpointError, save_atomic
-from tinydata import make_tiny_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,9 @@ def _checkpoint(tmp_path: Path, data: Path, favourite: int | None, mean: float |
     """A run directory with a checkpoint of a 3-class AlexNet. With ``favourite`` set, fc8 ignores
     its input and always ranks that class first, then the others in index order. With ``mean``, the
     checkpoint carries a constant mean image of that value (as training saves its statistics)."""
-    cfg = load_config(None, [f'data.root="{data}"', "model.num_classes=3", "data.workers=0", "eval.batch_size=4"])
+    cfg = load_config(
+        None, [f'data.root="{data}"', "model.num_classes=3", "data.workers=0", "eval.batch_size=4"]
+    )
     torch.manual_seed(0)
     model = AlexNet(devices=("cpu", "cpu"), preset=cfg.model)
     if favourite is not None:
@@ -40,10 +42,20 @@ def _checkpoint(tmp_path: Path, data: Path, favourite: int | None, mean: float |
             model.b.fc8.bias.copy_(bias[n_a:])
     run = tmp_path / "runs" / "x"
     path = run / "checkpoints" / "best.pt"
-    state = {"model": model.state_dict(), "config": config_to_dict(cfg), "step": 5, "epoch": 1,
-             "classes": ["blue", "green", "red"], "class_names": ["blue thing", "green thing", "red thing"]}
+    state = {
+        "model": model.state_dict(),
+        "config": config_to_dict(cfg),
+        "step": 5,
+        "epoch": 1,
+        "classes": ["blue", "green", "red"],
+        "class_names": ["blue thing", "green thing", "red thing"],
+    }
     if mean is not None:
-        state["stats"] = {"mean": torch.full((3, 256, 256), mean), "eigval": torch.ones(3), "eigvec": torch.eye(3)}
+        state["stats"] = {
+            "mean": torch.full((3, 256, 256), mean),
+            "eigval": torch.ones(3),
+            "eigvec": torch.eye(3),
+        }
     save_atomic(state, path)
     return path
 
@@ -51,7 +63,9 @@ def _checkpoint(tmp_path: Path, data: Path, favourite: int | None, mean: float |
 @pytest.fixture(scope="module")
 def data3(tmp_path_factory):
     # val: 3 blue, 3 green, 3 red images
-    return make_tiny_dataset(tmp_path_factory.mktemp("d3"), classes=("blue", "green", "red"), train_n=2, val_n=3)
+    return make_tiny_dataset(
+        tmp_path_factory.mktemp("d3"), classes=("blue", "green", "red"), train_n=2, val_n=3
+    )
 
 
 def test_evaluate_uses_the_precision_the_run_trained_with(tmp_path, data3):
@@ -102,8 +116,9 @@ def test_evaluate_needs_only_val_and_names_the_checkpoints_mean(tmp_path, data3,
     val_only = tmp_path / "val-only"
     shutil.copytree(data3 / "val", val_only / "val")
     lines: list[str] = []
-    result = evaluate(tmp_path / "runs" / "x", str(val_only), devices=("cpu", "cpu"), ten_view=False,
-                      log=lines.append)                               # the run directory stands for best.pt
+    result = evaluate(
+        tmp_path / "runs" / "x", str(val_only), devices=("cpu", "cpu"), ten_view=False, log=lines.append
+    )  # the run directory stands for best.pt
     assert result["centre"]["top1_err"] == pytest.approx(6 / 9) and result["mean_image"] == str(path)
     assert f"mean image: the per-pixel mean image from {path}" in lines
     assert "published" not in caplog.text
@@ -140,8 +155,13 @@ def test_predict_lists_top5_with_probabilities(tmp_path, data3):
 def test_cli_reports_a_truncated_checkpoint(tmp_path, data3):
     path = _checkpoint(tmp_path, data3, favourite=0)
     path.write_bytes(path.read_bytes()[:1000])
-    r = subprocess.run([sys.executable, "-m", "alexnet", "evaluate", "--checkpoint", str(path), str(data3)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "alexnet", "evaluate", "--checkpoint", str(path), str(data3)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and str(path) in r.stderr and "truncated or corrupt" in r.stderr
     with pytest.raises(CheckpointError):
         load_model(path)

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from alexnet.models.speed import prepare_for_speed, to_input
-from twogpu.precision import autocast
 from alexnet.models.grouped import GroupedAlexNet, grouped_from
 from alexnet.models.model import AlexNet
+from alexnet.models.speed import prepare_for_speed, to_input
+from twogpu.precision import autocast
 
 
 def _pair():
@@ -38,7 +38,7 @@ def test_channels_last_grouped_twin_gradients_match():
     x = torch.randn(2, 3, 224, 224) * 50
     torch.manual_seed(1)
     twin(x).sum().backward()
-    torch.manual_seed(1)                                  # same dropout masks
+    torch.manual_seed(1)  # same dropout masks
     fast(to_input(x, "cpu", channels_last=True)).sum().backward()
     torch.testing.assert_close(fast.conv1.weight.grad, twin.conv1.weight.grad, rtol=1e-3, atol=1e-4)
 
@@ -59,7 +59,7 @@ def test_bf16_autocast_runs_and_stays_close():
 
 def test_tower_streams_only_for_two_towers_on_one_gpu():
     model = AlexNet(num_classes=10, devices=("meta", "meta"))
-    assert model.use_side_stream() is False               # not CUDA: plain sequential forward
+    assert model.use_side_stream() is False  # not CUDA: plain sequential forward
     assert model.side_stream is None
 
 

@@ -4,7 +4,14 @@ conversion the two layouts must agree on outputs and on every parameter's gradie
 import pytest
 import torch
 
-from alexnet import AlexNet, GroupedAlexNet, grouped_from, to_grouped_state, to_two_tower_state, two_tower_from
+from alexnet import (
+    AlexNet,
+    GroupedAlexNet,
+    grouped_from,
+    to_grouped_state,
+    to_two_tower_state,
+    two_tower_from,
+)
 
 
 def image(n=2, size=224):
@@ -17,7 +24,7 @@ def test_forward_and_every_gradient_agree(preset):
     # float64 so that the comparison can be tight; dropout is deterministic in eval mode (× 0.5).
     model = AlexNet(num_classes=20, devices=("cpu", "cpu"), preset=preset).double().eval()
     twin = grouped_from(model).double().eval()
-    x = image(size=model.cfg.input_size)                    # caffe: 227
+    x = image(size=model.cfg.input_size)  # caffe: 227
     y_model, y_twin = model(x), twin(x)
     torch.testing.assert_close(y_model, y_twin, rtol=1e-10, atol=1e-10)
     target = torch.randint(0, 20, (2,))
@@ -54,7 +61,7 @@ def test_state_conversion_round_trip_both_placements():
         for k in state:
             assert torch.equal(back[k], state[k]), k
         twin_state = to_grouped_state(state, m.cfg)
-        assert twin_state["conv2.weight"].shape == (256, 48, 5, 5)   # groups=2
+        assert twin_state["conv2.weight"].shape == (256, 48, 5, 5)  # groups=2
         assert twin_state["conv3.weight"].shape == (384, 256, 3, 3)  # full: the crossing
         assert twin_state["fc8.weight"].shape == (11, 4096)
 

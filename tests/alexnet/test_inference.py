@@ -1,15 +1,16 @@
-"""What training, evaluation, prediction and the figures share (alexnet.evaluation.checkpoints), checked against
+"""What training, evaluation, prediction and the figures share (alexnet.evaluation.checkpoints),
+checked against
 hand-worked answers and against the other layout of the same network."""
 
 import pytest
 import torch
 
-from alexnet.evaluation.pictures import across_classes
-from alexnet.models.grouped import GroupedAlexNet, grouped_from
 from alexnet.evaluation.checkpoints import resolve_checkpoint
 from alexnet.evaluation.features import Fc7Capture, fc7_features
 from alexnet.evaluation.metrics import topk_mistakes
 from alexnet.evaluation.network import network_for
+from alexnet.evaluation.pictures import across_classes
+from alexnet.models.grouped import GroupedAlexNet, grouped_from
 from alexnet.models.model import AlexNet
 from twogpu.placement import TowerDevices
 
@@ -19,9 +20,13 @@ SPLIT = TowerDevices(CPU, torch.device("meta"), "test: two devices")
 
 
 def test_topk_mistakes_by_hand():
-    logits = torch.tensor([[0.1, 0.9, 0.0, 0.0, 0.0, 0.0],    # label 1: top-1 right
-                           [0.9, 0.1, 0.5, 0.4, 0.3, 0.2],    # label 1: 6th of 6 → top-5 wrong too
-                           [0.9, 0.1, 0.5, 0.4, 0.3, 0.2]])   # label 3: 3rd → top-1 wrong, top-5 right
+    logits = torch.tensor(
+        [
+            [0.1, 0.9, 0.0, 0.0, 0.0, 0.0],  # label 1: top-1 right
+            [0.9, 0.1, 0.5, 0.4, 0.3, 0.2],  # label 1: 6th of 6 → top-5 wrong too
+            [0.9, 0.1, 0.5, 0.4, 0.3, 0.2],
+        ]
+    )  # label 3: 3rd → top-1 wrong, top-5 right
     m = topk_mistakes(logits, torch.tensor([1, 1, 3]))
     assert int(m["top1"]) == 2 and int(m["top5"]) == 1
     # fewer classes than k: top-5 of 3 classes holds every label
@@ -57,7 +62,7 @@ def test_fc7_capture_reads_the_same_features_from_both_layouts():
     torch.testing.assert_close(torch.cat([first, rest]), f_two)
     with pytest.raises(RuntimeError, match="no forward pass"):
         capture.take()
-    assert not model.a.drop7._forward_hooks                  # the hooks are gone after the block
+    assert not model.a.drop7._forward_hooks  # the hooks are gone after the block
 
 
 def test_resolve_checkpoint_accepts_a_run_directory(tmp_path):
@@ -69,15 +74,15 @@ def test_resolve_checkpoint_accepts_a_run_directory(tmp_path):
     best.write_bytes(b"")
     assert resolve_checkpoint(run) == best
     assert resolve_checkpoint(best) == best
-    assert resolve_checkpoint(tmp_path / "missing.pt") == tmp_path / "missing.pt"   # load_checkpoint says so
+    assert resolve_checkpoint(tmp_path / "missing.pt") == tmp_path / "missing.pt"  # load_checkpoint says so
 
 
 def test_panel_images_spread_over_the_classes():
-    labels = torch.tensor([0] * 20 + [1] * 20 + [2] * 20 + [3] * 20)      # in file order, as the loader yields
+    labels = torch.tensor([0] * 20 + [1] * 20 + [2] * 20 + [3] * 20)  # in file order, as the loader yields
     shown = across_classes(labels, 3, seed=1)
-    assert len(set(labels[shown].tolist())) == 3                          # three different classes
+    assert len(set(labels[shown].tolist())) == 3  # three different classes
     eight = across_classes(labels, 8, seed=1)
-    assert sorted(labels[eight].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]     # two rounds over four classes
+    assert sorted(labels[eight].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]  # two rounds over four classes
     assert len(set(eight.tolist())) == 8
-    assert torch.equal(eight[:3], shown)                                  # the queries are the first shown
-    assert not torch.equal(across_classes(labels, 8, seed=2), eight)      # seeded
+    assert torch.equal(eight[:3], shown)  # the queries are the first shown
+    assert not torch.equal(across_classes(labels, 8, seed=2), eight)  # seeded

@@ -31,7 +31,7 @@ def test_wilson_inverts_the_score_test(wrong, n):
 def _t_cdf(x: float, df: int, steps: int = 20000) -> float:
     c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
     f = lambda t: c * (1 + t * t / df) ** (-(df + 1) / 2)  # noqa: E731
-    h = x / steps                                           # Simpson from 0 to x
+    h = x / steps  # Simpson from 0 to x
     s = f(0) + f(x) + sum((4 if i % 2 else 2) * f(i * h) for i in range(1, steps))
     return 0.5 + s * h / 3
 
@@ -48,15 +48,15 @@ def test_newcombe_published_example():
 
 
 def test_seeds_widen_the_interval_by_their_spread():
-    errors = [0.04, 0.06, 0.08]                             # three seeds on 250 images
+    errors = [0.04, 0.06, 0.08]  # three seeds on 250 images
     e = error_estimate(errors, 250)
-    s = 0.02                                                # sample std of 4, 6, 8 %
-    h = 4.302652729911275 * s / math.sqrt(3)                # t(2) · s / √k
+    s = 0.02  # sample std of 4, 6, 8 %
+    h = 4.302652729911275 * s / math.sqrt(3)  # t(2) · s / √k
     lo_b, hi_b = wilson(0.06, 250)
     assert e.value == pytest.approx(0.06) and e.spread == pytest.approx(s) and e.seeds == 3
     assert e.lo == pytest.approx(0.06 - math.hypot(0.06 - lo_b, h))
     assert e.hi == pytest.approx(0.06 + math.hypot(hi_b - 0.06, h))
-    one = error_estimate([0.06], 250)                       # one seed: binomial only
+    one = error_estimate([0.06], 250)  # one seed: binomial only
     assert (one.lo, one.hi) == pytest.approx(wilson(0.06, 250)) and one.spread is None
 
 
@@ -71,13 +71,13 @@ def test_differences_the_demo_can_and_cannot_resolve():
 
 
 def test_difference_with_seeds_adds_their_spread_by_hand():
-    a, b = [0.05, 0.07, 0.06], [0.04, 0.05, 0.06]           # three seeds each, 250 images
+    a, b = [0.05, 0.07, 0.06], [0.04, 0.05, 0.06]  # three seeds each, 250 images
     la, ua = wilson(0.06, 250)
     lb, ub = wilson(0.05, 250)
-    h = 4.302652729911275 * math.sqrt(0.01 ** 2 / 3 + 0.01 ** 2 / 3)   # t(2) · √(s_a²/3 + s_b²/3)
+    h = 4.302652729911275 * math.sqrt(0.01**2 / 3 + 0.01**2 / 3)  # t(2) · √(s_a²/3 + s_b²/3)
     d = difference_estimate(a, b, 250, 250)
     assert d.value == pytest.approx(0.01)
     assert d.lo == pytest.approx(0.01 - math.sqrt((0.06 - la) ** 2 + (ub - 0.05) ** 2 + h * h))
     assert d.hi == pytest.approx(0.01 + math.sqrt((ua - 0.06) ** 2 + (0.05 - lb) ** 2 + h * h))
-    one = difference_estimate([0.06], [0.05], 250, 250)     # one seed each: binomial only, narrower
+    one = difference_estimate([0.06], [0.05], 250, 250)  # one seed each: binomial only, narrower
     assert one.hi - one.lo < d.hi - d.lo and one.spread is None

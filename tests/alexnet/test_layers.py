@@ -9,7 +9,9 @@ import torch
 from alexnet.models.layers import Dropout, LocalResponseNorm, channel_window_sum, local_response_norm
 
 
-def lrn_by_loops(a: torch.Tensor, n: int, alpha: float, beta: float, k: float, towers: int = 1) -> torch.Tensor:
+def lrn_by_loops(
+    a: torch.Tensor, n: int, alpha: float, beta: float, k: float, towers: int = 1
+) -> torch.Tensor:
     """b_i = a_i / (k + α Σ_{j=max(0,i−n/2)}^{min(N−1,i+n/2)} a_j²)^β, N the maps of one tower,
     one channel at a time (differentiable, so autograd of it is the reference gradient)."""
     N = a.shape[1] // towers
@@ -33,6 +35,7 @@ def _native_kernel(request):
     if callspec is None or callspec.params.get("window") != "fused":
         return
     from alexnet.models import native
+
     if native.disabled():
         pytest.skip("native kernels disabled by ALEXNET_NATIVE")
     assert native.load(), native.status()
@@ -53,7 +56,7 @@ def test_lrn_matches_formula_forward_and_gradient(window, towers, alpha_per_size
     layer = LocalResponseNorm(5, 1e-4, 0.75, 2.0, alpha_per_size=alpha_per_size, groups=towers)
     alpha_in_formula = 1e-4 / 5 if alpha_per_size else 1e-4
     expected = lrn_by_loops(a, 5, alpha_in_formula, 0.75, 2.0, towers)
-    assert (expected - a).abs().max() > 1.0                       # the layer does something
+    assert (expected - a).abs().max() > 1.0  # the layer does something
     got = local_response_norm(a, 5, layer.alpha, 0.75, 2.0, towers, window=window)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(expected)
@@ -78,23 +81,27 @@ def test_lrn_module_default_path_and_alpha_conventions():
 def test_lrn_gradcheck(window):
     torch.manual_seed(2)
     a = (torch.randn(1, 6, 3, 2, dtype=torch.float64) * 50).requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, 3, 1e-3, 0.75, 2.0, 2, window=window), (a,))
-    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, 5, 1e-3, 0.6, 1.0, 1, window=window), (a,))
+    assert torch.autograd.gradcheck(
+        lambda t: local_response_norm(t, 3, 1e-3, 0.75, 2.0, 2, window=window), (a,)
+    )
+    assert torch.autograd.gradcheck(
+        lambda t: local_response_norm(t, 5, 1e-3, 0.6, 1.0, 1, window=window), (a,)
+    )
 
 
 def test_grouped_lrn_keeps_windows_inside_each_tower():
     # A spike in tower b's first map must not normalise tower a's last maps, and vice versa.
     a = torch.ones(1, 8, 2, 2, dtype=torch.float64)
-    a[:, 4] = 1000.0                                       # tower b, map 0
+    a[:, 4] = 1000.0  # tower b, map 0
     out = local_response_norm(a, 5, 1e-4, 0.75, 2.0, groups=2)
     alone = local_response_norm(a[:, :4], 5, 1e-4, 0.75, 2.0)
-    torch.testing.assert_close(out[:, :4], alone)          # tower a unaffected by tower b's spike
+    torch.testing.assert_close(out[:, :4], alone)  # tower a unaffected by tower b's spike
     one_group = local_response_norm(a, 5, 1e-4, 0.75, 2.0, groups=1)
-    assert not torch.allclose(one_group[:, :4], alone)     # without towers the window would cross
+    assert not torch.allclose(one_group[:, :4], alone)  # without towers the window would cross
 
 
 def test_channel_window_sum_edges():
-    x = torch.arange(1.0, 7.0).view(1, 6, 1, 1)            # channels 1..6
+    x = torch.arange(1.0, 7.0).view(1, 6, 1, 1)  # channels 1..6
     s = channel_window_sum(x, 5).flatten().tolist()
     assert s == [1 + 2 + 3, 1 + 2 + 3 + 4, 1 + 2 + 3 + 4 + 5, 2 + 3 + 4 + 5 + 6, 3 + 4 + 5 + 6, 4 + 5 + 6]
     s2 = channel_window_sum(x, 3, groups=2).flatten().tolist()
@@ -125,15 +132,15 @@ def test_lrn_rejects_bad_input():
 def test_paper_dropout_semantics():
     torch.manual_seed(4)
     drop = Dropout(0.5, "paper")
-    x = torch.rand(200, 500) + 1.0                         # strictly positive
+    x = torch.rand(200, 500) + 1.0  # strictly positive
     y = drop.train()(x)
     kept = y != 0
-    assert torch.equal(y[kept], x[kept])                   # kept outputs unscaled while training
-    assert abs(kept.float().mean().item() - 0.5) < 0.01    # each zeroed with probability 0.5
-    torch.testing.assert_close(drop.eval()(x), x * 0.5)    # test time: all neurons, times 0.5
+    assert torch.equal(y[kept], x[kept])  # kept outputs unscaled while training
+    assert abs(kept.float().mean().item() - 0.5) < 0.01  # each zeroed with probability 0.5
+    torch.testing.assert_close(drop.eval()(x), x * 0.5)  # test time: all neurons, times 0.5
     inv = Dropout(0.5, "inverted").train()(x)
     kept = inv != 0
-    torch.testing.assert_close(inv[kept], x[kept] * 2.0)   # PyTorch's convention, for contrast
+    torch.testing.assert_close(inv[kept], x[kept] * 2.0)  # PyTorch's convention, for contrast
     assert torch.equal(Dropout(0.5, "inverted").eval()(x), x)
 
 
@@ -145,7 +152,6 @@ def test_paper_dropout_gradient_follows_mask():
     torch.testing.assert_close(x.grad, (y != 0).to(x.dtype))
 
 
-
 def spatial_norm_by_loops(a: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """cuda-convnet's rnorm written out: b = a / (k + α/size² Σ_{size×size window} a²)^β, zeros outside."""
     n, c, h, w = a.shape
@@ -153,9 +159,9 @@ def spatial_norm_by_loops(a: torch.Tensor, size: int, alpha: float, beta: float,
     out = torch.empty_like(a)
     for y in range(h):
         for x in range(w):
-            win = a[:, :, max(0, y - half):y + half + 1, max(0, x - half):x + half + 1]
-            s = (win ** 2).sum((2, 3))
-            out[:, :, y, x] = a[:, :, y, x] / (k + alpha / size ** 2 * s) ** beta
+            win = a[:, :, max(0, y - half) : y + half + 1, max(0, x - half) : x + half + 1]
+            s = (win**2).sum((2, 3))
+            out[:, :, y, x] = a[:, :, y, x] / (k + alpha / size**2 * s) ** beta
     return out
 
 
@@ -180,6 +186,7 @@ def fake_cuda_bf16_autocast():
 
 def test_spatial_norm_matches_its_definition_and_keeps_bf16_under_autocast():
     from alexnet.models.layers import SpatialResponseNorm
+
     torch.manual_seed(5)
     a = torch.randn(2, 3, 7, 6) * 20
     norm = SpatialResponseNorm(5, 1e-3, 0.75, 1.0)
@@ -191,7 +198,7 @@ def test_spatial_norm_matches_its_definition_and_keeps_bf16_under_autocast():
     torch.testing.assert_close(bf.double(), ref, rtol=2e-2, atol=2e-2)
     with fake_cuda_bf16_autocast():
         out = norm(torch.empty(2, 3, 7, 6, device="cuda:0", dtype=torch.bfloat16))
-    assert out.dtype == torch.bfloat16                 # CUDA autocast's pow would make it float32
+    assert out.dtype == torch.bfloat16  # CUDA autocast's pow would make it float32
 
 
 def test_cuda_convnet_preset_under_bf16_sends_bf16_at_every_crossing():
@@ -202,16 +209,21 @@ def test_cuda_convnet_preset_under_bf16_sends_bf16_at_every_crossing():
     (cuda-convnet's fc8 on tower a only): 117,248 B (203,776 with conv3 in float32)."""
     from alexnet import AlexNet
     from twogpu import record_crossings
+
     with fake_cuda_bf16_autocast():
         m = AlexNet(num_classes=10, devices=("cuda:0", "cuda:1"), preset="cuda-convnet", seed=0).eval()
         with record_crossings() as records, torch.no_grad():
-            side = m.cfg.input_size                    # 224 (cuda-convnet's rule gives conv1 55 either way)
+            side = m.cfg.input_size  # 224 (cuda-convnet's rule gives conv1 55 either way)
             m(torch.empty(2, 3, side, side, device="cuda:0"))
     by_site = {}
     for r in records:
-        if r.site != "feed":                           # the input's way to the towers, not a crossing
+        if r.site != "feed":  # the input's way to the towers, not a crossing
             by_site[r.site] = by_site.get(r.site, 0) + r.bytes_forward // 2
     bf16 = 2
-    assert by_site == {"conv3": bf16 * 2 * 128 * 13 * 13, "fc6": bf16 * 2 * 128 * 6 * 6,
-                       "fc7": bf16 * 2 * 2048, "fc8": bf16 * 2048}
+    assert by_site == {
+        "conv3": bf16 * 2 * 128 * 13 * 13,
+        "fc6": bf16 * 2 * 128 * 6 * 6,
+        "fc7": bf16 * 2 * 2048,
+        "fc8": bf16 * 2048,
+    }
     assert sum(by_site.values()) == 117_248

@@ -1,4 +1,5 @@
-"""The two-tower network against the paper's numbers (Figure 2, section 3.5) and its connectivity (section 3.2)."""
+"""The two-tower network against the paper's numbers (Figure 2, section 3.5) and its connectivity
+(section 3.2)."""
 
 import pytest
 import torch
@@ -26,8 +27,9 @@ def capture(model, names):
     for tower in "ab":
         for name in names:
             module = model.get_submodule(f"{tower}.{name}")
-            handles.append(module.register_forward_hook(
-                lambda m, i, o, key=f"{tower}.{name}": seen.append((key, o))))
+            handles.append(
+                module.register_forward_hook(lambda m, i, o, key=f"{tower}.{name}": seen.append((key, o)))
+            )
     return seen, handles
 
 
@@ -63,9 +65,14 @@ def test_parameter_count_same_in_both_presets_and_fc8_placement(preset):
 def test_kernel_shapes_per_tower(model):
     # Figure 2: conv2, conv4, conv5 take only their own tower's maps; conv3 and fc take both.
     expected = {
-        "conv1": (48, 3, 11, 11), "conv2": (128, 48, 5, 5), "conv3": (192, 256, 3, 3),
-        "conv4": (192, 192, 3, 3), "conv5": (128, 192, 3, 3),
-        "fc6": (2048, 9216), "fc7": (2048, 4096), "fc8": (500, 4096),
+        "conv1": (48, 3, 11, 11),
+        "conv2": (128, 48, 5, 5),
+        "conv3": (192, 256, 3, 3),
+        "conv4": (192, 192, 3, 3),
+        "conv5": (128, 192, 3, 3),
+        "fc6": (2048, 9216),
+        "fc7": (2048, 4096),
+        "fc8": (500, 4096),
     }
     for tower in (model.a, model.b):
         for name, shape in expected.items():
@@ -88,8 +95,15 @@ def test_odd_number_of_classes_is_split_between_towers():
 def test_one_tower_ablation_matches_footnote():
     m = AlexNet(devices=("meta", "meta"), towers=1)
     assert m.b is None
-    widths = [m.a.conv1.out_channels, m.a.conv2.out_channels, m.a.conv3.out_channels,
-              m.a.conv4.out_channels, m.a.conv5.out_channels, m.a.fc6.out_features, m.a.fc7.out_features]
+    widths = [
+        m.a.conv1.out_channels,
+        m.a.conv2.out_channels,
+        m.a.conv3.out_channels,
+        m.a.conv4.out_channels,
+        m.a.conv5.out_channels,
+        m.a.fc6.out_features,
+        m.a.fc7.out_features,
+    ]
     assert widths == [48, 128, 192, 192, 256, 4096, 4096]
 
 
@@ -122,7 +136,7 @@ def test_connectivity_with_gradients():
     # conv4, conv5: after conv3, tower a depends on nothing more of tower b.
     for key in ("a.conv4", "a.conv5"):
         assert grads_of(out[key], [b.conv3.weight, b.conv4.weight, b.conv5.weight]) == [0.0, 0.0, 0.0], key
-        assert grads_of(out[key], [b.conv2.weight])[0] > 0, key   # only through conv3's crossing
+        assert grads_of(out[key], [b.conv2.weight])[0] > 0, key  # only through conv3's crossing
     # fc6, fc7, fc8: connected to both towers' previous layer.
     assert min(grads_of(out["a.fc6"], [b.conv5.weight, a.conv5.weight])) > 0
     assert min(grads_of(out["a.fc7"], [b.fc6.weight, a.fc6.weight])) > 0

@@ -5,7 +5,6 @@ cache and fallback; and tracing by torch.compile."""
 import os
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.skipif(native.disabled(), reason="native kernels disabl
 
 @pytest.fixture(scope="module", autouse=True)
 def kernel():
-    assert native.load(), native.status()          # a compiler is part of the test machine
+    assert native.load(), native.status()  # a compiler is part of the test machine
 
 
 def lrn_formula(a: torch.Tensor, n: int, alpha: float, beta: float, k: float, groups: int) -> torch.Tensor:
@@ -28,9 +27,9 @@ def lrn_formula(a: torch.Tensor, n: int, alpha: float, beta: float, k: float, gr
     N = a.shape[1] // groups
     out = []
     for g in range(groups):
-        x = a[:, g * N:(g + 1) * N]
-        sq = F.pad(x * x, (0, 0, 0, 0, n // 2, n // 2))          # pads dim 1 (channels)
-        s = sum(sq[:, d:d + N] for d in range(n))
+        x = a[:, g * N : (g + 1) * N]
+        sq = F.pad(x * x, (0, 0, 0, 0, n // 2, n // 2))  # pads dim 1 (channels)
+        s = sum(sq[:, d : d + N] for d in range(n))
         out.append(x / (k + alpha * s) ** beta)
     return torch.cat(out, 1)
 
@@ -40,11 +39,11 @@ def fused(a, n, alpha, beta, k, groups):
 
 
 CASES = [  # (maps per group, groups, n, α, β, k)
-    (48, 2, 5, 1e-4, 0.75, 2.0),     # LRN1 of the grouped twin (the paper's constants)
-    (7, 1, 5, 1e-3, 0.6, 1.0),       # β ≠ 0.75 takes the pow path
-    (2, 3, 7, 1e-3, 0.75, 2.0),      # window wider than the group: every map sees all of it
-    (1, 2, 3, 1e-2, 0.75, 2.0),      # one map per group
-    (9, 1, 1, 1e-2, 0.75, 2.0),      # n = 1: each map normalised by itself only
+    (48, 2, 5, 1e-4, 0.75, 2.0),  # LRN1 of the grouped twin (the paper's constants)
+    (7, 1, 5, 1e-3, 0.6, 1.0),  # β ≠ 0.75 takes the pow path
+    (2, 3, 7, 1e-3, 0.75, 2.0),  # window wider than the group: every map sees all of it
+    (1, 2, 3, 1e-2, 0.75, 2.0),  # one map per group
+    (9, 1, 1, 1e-2, 0.75, 2.0),  # n = 1: each map normalised by itself only
 ]
 
 
@@ -52,14 +51,14 @@ CASES = [  # (maps per group, groups, n, α, β, k)
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
 def test_fused_matches_formula_and_its_gradient(per, groups, n, alpha, beta, k, layout):
     torch.manual_seed(per * 10 + groups)
-    base = torch.randn(2, per * groups, 5, 67, dtype=torch.float64) * 40   # 335 pixels: 5 tiles + a tail
+    base = torch.randn(2, per * groups, 5, 67, dtype=torch.float64) * 40  # 335 pixels: 5 tiles + a tail
     if layout == "channels_last":
         base = base.contiguous(memory_format=torch.channels_last)
     elif layout == "strided":
         base = torch.randn(2, per * groups, 67, 5, dtype=torch.float64).transpose(2, 3) * 40  # neither layout
     a = base.detach().requires_grad_()
     want = lrn_formula(a, n, alpha, beta, k, groups)
-    assert (want - a).abs().max() > 0.5                           # the normalisation does something
+    assert (want - a).abs().max() > 0.5  # the normalisation does something
     got = fused(a, n, alpha, beta, k, groups)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     g = torch.randn_like(want)
@@ -77,12 +76,13 @@ def test_fused_float32_on_conv1_sized_maps(channels_last):
     x.requires_grad_()
     y = fused(x, 5, 1e-4, 0.75, 2.0, 2)
     assert y.dtype == torch.float32 and y.is_contiguous(
-        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format
+    )
     x64 = x.detach().double().requires_grad_()
     want = lrn_formula(x64, 5, 1e-4, 0.75, 2.0, 2)
     torch.testing.assert_close(y.double(), want, rtol=2e-6, atol=1e-5)
     other = torch.contiguous_format if channels_last else torch.channels_last
-    g = torch.randn_like(y).contiguous(memory_format=other)        # gradient in the other layout
+    g = torch.randn_like(y).contiguous(memory_format=other)  # gradient in the other layout
     (gh,) = torch.autograd.grad(y, x, g)
     (gw,) = torch.autograd.grad(want, x64, g.double())
     torch.testing.assert_close(gh.double(), gw, rtol=1e-5, atol=1e-6)
@@ -90,6 +90,7 @@ def test_fused_float32_on_conv1_sized_maps(channels_last):
 
 def test_auto_uses_the_fused_kernel_on_the_cpu(monkeypatch):
     import alexnet.models.layers as layers
+
     calls, original = [], layers._FusedLRNFunction
 
     class Spy(original):
@@ -97,26 +98,29 @@ def test_auto_uses_the_fused_kernel_on_the_cpu(monkeypatch):
         def forward(ctx, *args):
             calls.append(args[0].shape)
             return original.forward(ctx, *args)
+
     monkeypatch.setattr(layers, "_FusedLRNFunction", Spy)
     x = torch.rand(1, 6, 3, 3)
     local_response_norm(x, 5, 1e-4, 0.75, 2.0)
     assert calls == [x.shape]
     local_response_norm(x.double(), 5, 1e-4, 0.75, 2.0, window="mm")
-    assert len(calls) == 1                                         # an explicit eager window is honoured
+    assert len(calls) == 1  # an explicit eager window is honoured
 
 
-@pytest.mark.parametrize("shape,channels_last", [((0, 6, 3, 3), False), ((2, 6, 1, 1), True),
-                                                 ((2, 1, 3, 3), True)])
+@pytest.mark.parametrize(
+    "shape,channels_last", [((0, 6, 3, 3), False), ((2, 6, 1, 1), True), ((2, 1, 3, 3), True)]
+)
 def test_fused_degenerate_shapes(shape, channels_last):
-    x = torch.rand(shape, dtype=torch.float64) * 40     # no images; one pixel; one map (ambiguous layouts)
+    x = torch.rand(shape, dtype=torch.float64) * 40  # no images; one pixel; one map (ambiguous layouts)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
     y = fused(x, 5, 1e-3, 0.75, 2.0, 1)
     torch.testing.assert_close(y, lrn_formula(x, 5, 1e-3, 0.75, 2.0, 1))
     g = torch.rand_like(y)
-    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0],
-                               torch.autograd.grad(lrn_formula(x, 5, 1e-3, 0.75, 2.0, 1), x, g)[0])
+    torch.testing.assert_close(
+        torch.autograd.grad(y, x, g)[0], torch.autograd.grad(lrn_formula(x, 5, 1e-3, 0.75, 2.0, 1), x, g)[0]
+    )
 
 
 @pytest.mark.parametrize("window", ["fused", "mm", "shift"])
@@ -155,9 +159,12 @@ def test_fake_implementations_agree_with_the_kernels(layout):
         x = torch.rand(2, 6, 3, 4).transpose(2, 3) * 20
     g = torch.randn(2, 6, 4, 3)
     tests = ("test_schema", "test_faketensor")
-    torch.library.opcheck(torch.ops.alexnet_native.lrn_forward.default, (x, 5, 1e-4, 0.75, 2.0, 2), test_utils=tests)
-    torch.library.opcheck(torch.ops.alexnet_native.lrn_backward.default, (g, x, 5, 1e-4, 0.75, 2.0, 2),
-                          test_utils=tests)
+    torch.library.opcheck(
+        torch.ops.alexnet_native.lrn_forward.default, (x, 5, 1e-4, 0.75, 2.0, 2), test_utils=tests
+    )
+    torch.library.opcheck(
+        torch.ops.alexnet_native.lrn_backward.default, (g, x, 5, 1e-4, 0.75, 2.0, 2), test_utils=tests
+    )
 
 
 def test_build_is_cached_and_leaves_no_temporaries(tmp_path, monkeypatch):
@@ -165,16 +172,17 @@ def test_build_is_cached_and_leaves_no_temporaries(tmp_path, monkeypatch):
     path = native.build()
     assert path.parent == tmp_path and path.exists()
     mtime = path.stat().st_mtime_ns
-    assert native.build() == path and path.stat().st_mtime_ns == mtime    # found, not rebuilt
+    assert native.build() == path and path.stat().st_mtime_ns == mtime  # found, not rebuilt
     assert sorted(p.name for p in tmp_path.iterdir()) == [".build.lock", path.name]
-    assert path.stat().st_mode & 0o755 == 0o755          # other users of a shared cache can load it
+    assert path.stat().st_mode & 0o755 == 0o755  # other users of a shared cache can load it
 
 
 def _run(code: str, unset: tuple[str, ...] = (), **env) -> subprocess.CompletedProcess:
     """``code`` in a fresh Python, with ``env`` added to this environment and ``unset`` removed."""
     base = {k: v for k, v in os.environ.items() if k not in unset}
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**base, **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**base, **env}, timeout=120
+    )
 
 
 CHECK_FALLBACK = """

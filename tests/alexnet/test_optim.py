@@ -7,8 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet.training.optim import (LRSchedule, PaperSGD, build_optimizer, load_named_momentum, named_momentum,
-                           param_groups)
+from alexnet.training.optim import (
+    LRSchedule,
+    PaperSGD,
+    build_optimizer,
+    load_named_momentum,
+    named_momentum,
+    param_groups,
+)
 
 
 def _grads(step: int, shapes):
@@ -41,7 +47,9 @@ def test_matches_eq1_by_hand_with_lr_change():
                 ref_v[i][j] = mu * ref_v[i][j] - lam * eps * ref_w[i][j] - eps * gl[j]
                 ref_w[i][j] = ref_w[i][j] + ref_v[i][j]
     for p, w in zip(params, ref_w):
-        torch.testing.assert_close(p.detach().flatten(), torch.tensor(w, dtype=torch.float64), rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(
+            p.detach().flatten(), torch.tensor(w, dtype=torch.float64), rtol=1e-12, atol=1e-15
+        )
 
 
 def test_differs_from_torch_sgd_when_lr_changes():
@@ -92,11 +100,15 @@ def test_state_dict_round_trip_continues_identically():
         step(model, opt)
     clone = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     clone.load_state_dict(model.state_dict())
-    opt2 = build_optimizer(clone, lr=0.05, momentum=0.9, weight_decay=0.0005, bias_lr_mult=2, bias_decay=False)
+    opt2 = build_optimizer(
+        clone, lr=0.05, momentum=0.9, weight_decay=0.0005, bias_lr_mult=2, bias_decay=False
+    )
     opt2.load_state_dict(copy.deepcopy(opt.state_dict()))  # (as if read from disk: no shared buffers)
     clone3 = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
     clone3.load_state_dict(model.state_dict())
-    opt3 = build_optimizer(clone3, lr=0.05, momentum=0.9, weight_decay=0.0005, bias_lr_mult=2, bias_decay=False)
+    opt3 = build_optimizer(
+        clone3, lr=0.05, momentum=0.9, weight_decay=0.0005, bias_lr_mult=2, bias_decay=False
+    )
     load_named_momentum(opt3, clone3, named_momentum(opt, model))
     for _ in range(3):
         step(model, opt)
@@ -110,10 +122,23 @@ def test_plateau_drops_after_patience_and_at_most_three_times():
     p = nn.Parameter(torch.zeros(1))
     opt = PaperSGD(param_groups(nn.Linear(1, 1), lr=0.01, weight_decay=0, momentum=0.9, bias_lr_mult=2))
     sched = LRSchedule(opt, 0.01, mode="plateau", patience=2, max_drops=3)
-    errors = [0.9, 0.8, 0.8, 0.85,   # two epochs without improvement → drop 1
-              0.7, 0.75, 0.7,        # drop 2
-              0.72, 0.71,            # drop 3
-              0.9, 0.9, 0.9, 0.9, 0.9, 0.9]  # never a fourth
+    errors = [
+        0.9,
+        0.8,
+        0.8,
+        0.85,  # two epochs without improvement → drop 1
+        0.7,
+        0.75,
+        0.7,  # drop 2
+        0.72,
+        0.71,  # drop 3
+        0.9,
+        0.9,
+        0.9,
+        0.9,
+        0.9,
+        0.9,
+    ]  # never a fourth
     drops = [sched.step(e) for e in errors]
     assert [i for i, d in enumerate(drops) if d] == [3, 6, 8]
     assert sched.drops == 3
@@ -149,11 +174,19 @@ def test_rejects_bad_hyperparameters():
 # ------------------------------------------------- the paper preset's plateau rule over 90 epochs
 def _paper_schedule():
     from alexnet.config import load_config
-    o = load_config().optim                                   # the paper preset's values
+
+    o = load_config().optim  # the paper preset's values
     opt = PaperSGD([nn.Parameter(torch.zeros(1))], lr=o.lr)
-    return o, LRSchedule(opt, o.lr, mode=o.schedule, patience=o.plateau_patience, max_drops=o.max_drops,
-                         min_delta=o.plateau_min_delta, min_epochs=o.plateau_min_epochs,
-                         max_epochs=o.plateau_max_epochs)
+    return o, LRSchedule(
+        opt,
+        o.lr,
+        mode=o.schedule,
+        patience=o.plateau_patience,
+        max_drops=o.max_drops,
+        min_delta=o.plateau_min_delta,
+        min_epochs=o.plateau_min_epochs,
+        max_epochs=o.plateau_max_epochs,
+    )
 
 
 def _run(sched, curve):
@@ -170,13 +203,14 @@ def _run_on_simulated_training(sched, epochs=90, seed=0):
     opens a lower floor, and each epoch's measurement carries the binomial noise of 50,000 validation
     images (σ ≈ 0.22 points at 40 %). Returns the drop epochs and the noiseless curve."""
     import random
+
     rng = random.Random(seed)
     floors = (0.50, 0.445, 0.42, 0.415)
     level, at_rate, clean, drops = 0.75, 0, [], []
     for epoch in range(1, epochs + 1):
         at_rate += 1
         floor = floors[sched.drops]
-        err = floor + (level - floor) * 0.8 ** at_rate
+        err = floor + (level - floor) * 0.8**at_rate
         clean.append(err)
         if sched.step(err + rng.gauss(0, 0.0022)):
             drops.append(epoch)
@@ -189,24 +223,24 @@ def test_plateau_rule_gives_three_drops_within_90_epochs_on_a_flattening_curve(s
     o, sched = _paper_schedule()
     assert (o.plateau_patience, o.plateau_min_epochs, o.plateau_max_epochs, o.max_drops) == (5, 10, 25, 3)
     drops, clean = _run_on_simulated_training(sched, seed=seed)
-    assert len(drops) == 3 and drops[-1] <= 75, drops          # all three, well before epoch 90
-    assert drops[0] >= 10                                      # not in the first noisy epochs
+    assert len(drops) == 3 and drops[-1] <= 75, drops  # all three, well before epoch 90
+    assert drops[0] >= 10  # not in the first noisy epochs
     assert all(b - a >= 10 for a, b in zip(drops, drops[1:]))  # each rate lasts at least min_epochs
     for d in drops:  # fired only once the (noiseless) curve had stopped improving: < 0.5 points in 5 epochs
         assert clean[d - 1 - o.plateau_patience] - clean[d - 1] < 0.005, (drops, d)
-    assert sched.lr == pytest.approx(0.01 * 0.1 ** 3)
+    assert sched.lr == pytest.approx(0.01 * 0.1**3)
 
 
 def test_plateau_rule_cannot_fire_early_on_a_noisy_flat_start():
     _, sched = _paper_schedule()
-    flat = [0.99 + 0.001 * (i % 2) for i in range(90)]         # no improvement at all from epoch 2
+    flat = [0.99 + 0.001 * (i % 2) for i in range(90)]  # no improvement at all from epoch 2
     drops = _run(sched, flat)
-    assert drops[0] == 10                                      # held back to min_epochs, not epoch 6
+    assert drops[0] == 10  # held back to min_epochs, not epoch 6
     assert drops == [10, 20, 30]
 
 
 def test_plateau_rule_still_fires_when_the_curve_keeps_creeping_down():
     _, sched = _paper_schedule()
-    creeping = [0.9 - 0.002 * e for e in range(90)]            # improves by 0.2 points every epoch
+    creeping = [0.9 - 0.002 * e for e in range(90)]  # improves by 0.2 points every epoch
     drops = _run(sched, creeping)
-    assert drops == [25, 50, 75]                               # plateau_max_epochs: never silent
+    assert drops == [25, 50, 75]  # plateau_max_epochs: never silent

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 import alexnet.commands.prepare as prepare
-from alexnet.data.classes import class_names
 from alexnet.cli import main
+from alexnet.data.classes import class_names
 from alexnet.data.folders import DataError, validate_dataset
 from alexnet.data.images import load_image
 
@@ -37,16 +37,18 @@ def _el(kind: int, data: bytes) -> bytes:
 
 
 def _matrix(cls: int, dims, body: bytes) -> bytes:
-    head = _el(6, struct.pack("<II", cls, 0)) + _el(5, struct.pack("<" + "i" * len(dims), *dims)) + _el(1, b"")
+    head = (
+        _el(6, struct.pack("<II", cls, 0)) + _el(5, struct.pack("<" + "i" * len(dims), *dims)) + _el(1, b"")
+    )
     return _el(14, head + body)
 
 
 def _char(s: str) -> bytes:
-    return _matrix(4, (1, len(s)), _el(4, s.encode("utf-16-le")))          # miUINT16 characters
+    return _matrix(4, (1, len(s)), _el(4, s.encode("utf-16-le")))  # miUINT16 characters
 
 
 def _num(v: int) -> bytes:
-    return _matrix(6, (1, 1), _el(4, struct.pack("<H", v)))                 # double class stored as uint16
+    return _matrix(6, (1, 1), _el(4, struct.pack("<H", v)))  # double class stored as uint16
 
 
 def meta_mat(synsets, compressed: bool) -> bytes:
@@ -64,7 +66,11 @@ def meta_mat(synsets, compressed: bool) -> bytes:
     return b"MATLAB 5.0 MAT-file test".ljust(116, b" ") + b"\0" * 8 + struct.pack("<H", 0x0100) + b"IM" + var
 
 
-SYNSETS = [(1, "n02000002", "second thing, other", 0), (2, "n01000001", "first thing", 0), (3, "n00000009", "entity", 2)]
+SYNSETS = [
+    (1, "n02000002", "second thing, other", 0),
+    (2, "n01000001", "first thing", 0),
+    (3, "n00000009", "entity", 2),
+]
 
 
 def official_files(src: Path, compressed=True) -> None:
@@ -99,7 +105,9 @@ def test_official_archives_become_the_folder_layout_and_resume(tmp_path):
     assert counts == {"train_classes": 2, "val_images": 4}
     assert validate_dataset(dst) == ["n01000001", "n02000002"]
     assert sorted(p.name for p in (dst / "val" / "n01000001").iterdir()) == [
-        "ILSVRC2012_val_00000001.JPEG", "ILSVRC2012_val_00000004.JPEG"]
+        "ILSVRC2012_val_00000001.JPEG",
+        "ILSVRC2012_val_00000004.JPEG",
+    ]
     assert len(list((dst / "train" / "n02000002").glob("*.JPEG"))) == 2
     assert class_names(["n01000001", "n02000002"], dst) == ["first thing", "second thing"]
     # A rerun extracts nothing again; an interrupted class (no marker, stale temp folder) is redone.
@@ -118,15 +126,31 @@ def test_flat_val_folder_with_a_label_file_is_sorted_and_left_in_place(tmp_path,
     for i in range(1, 4):
         (flat / f"ILSVRC2012_val_{i:08d}.JPEG").write_bytes(jpeg(i))
     labels = tmp_path / "LOC_val_solution.csv"
-    labels.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001,n01000001 1 2 3 4\n"
-                      "ILSVRC2012_val_00000002,n02000002 1 1 1 1\nILSVRC2012_val_00000003,n01000001 0 0 1 1\n")
-    assert main(["prepare", str(tmp_path / "src"), str(tmp_path / "out"), "--val-dir", str(flat),
-                 "--val-labels", str(labels)]) == 0
+    labels.write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000001,n01000001 1 2 3 4\n"
+        "ILSVRC2012_val_00000002,n02000002 1 1 1 1\nILSVRC2012_val_00000003,n01000001 0 0 1 1\n"
+    )
+    assert (
+        main(
+            [
+                "prepare",
+                str(tmp_path / "src"),
+                str(tmp_path / "out"),
+                "--val-dir",
+                str(flat),
+                "--val-labels",
+                str(labels),
+            ]
+        )
+        == 0
+    )
     assert len(list((tmp_path / "out" / "val" / "n01000001").iterdir())) == 2
-    assert len(list(flat.iterdir())) == 3                       # the user's files stay
-    idx = tmp_path / "val.txt"                                  # Caffe style: sorted-class index
+    assert len(list(flat.iterdir())) == 3  # the user's files stay
+    idx = tmp_path / "val.txt"  # Caffe style: sorted-class index
     idx.write_text("ILSVRC2012_val_00000001.JPEG 1\n")
-    assert prepare.read_label_file(idx, ["n01000001", "n02000002"]) == {"ILSVRC2012_val_00000001": "n02000002"}
+    assert prepare.read_label_file(idx, ["n01000001", "n02000002"]) == {
+        "ILSVRC2012_val_00000001": "n02000002"
+    }
     bad = tmp_path / "bad.txt"
     bad.write_text("x.JPEG dog\n")
     with pytest.raises(DataError, match="bad.txt:1"):
@@ -139,12 +163,12 @@ def test_val_without_ground_truth_is_a_clear_error(tmp_path, capsys):
     (flat / "a.JPEG").write_bytes(jpeg(0))
     assert main(["prepare", str(tmp_path), str(tmp_path / "out" / "imagenet"), "--val-dir", str(flat)]) == 2
     assert "need ground truth" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()                  # failed after creating it: removed again
+    assert not (tmp_path / "out").exists()  # failed after creating it: removed again
 
 
 def test_a_failing_prepare_leaves_nothing_behind(tmp_path, capsys):
     dst = tmp_path / "new" / "imagenet"
-    for src in (tmp_path / "typo", tmp_path):                # missing, and holding no ImageNet files
+    for src in (tmp_path / "typo", tmp_path):  # missing, and holding no ImageNet files
         assert main(["prepare", str(src), str(dst)]) == 2
         assert not (tmp_path / "new").exists()
     assert "source folder" in capsys.readouterr().err
@@ -179,7 +203,7 @@ def test_resize_writes_the_preprocessed_256_copy(tmp_path):
     assert out.size == (256, 256) and out.format == "JPEG"
     assert (tmp_path / "dst" / "train" / "a" / "p.png.jpg").is_file()
     ref = load_image(tmp_path / "src" / "train" / "a" / "1.JPEG").astype(float)
-    assert np.abs(np.asarray(out, float) - ref).mean() < 1.5         # same image, JPEG-recompressed
+    assert np.abs(np.asarray(out, float) - ref).mean() < 1.5  # same image, JPEG-recompressed
     assert not list((tmp_path / "dst").rglob("*.tmp*"))
 
 
@@ -202,7 +226,10 @@ def test_resize_is_resumable_after_an_interruption(tmp_path, monkeypatch):
     counts = prepare.resize_tree(tmp_path / "src", tmp_path / "dst", workers=1, show_progress=False)
     assert counts == {"written": 4, "existing": 3, "skipped": 1}
     assert prepare.resize_tree(tmp_path / "src", tmp_path / "dst", workers=2, show_progress=False) == {
-        "written": 0, "existing": 7, "skipped": 1}
+        "written": 0,
+        "existing": 7,
+        "skipped": 1,
+    }
 
 
 def test_resize_refuses_to_overwrite_its_source(tmp_path):

@@ -44,8 +44,12 @@ class ConstantLoss:
 def _run(tmp_path, loss, epochs=2, steps=6, resume=None):
     lines = []
     hook = StallWarning(num_classes=3, steps=steps, hint="try a smaller bias")
-    trainer = Trainer(ConstantLoss(loss), TrainerOptions(epochs=epochs, run_dir=tmp_path, log_every=2),
-                      hooks=[hook], log=lines.append)
+    trainer = Trainer(
+        ConstantLoss(loss),
+        TrainerOptions(epochs=epochs, run_dir=tmp_path, log_every=2),
+        hooks=[hook],
+        log=lines.append,
+    )
     if resume:
         trainer.resume(resume)
     trainer.fit()
@@ -64,6 +68,6 @@ def test_silent_away_from_chance_level(tmp_path):
 
 
 def test_count_survives_a_resume(tmp_path):
-    _run(tmp_path, math.log(3), epochs=1, steps=8)            # 5 steps at chance level, no warning yet
+    _run(tmp_path, math.log(3), epochs=1, steps=8)  # 5 steps at chance level, no warning yet
     hook, warnings = _run(tmp_path, math.log(3), epochs=2, steps=8, resume="auto")
     assert len(warnings) == 1 and "for 8 steps" in warnings[0]

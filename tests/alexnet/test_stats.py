@@ -20,15 +20,17 @@ def make_folder(root, n_per_class=3, size=256):
         for i in range(n_per_class):
             rng = np.random.default_rng(10 * k + i)
             base = rng.integers(0, 256, (size, size, 1))
-            arr = np.clip(base + rng.integers(-40, 41, (size, size, 3)) + [30 * k, 0, -20], 0, 255).astype(np.uint8)
+            arr = np.clip(base + rng.integers(-40, 41, (size, size, 3)) + [30 * k, 0, -20], 0, 255).astype(
+                np.uint8
+            )
             Image.fromarray(arr).save(root / "train" / c / f"{i}.png")
             arrays.append(arr)
     return np.stack(arrays)
 
 
 def test_mean_image_and_covariance_equal_a_direct_numpy_computation(tmp_path):
-    arrays = make_folder(tmp_path).astype(np.float64)                     # (6, 256, 256, 3)
-    (tmp_path / "train" / "a" / "junk.jpg").write_text("not an image")   # skipped, not counted
+    arrays = make_folder(tmp_path).astype(np.float64)  # (6, 256, 256, 3)
+    (tmp_path / "train" / "a" / "junk.jpg").write_text("not an image")  # skipped, not counted
     stats, skipped = compute_stats(tmp_path / "train", workers=0, show_progress=False, batch_size=4)
     assert stats.images == 6 and list(skipped.values()) == ["not-an-image"]
     np.testing.assert_allclose(stats.mean, arrays.mean(0).transpose(2, 0, 1), atol=1e-4)
@@ -36,7 +38,7 @@ def test_mean_image_and_covariance_equal_a_direct_numpy_computation(tmp_path):
     lam, vec = np.linalg.eigh(cov)
     lam, vec = lam[::-1], vec[:, ::-1]
     np.testing.assert_allclose(stats.eigval, lam, rtol=1e-4)
-    np.testing.assert_allclose(np.abs(np.sum(stats.eigvec * vec, axis=0)), 1.0, atol=1e-4)   # same directions
+    np.testing.assert_allclose(np.abs(np.sum(stats.eigvec * vec, axis=0)), 1.0, atol=1e-4)  # same directions
     assert np.all(np.diff(stats.eigval) <= 0)
 
 
@@ -76,10 +78,10 @@ def test_fallback_warns_and_uses_published_values(tmp_path, caplog):
 def test_cli_writes_stats_next_to_the_data(tmp_path, capsys):
     arrays = make_folder(tmp_path, n_per_class=1)
     assert main(["stats", str(tmp_path), "--workers", "0"]) == 0
-    s = resolve_stats("", tmp_path, 256)                     # found where the loader looks
+    s = resolve_stats("", tmp_path, 256)  # found where the loader looks
     np.testing.assert_allclose(s.mean, arrays.mean(0).transpose(2, 0, 1), atol=1e-4)
     (tmp_path / "stats.pt").unlink()
-    assert main(["stats", str(tmp_path / "train"), "--workers", "0"]) == 0     # the train folder itself
+    assert main(["stats", str(tmp_path / "train"), "--workers", "0"]) == 0  # the train folder itself
     np.testing.assert_allclose(resolve_stats("", tmp_path, 256).mean, s.mean)  # written to the same place
     assert main(["stats", str(tmp_path / "nothing")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -29,7 +29,9 @@ def test_tower_a_input_is_the_pipeline_input_and_b_gets_the_uint8_batch(tmp_path
     assert xb.device == META and xb.shape == xa.shape and xb.dtype == torch.float32
     n = len(b.labels)
     assert [(r.source, r.target, r.bytes_forward) for r in records] == [
-        ("a", "b", n * 150_528), ("a", "b", n * 3 * 4)]
+        ("a", "b", n * 150_528),
+        ("a", "b", n * 3 * 4),
+    ]
     # evaluation: no lighting, so only the images travel
     with record_crossings() as records:
         p.to_tower_inputs(b, (CPU, META), train=False)

@@ -29,7 +29,7 @@ PAPER_MACS = {
 def test_two_tower_count_matches_hand_computation():
     counts = layer_macs(AlexNet(devices=("meta", "meta")))
     per_layer: dict[str, int] = {}
-    for c in counts:                                          # "a.conv1", "b.conv1" → "conv1"
+    for c in counts:  # "a.conv1", "b.conv1" → "conv1"
         layer = c.name.split(".")[-1]
         per_layer[layer] = per_layer.get(layer, 0) + c.macs
     assert per_layer == PAPER_MACS
@@ -46,8 +46,16 @@ def test_grouped_twin_counts_the_same_work():
 
 def test_torchvision_alexnet_matches_its_published_count():
     # torchvision documents AlexNet at 0.71 GFLOPS (multiply-adds) for a 224×224 image; by hand:
-    hand = (64 * 55 * 55 * 3 * 121 + 192 * 27 * 27 * 64 * 25 + 384 * 13 * 13 * 192 * 9
-            + 256 * 13 * 13 * 384 * 9 + 256 * 13 * 13 * 256 * 9 + 9216 * 4096 + 4096 * 4096 + 4096 * 1000)
+    hand = (
+        64 * 55 * 55 * 3 * 121
+        + 192 * 27 * 27 * 64 * 25
+        + 384 * 13 * 13 * 192 * 9
+        + 256 * 13 * 13 * 384 * 9
+        + 256 * 13 * 13 * 256 * 9
+        + 9216 * 4096
+        + 4096 * 4096
+        + 4096 * 1000
+    )
     counts = layer_macs(torchvision.models.alexnet().to("meta"), (3, 224, 224))
     assert sum(c.macs for c in counts) == hand
     assert round(hand / 1e9, 2) == 0.71

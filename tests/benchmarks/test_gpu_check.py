@@ -4,7 +4,6 @@
 import importlib.util
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,12 @@ def load():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")
 def test_without_a_gpu_it_says_so_and_exits_2(tmp_path):
-    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)], capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        ["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "no CUDA device is visible" in r.stderr
     report = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -35,8 +38,11 @@ def test_without_a_gpu_it_says_so_and_exits_2(tmp_path):
 def test_a_failed_step_fails_the_check(tmp_path, monkeypatch, capsys):
     gc = load()
     outcomes = iter(["passed", "failed"])
-    monkeypatch.setattr(gc, "_run_step", lambda name, cmd, out, limit: {
-        "status": next(outcomes), "exit": 0, "seconds": 0.1, "log": ""})
+    monkeypatch.setattr(
+        gc,
+        "_run_step",
+        lambda name, cmd, out, limit: {"status": next(outcomes), "exit": 0, "seconds": 0.1, "log": ""},
+    )
     assert gc.main([str(tmp_path), "--device", "cpu", "--only", "equality", "bf16"]) == 1
     assert "overall: FAILED" in (tmp_path / "summary.txt").read_text()
     outcomes = iter(["passed", "passed"])

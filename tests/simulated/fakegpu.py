@@ -24,29 +24,42 @@ import contextlib
 import sys
 import types
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import torch
 
 try:  # private PyTorch APIs: skip with a message, not an obscure failure, if an upgrade removes one
     from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode, unset_fake_temporarily
+
     FakeTensorMode().fake_tensor_converter.tensor_memo.items  # noqa: B018 - used to let Module.to swap fakes
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
+
     _probe = torch.ones(1, requires_grad=True).sum().grad_fn
     _probe._input_metadata[0].shape, _probe._input_metadata[0].device  # noqa: B018
 except (ImportError, AttributeError, IndexError) as e:  # pragma: no cover - depends on the torch version
-    pytest.skip(f"simulated two-GPU suite needs PyTorch's FakeTensorMode, TorchDispatchMode and autograd "
-                f"node metadata, which torch {torch.__version__} does not provide as expected ({e})",
-                allow_module_level=True)
+    pytest.skip(
+        f"simulated two-GPU suite needs PyTorch's FakeTensorMode, TorchDispatchMode and autograd "
+        f"node metadata, which torch {torch.__version__} does not provide as expected ({e})",
+        allow_module_level=True,
+    )
 
 aten = torch.ops.aten
 COPY_OPS = {aten._to_copy.default, aten.copy_.default}
-RANDOM_OPS = {aten.bernoulli_.float, aten.bernoulli.default, aten.bernoulli_.Tensor, aten.normal_.default,
-              aten.uniform_.default, aten.randn.default, aten.randn.generator, aten.rand.default,
-              aten.native_dropout.default}
+RANDOM_OPS = {
+    aten.bernoulli_.float,
+    aten.bernoulli.default,
+    aten.bernoulli_.Tensor,
+    aten.normal_.default,
+    aten.uniform_.default,
+    aten.randn.default,
+    aten.randn.generator,
+    aten.rand.default,
+    aten.native_dropout.default,
+}
 
 
 @dataclass
@@ -56,9 +69,9 @@ class Copy:
     source: torch.device
     target: torch.device
     nbytes: int
-    phase: str                       # "forward" or "backward"
-    site: str                        # crossing site ("conv3", ...), "feed", or "" (elsewhere)
-    direction: str                   # "a->b" / "b->a" for crossings, "" otherwise
+    phase: str  # "forward" or "backward"
+    site: str  # crossing site ("conv3", ...), "feed", or "" (elsewhere)
+    direction: str  # "a->b" / "b->a" for crossings, "" otherwise
 
     @property
     def device_to_device(self) -> bool:
@@ -69,7 +82,7 @@ class Copy:
 class RandomDraw:
     op: str
     device: torch.device
-    stream: Any                      # the seed installed in that device's generator (CUDA) or the generator's seed
+    stream: Any  # the seed installed in that device's generator (CUDA) or the generator's seed
 
 
 def _frames() -> Iterator[types.FrameType]:
@@ -98,7 +111,7 @@ def _where() -> tuple[str, str]:
 class DeviceLog(TorchDispatchMode):
     """Sees every aten op: records copies between devices, ops mixing devices and random draws."""
 
-    def __init__(self, cuda: "FakeCuda") -> None:
+    def __init__(self, cuda: FakeCuda) -> None:
         super().__init__()
         self.cuda = cuda
         self.phase = "forward"
@@ -111,27 +124,38 @@ class DeviceLog(TorchDispatchMode):
         kwargs = kwargs or {}
         self.ops += 1
         if func is aten._local_scalar_dense.default and isinstance(args[0], FakeTensor):
-            return False if args[0].dtype == torch.bool else 0      # .item() of a tensor without data
+            return False if args[0].dtype == torch.bool else 0  # .item() of a tensor without data
         out = func(*args, **kwargs)
         tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
         # a 0-dim CPU tensor is a scalar argument, which CUDA kernels accept (PyTorch's own rule); a
         # meta tensor holds nothing (to_empty allocates its like on a device)
-        devices = {t.device for t in tensors
-                   if not (t.device.type == "cpu" and t.dim() == 0) and t.device.type != "meta"}
+        devices = {
+            t.device
+            for t in tensors
+            if not (t.device.type == "cpu" and t.dim() == 0) and t.device.type != "meta"
+        }
         if len(devices) > 1:
             if func in COPY_OPS:
                 src = args[1] if func is aten.copy_.default else args[0]
                 dst = args[0] if func is aten.copy_.default else out
                 site, direction = _where()
-                self.copies.append(Copy(src.device, dst.device, dst.numel() * dst.element_size(),
-                                        self.phase, site, direction))
+                self.copies.append(
+                    Copy(
+                        src.device, dst.device, dst.numel() * dst.element_size(), self.phase, site, direction
+                    )
+                )
             else:
                 self.mixed.append(f"{func}: {sorted(map(str, devices))}")
         if func in RANDOM_OPS:
             dev = out.device if isinstance(out, torch.Tensor) else args[0].device
             gen = kwargs.get("generator")
-            stream = (gen.initial_seed() if isinstance(gen, torch.Generator)
-                      else self.cuda.seed_of(dev) if dev.type == "cuda" else "cpu-global")
+            stream = (
+                gen.initial_seed()
+                if isinstance(gen, torch.Generator)
+                else self.cuda.seed_of(dev)
+                if dev.type == "cuda"
+                else "cpu-global"
+            )
             self.draws.append(RandomDraw(str(func), dev, stream))
         return out
 
@@ -155,7 +179,7 @@ class _Event:
 
     def synchronize(self) -> None: ...
 
-    def elapsed_time(self, end: "_Event") -> float:
+    def elapsed_time(self, end: _Event) -> float:
         return 0.0
 
 
@@ -168,7 +192,7 @@ class FakeCuda:
     def __init__(self, count: int = 2) -> None:
         self.count = count
         self.states: dict[int, torch.Tensor] = {}
-        self.seeded: list[tuple[int, int]] = []          # (device index, seed) for every seeding
+        self.seeded: list[tuple[int, int]] = []  # (device index, seed) for every seeding
         self.calls: list[str] = []
 
     # --- devices
@@ -221,7 +245,7 @@ class FakeCuda:
     def get_rng_state_all(self) -> list[torch.Tensor]:
         return [self.get_rng_state(i) for i in range(self.count)]
 
-    def manual_seed(self, seed: int) -> None:   # torch.cuda.manual_seed: the current device (0)
+    def manual_seed(self, seed: int) -> None:  # torch.cuda.manual_seed: the current device (0)
         self.seeded.append((0, seed))
         self.states[0] = self.state_for(seed)
 
@@ -237,7 +261,7 @@ class _CudaGenerator:
     def __init__(self, cuda: FakeCuda, device: torch.device) -> None:
         self.cuda, self.device, self.seed = cuda, device, None
 
-    def manual_seed(self, seed: int) -> "_CudaGenerator":
+    def manual_seed(self, seed: int) -> _CudaGenerator:
         self.seed = int(seed)
         self.cuda.seeded.append((self.device.index or 0, self.seed))
         return self
@@ -245,8 +269,10 @@ class _CudaGenerator:
     def get_state(self) -> torch.Tensor:
         return FakeCuda.state_for(self.seed if self.seed is not None else 0)
 
-    def set_state(self, state: torch.Tensor) -> "_CudaGenerator":
-        self.seed = int(state[0]) if state.dtype == torch.int64 and not isinstance(state, FakeTensor) else None
+    def set_state(self, state: torch.Tensor) -> _CudaGenerator:
+        self.seed = (
+            int(state[0]) if state.dtype == torch.int64 and not isinstance(state, FakeTensor) else None
+        )
         return self
 
     def initial_seed(self) -> int:
@@ -257,7 +283,7 @@ class TorchView(types.ModuleType):
     """``torch`` as one project module sees it in the simulation: everything real except ``cuda``,
     CUDA generators, autocast (torch's own turns itself off without a driver) and checkpoint I/O."""
 
-    def __init__(self, sim: "SimulatedGPUs") -> None:
+    def __init__(self, sim: SimulatedGPUs) -> None:
         super().__init__("torch")
         self._sim = sim
         self.cuda = sim.cuda
@@ -275,8 +301,13 @@ class TorchView(types.ModuleType):
         return torch.Generator(device)
 
     @contextlib.contextmanager
-    def autocast(self, device_type: str, dtype: torch.dtype | None = None, enabled: bool = True,
-                 cache_enabled: bool | None = None) -> Iterator[None]:
+    def autocast(
+        self,
+        device_type: str,
+        dtype: torch.dtype | None = None,
+        enabled: bool = True,
+        cache_enabled: bool | None = None,
+    ) -> Iterator[None]:
         if device_type != "cuda":
             with torch.autocast(device_type, dtype=dtype, enabled=enabled):
                 yield
@@ -307,7 +338,7 @@ class TorchView(types.ModuleType):
 class _HostStandIn(torch.Generator):
     """A host generator passed where a CUDA generator is (fake tensors do not check it)."""
 
-    def __new__(cls, g: _CudaGenerator) -> "_HostStandIn":
+    def __new__(cls, g: _CudaGenerator) -> _HostStandIn:
         self = super().__new__(cls)
         self._cuda_gen = g
         return self
@@ -315,7 +346,7 @@ class _HostStandIn(torch.Generator):
     def __init__(self, g: _CudaGenerator) -> None:
         super().__init__()
 
-    def manual_seed(self, seed: int) -> "_HostStandIn":
+    def manual_seed(self, seed: int) -> _HostStandIn:
         self._cuda_gen.manual_seed(seed)
         super().manual_seed(seed)
         return self
@@ -323,20 +354,32 @@ class _HostStandIn(torch.Generator):
     def get_state(self) -> torch.Tensor:
         return self._cuda_gen.get_state()
 
-    def set_state(self, state: torch.Tensor) -> "_HostStandIn":
+    def set_state(self, state: torch.Tensor) -> _HostStandIn:
         with unset_fake_temporarily():
             self._cuda_gen.set_state(state)
         return self
 
 
-PROJECT_MODULES = ("twogpu.placement", "twogpu.rng", "twogpu.trainer", "twogpu.checkpoint", "twogpu.timing",
-                   "twogpu.precision", "alexnet.training.train", "alexnet.models.model", "alexnet.models.speed", "alexnet.commands.evaluate", "alexnet.commands.predict")
+PROJECT_MODULES = (
+    "twogpu.placement",
+    "twogpu.rng",
+    "twogpu.trainer",
+    "twogpu.checkpoint",
+    "twogpu.timing",
+    "twogpu.precision",
+    "alexnet.training.train",
+    "alexnet.models.model",
+    "alexnet.models.speed",
+    "alexnet.commands.evaluate",
+    "alexnet.commands.predict",
+)
 """Modules whose ``torch`` is replaced by :class:`TorchView` (not the data pipeline: it would pin
 memory for a GPU that does not exist)."""
 
 
-def drive_backward(root: torch.Tensor, gradient: torch.Tensor | None, log: DeviceLog,
-                   wrong_device: list[str]) -> None:
+def drive_backward(
+    root: torch.Tensor, gradient: torch.Tensor | None, log: DeviceLog, wrong_device: list[str]
+) -> None:
     """``root.backward(gradient)`` without autograd's engine: call each ``grad_fn`` node once all its
     consumers have sent their gradients (topological order), check each gradient's device against
     the device autograd expects (the engine raises there), and accumulate leaf gradients."""
@@ -358,17 +401,23 @@ def drive_backward(root: torch.Tensor, gradient: torch.Tensor | None, log: Devic
     inbox[root.grad_fn][0] = gradient
     ready = [root.grad_fn]
     log.phase = "backward"
-    no_grad = torch.no_grad()                  # the engine runs backward with grad mode off
+    no_grad = torch.no_grad()  # the engine runs backward with grad mode off
     no_grad.__enter__()
     try:
         while ready:
             node = ready.pop()
             got = inbox.pop(node, {})
             meta = node._input_metadata
-            grads = [got.get(i) if got.get(i) is not None else
-                     torch.zeros(m.shape, dtype=m.dtype, device=m.device) for i, m in enumerate(meta)]
+            grads = [
+                got.get(i) if got.get(i) is not None else torch.zeros(m.shape, dtype=m.dtype, device=m.device)
+                for i, m in enumerate(meta)
+            ]
             # C++ nodes are callable; a custom autograd.Function's node runs through .apply
-            outs = node.apply(*grads) if isinstance(node, torch.autograd.function.BackwardCFunction) else node(*grads)
+            outs = (
+                node.apply(*grads)
+                if isinstance(node, torch.autograd.function.BackwardCFunction)
+                else node(*grads)
+            )
             if not isinstance(outs, tuple):
                 outs = (outs,)
             for (nxt, slot), g in zip(node.next_functions, outs):
@@ -378,8 +427,10 @@ def drive_backward(root: torch.Tensor, gradient: torch.Tensor | None, log: Devic
                     want = nxt._input_metadata[slot] if nxt._input_metadata else None
                     if want is not None:
                         if g.device != want.device:
-                            wrong_device.append(f"{node.name()} -> {nxt.name()}: gradient on {g.device}, "
-                                                f"expected {want.device}")
+                            wrong_device.append(
+                                f"{node.name()} -> {nxt.name()}: gradient on {g.device}, "
+                                f"expected {want.device}"
+                            )
                         if tuple(g.shape) != tuple(want.shape):
                             g = g.sum_to_size(want.shape)
                         if g.dtype != want.dtype:
@@ -412,7 +463,7 @@ class SimulatedGPUs:
         if isinstance(obj, FakeTensor):
             if obj.device.type != "cpu":
                 self.checkpoint_not_on_cpu.append(f"{where}: {obj.device}")
-            with unset_fake_temporarily():        # one zero, broadcast: the file stays small
+            with unset_fake_temporarily():  # one zero, broadcast: the file stays small
                 return torch.zeros((), dtype=obj.dtype).expand(obj.shape)
         if isinstance(obj, torch.Tensor) and obj.device.type != "cpu":
             self.checkpoint_not_on_cpu.append(f"{where}: {obj.device}")
@@ -423,8 +474,9 @@ class SimulatedGPUs:
         return obj
 
     # --- context
-    def __enter__(self) -> "SimulatedGPUs":
+    def __enter__(self) -> SimulatedGPUs:
         import importlib
+
         mp = pytest.MonkeyPatch()
         self._stack.callback(mp.undo)
         view = TorchView(self)
@@ -434,6 +486,7 @@ class SimulatedGPUs:
 
         def backward(tensor, gradient=None, retain_graph=None, create_graph=False, inputs=None):
             drive_backward(tensor, gradient, sim.log, sim.wrong_gradient_device)
+
         mp.setattr(torch.Tensor, "backward", backward)
         fake_mode = FakeTensorMode(allow_non_fake_inputs=True)
         swap = torch.utils.swap_tensors
@@ -448,11 +501,14 @@ class SimulatedGPUs:
                     if value is t1 or value is t2:
                         del memo[key]
             return swap(t1, t2)
+
         mp.setattr(torch.utils, "swap_tensors", swap_fake)
         from alexnet.data.pipeline import ImagePipeline
+
         for method in ("train_batches", "val_batches"):
             mp.setattr(ImagePipeline, method, _outside_fake_mode(getattr(ImagePipeline, method)))
         from twogpu import record_crossings
+
         # every crossing carries its record, so a gradient copy can be traced to its site
         self.crossings = self._stack.enter_context(record_crossings())
         self._stack.enter_context(fake_mode)
@@ -469,6 +525,7 @@ class SimulatedGPUs:
 
 def _outside_fake_mode(method):
     """Run a batch generator with the fake mode off: image decoding needs real arrays."""
+
     def wrapper(*args, **kwargs):
         with unset_fake_temporarily():
             it = iter(method(*args, **kwargs))
@@ -479,4 +536,5 @@ def _outside_fake_mode(method):
                 except StopIteration:
                     return
             yield batch
+
     return wrapper

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from fakegpu import SimulatedGPUs  # noqa: E402  (skips this module if torch lacks what it needs)
 from tinydata import make_tiny_dataset
 
+from alexnet.commands.evaluate import evaluate
+from alexnet.commands.predict import predict
 from alexnet.config import load_config
 from alexnet.models.crossings import crossing_report
-from alexnet.commands.evaluate import evaluate
 from alexnet.models.model import AlexNet
 from alexnet.training.optim import build_optimizer
-from alexnet.commands.predict import predict
 from alexnet.training.train import train
 from twogpu.checkpoint import load_checkpoint
 
@@ -77,13 +77,13 @@ def test_one_step_placement_copies_and_bytes(preset, devices):
         params = list(getattr(model, tower).parameters())
         assert params and all(p.device == torch.device(dev) for p in params), tower
         assert all(p.grad is not None and p.grad.device == p.device for p in params), tower
-        for p in params:                                  # momentum beside its parameter
+        for p in params:  # momentum beside its parameter
             assert opt.state[p]["momentum_buffer"].device == p.device, tower
-    assert step_copies == []                              # the optimizer step moves nothing
+    assert step_copies == []  # the optimizer step moves nothing
     assert sim.log.mixed == [] and sim.wrong_gradient_device == []
     d2d = [c for c in step_copies_grads if c.device_to_device]
     if devices == ONE:
-        assert d2d == []                                  # one device: nothing is copied
+        assert d2d == []  # one device: nothing is copied
         return
     assert {c.site for c in d2d} <= sites(preset) | {"feed"}, d2d
     assert {c.site for c in d2d} >= sites(preset)
@@ -93,10 +93,22 @@ def test_one_step_placement_copies_and_bytes(preset, devices):
 
 
 def _config(tmp_path: Path, data: Path, name: str, devices, *extra: str):
-    return load_config(None, [f'data.root="{data}"', f'train.runs_dir="{tmp_path / "runs"}"', f'train.name="{name}"',
-                              "train.batch_size=2", "train.epochs=1", "train.log_every=1", "data.workers=0",
-                              f"train.devices={list(devices)!r}".replace("'", '"'), "eval.batch_size=2",
-                              "train.checkpoint_minutes=0.0", *extra])
+    return load_config(
+        None,
+        [
+            f'data.root="{data}"',
+            f'train.runs_dir="{tmp_path / "runs"}"',
+            f'train.name="{name}"',
+            "train.batch_size=2",
+            "train.epochs=1",
+            "train.log_every=1",
+            "data.workers=0",
+            f"train.devices={list(devices)!r}".replace("'", '"'),
+            "eval.batch_size=2",
+            "train.checkpoint_minutes=0.0",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,15 +116,23 @@ def tiny_data(tmp_path_factory):
     return make_tiny_dataset(tmp_path_factory.mktemp("data"), train_n=2, val_n=1)
 
 
-CASES = [("paper", TWO, "fp32"), ("cuda-convnet", TWO, "bf16"), ("caffe", TWO, "fp32"),
-         ("cuda-convnet", ONE, "fp32"), ("paper", ONE, "bf16")]
+CASES = [
+    ("paper", TWO, "fp32"),
+    ("cuda-convnet", TWO, "bf16"),
+    ("caffe", TWO, "fp32"),
+    ("cuda-convnet", ONE, "fp32"),
+    ("paper", ONE, "bf16"),
+]
 
 
 # resuming restores numpy's generator from a real tensor with `.numpy()` while the fake mode is
 # active, which reads it through a fake alias (a harness artefact: no fake mode in a real run)
 @pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")
-@pytest.mark.parametrize("preset,devices,precision", CASES, ids=["-".join((p, "2gpu" if d == TWO else "1gpu", a))
-                                                          for p, d, a in CASES])
+@pytest.mark.parametrize(
+    "preset,devices,precision",
+    CASES,
+    ids=["-".join((p, "2gpu" if d == TWO else "1gpu", a)) for p, d, a in CASES],
+)
 def test_train_checkpoint_resume_evaluate_predict(tmp_path, tiny_data, preset, devices, precision):
     """`alexnet train` (one step, a checkpoint), a resume (one more step), `evaluate` (centre and
     ten views) and `predict` complete with the towers on fake GPUs, and nothing crosses devices
@@ -135,7 +155,9 @@ def test_train_checkpoint_resume_evaluate_predict(tmp_path, tiny_data, preset, d
     assert sim.log.mixed == [] and sim.wrong_gradient_device == []
     assert sim.checkpoint_not_on_cpu == []
     d2d = sim.device_to_device()
-    assert {c.site for c in d2d} <= sites(preset) | {"feed"}, [c for c in d2d if c.site not in sites(preset) | {"feed"}]
+    assert {c.site for c in d2d} <= sites(preset) | {"feed"}, [
+        c for c in d2d if c.site not in sites(preset) | {"feed"}
+    ]
     if devices == TWO:
         assert {c.site for c in d2d} >= sites(preset) and "backward" in {c.phase for c in d2d}
         # the input (issue 11, 2g): the uint8 batch goes from the host to each GPU (3·S·S B per
@@ -144,13 +166,20 @@ def test_train_checkpoint_resume_evaluate_predict(tmp_path, tiny_data, preset, d
         feed = [c for c in sim.log.copies if c.site == "feed"]
         to_gpu = [c for c in feed if c.source.type == "cpu"]
         assert {c.target for c in to_gpu} == {torch.device(d) for d in TWO}
-        side = 227 if preset == "caffe" else 224                  # model.input_size
+        side = 227 if preset == "caffe" else 224  # model.input_size
         assert all(c.nbytes % (3 * side * side) == 0 for c in to_gpu), to_gpu
-        assert all(c.nbytes <= 2 * 12 for c in feed if c.device_to_device), [c for c in feed if c.device_to_device]
+        assert all(c.nbytes <= 2 * 12 for c in feed if c.device_to_device), [
+            c for c in feed if c.device_to_device
+        ]
         # dropout on each GPU draws from that GPU's own stream, seeded from its own name
-        seeds = {dev: {d.stream for d in sim.log.draws if d.device == torch.device(dev)
-                      and ("bernoulli" in d.op or "dropout" in d.op)}  # paper style; inverted (caffe)
-                 for dev in TWO}
+        seeds = {
+            dev: {
+                d.stream
+                for d in sim.log.draws
+                if d.device == torch.device(dev) and ("bernoulli" in d.op or "dropout" in d.op)
+            }  # paper style; inverted (caffe)
+            for dev in TWO
+        }
         assert seeds["cuda:0"] and seeds["cuda:1"] and seeds["cuda:0"].isdisjoint(seeds["cuda:1"]), seeds
     else:
         assert d2d == []
@@ -164,4 +193,4 @@ def test_two_towers_start_from_different_host_draws():
     normal = [d for d in sim.log.draws if "normal" in d.op]
     assert normal and all(d.device.type == "cpu" for d in normal)
     per_stream = Counter(d.stream for d in normal)
-    assert len(per_stream) == 2 and len(set(per_stream.values())) == 1, per_stream   # a and b, 8 layers each
+    assert len(per_stream) == 2 and len(set(per_stream.values())) == 1, per_stream  # a and b, 8 layers each

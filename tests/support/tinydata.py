@@ -1,4 +1,5 @@
-"""Tiny image folders for end-to-end tests (importable from any test: setup.cfg puts tests/support on the path)."""
+"""Tiny image folders for end-to-end tests (importable from any test: setup.cfg puts tests/support on
+the path)."""
 
 from pathlib import Path
 

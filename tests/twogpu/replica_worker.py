@@ -36,7 +36,7 @@ def main():
     fail_rank = int(sys.argv[3]) if len(sys.argv) > 3 else -1
     world = init_from_env(timeout_s=60)
     devices = replica_devices(world, "auto").pair
-    torch.manual_seed(world.rank)                  # different init per rank: DDP must broadcast rank 0's
+    torch.manual_seed(world.rank)  # different init per rank: DDP must broadcast rank 0's
     model = wrap(ToyTwoTower(devices), world)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     for step in range(steps):
@@ -54,4 +54,4 @@ def main():
 
 
 if __name__ == "__main__":
-    shutdown(main())            # after main() returned: the DDP model is released first
+    shutdown(main())  # after main() returned: the DDP model is released first

@@ -10,8 +10,12 @@ from twogpu.checkpoint import CheckpointDir, CheckpointError, load_checkpoint, s
 
 
 def _state(step):
-    return {"model": {"a.w": torch.full((3,), float(step))}, "step": step, "config": {"train": {"name": "x"}},
-            "rng": [3, [1, 2, 3], None]}
+    return {
+        "model": {"a.w": torch.full((3,), float(step))},
+        "step": step,
+        "config": {"train": {"name": "x"}},
+        "rng": [3, [1, 2, 3], None],
+    }
 
 
 def test_round_trip(tmp_path):
@@ -31,7 +35,7 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     monkeypatch.setattr(ck.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         save_atomic(_state(2), path)
-    assert os.listdir(tmp_path) == ["c.pt"]                     # no temp file left behind
+    assert os.listdir(tmp_path) == ["c.pt"]  # no temp file left behind
     assert load_checkpoint(path)["step"] == 1
 
 
@@ -39,8 +43,9 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 def test_damaged_file_gives_clear_error_naming_it(tmp_path, damage):
     path = save_atomic(_state(1), tmp_path / "c.pt")
     data = path.read_bytes()
-    path.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00not a checkpoint" * 10,
-                      "empty": b""}[damage])
+    path.write_bytes(
+        {"truncate": data[: len(data) // 2], "garbage": b"\x00not a checkpoint" * 10, "empty": b""}[damage]
+    )
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert str(path) in str(info.value)
@@ -68,7 +73,7 @@ def test_keep_last_best_and_last(tmp_path):
         d.save(_state(step), step, is_best=(step == 20))
     assert [p.name for p in d.step_files()] == ["step-00000030.pt", "step-00000040.pt"]
     assert load_checkpoint(d.last)["step"] == 40
-    assert load_checkpoint(d.best)["step"] == 20                 # survives pruning of step-20
+    assert load_checkpoint(d.best)["step"] == 20  # survives pruning of step-20
     assert not d.last.is_symlink() and not d.best.is_symlink()
 
 
@@ -95,5 +100,5 @@ def test_resuming_an_older_step_sets_newer_files_aside(tmp_path):
     moved = ckpts.set_aside_after(10)
     assert [p.name for p in moved] == ["step-00000020.pt", "step-00000030.pt"]
     assert all(p.exists() for p in moved) and moved[0].parent.name.startswith("abandoned-")
-    ckpts.save({"step": 11}, 11)           # retention no longer deletes the new file as 'older'
+    ckpts.save({"step": 11}, 11)  # retention no longer deletes the new file as 'older'
     assert [p.name for p in ckpts.step_files()] == ["step-00000010.pt", "step-00000011.pt"]

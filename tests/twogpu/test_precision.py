@@ -27,7 +27,7 @@ def test_fp32_switches_tf32_off_for_cudnn_convolutions_and_matmuls():
     said = precision.configure("fp32")
     assert precision.tf32_enabled() == {"cudnn_conv": False, "cuda_matmul": False}
     assert "TF32 off" in said
-    precision.configure("bf16")                    # what autocast leaves in float32 is true float32
+    precision.configure("bf16")  # what autocast leaves in float32 is true float32
     assert precision.tf32_enabled() == {"cudnn_conv": False, "cuda_matmul": False}
 
 
@@ -48,6 +48,7 @@ def test_old_amp_key_read_from_checkpoints_and_named_in_files(tmp_path):
     """Checkpoints and run configs of earlier versions (train.amp) load as train.precision; a TOML
     file or --set with the old key is an error naming the new one."""
     from alexnet.config import ConfigError, config_from_dict, config_to_dict, load_config
+
     assert config_from_dict({"train": {"amp": "bf16"}}).train.precision == "bf16"
     assert config_from_dict({"train": {"amp": "none"}}).train.precision == "fp32"
     assert config_from_dict({}).train.precision == "fp32"

@@ -18,8 +18,16 @@ WORKER = Path(__file__).with_name("replica_worker.py")
 
 
 def torchrun(tmp_path, *args, nproc=2, timeout=120):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(WORKER), str(tmp_path), *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(WORKER),
+        str(tmp_path),
+        *map(str, args),
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -96,18 +104,31 @@ def _gpus(monkeypatch, n):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: n)
 
 
-@pytest.mark.parametrize("gpus, replicas, request_, per", [
-    (0, 2, "auto", 0), (4, 2, "auto", 2), (5, 2, "auto", 2), (3, 2, "auto", 1), (2, 2, "auto", 1),
-    (8, 4, "auto", 2), (4, 4, "auto", 1), (4, 2, "single", 1), (0, 3, "single", 0), (1, 1, "auto", 1),
-])
+@pytest.mark.parametrize(
+    "gpus, replicas, request_, per",
+    [
+        (0, 2, "auto", 0),
+        (4, 2, "auto", 2),
+        (5, 2, "auto", 2),
+        (3, 2, "auto", 1),
+        (2, 2, "auto", 1),
+        (8, 4, "auto", 2),
+        (4, 4, "auto", 1),
+        (4, 2, "single", 1),
+        (0, 3, "single", 0),
+        (1, 1, "auto", 1),
+    ],
+)
 def test_one_layout_per_node(gpus, replicas, request_, per):
     from twogpu.replicas import gpus_per_replica
+
     assert gpus_per_replica(gpus, replicas, request_) == per
 
 
 @pytest.mark.parametrize("gpus, replicas", [(1, 2), (2, 3), (3, 4)])
 def test_gpus_that_do_not_divide_are_refused(gpus, replicas):
     from twogpu.replicas import LayoutError, gpus_per_replica
+
     with pytest.raises(LayoutError, match=f"{replicas} replicas on this node but only {gpus} GPU"):
         gpus_per_replica(gpus, replicas)
 
@@ -116,25 +137,37 @@ def test_auto_gives_every_replica_the_same_layout(monkeypatch):
     """Issue 11 (2c): 2 GPUs, 2 replicas. Before: rank 0 took cuda:0 + cuda:1 as two towers and rank 1
     cuda:1 alone (grouped twin) — shared GPUs and different models, which DDP refuses."""
     from twogpu.replicas import LayoutError, World, replica_devices
+
     _gpus(monkeypatch, 2)
     ranks = [replica_devices(World(r, 2, r, None, local_world_size=2), "auto") for r in range(2)]
     assert [d.pair for d in ranks] == [(torch.device("cuda:0"),) * 2, (torch.device("cuda:1"),) * 2]
-    _gpus(monkeypatch, 5)                                             # 2 per replica, one GPU idle
+    _gpus(monkeypatch, 5)  # 2 per replica, one GPU idle
     ranks = [replica_devices(World(r, 2, r, None, local_world_size=2), "auto") for r in range(2)]
-    assert [d.pair for d in ranks] == [(torch.device("cuda:0"), torch.device("cuda:1")),
-                                       (torch.device("cuda:2"), torch.device("cuda:3"))]
+    assert [d.pair for d in ranks] == [
+        (torch.device("cuda:0"), torch.device("cuda:1")),
+        (torch.device("cuda:2"), torch.device("cuda:3")),
+    ]
     assert "1 GPU(s) left idle" in ranks[0].reason
     _gpus(monkeypatch, 2)
     with pytest.raises(LayoutError, match="3 replicas on this node but only 2 GPU"):
         replica_devices(World(2, 3, 2, None, local_world_size=3), "auto")
     _gpus(monkeypatch, 0)
-    assert replica_devices(World(1, 2, 1, None, local_world_size=2), "auto").pair == (torch.device("cpu"),) * 2
+    assert (
+        replica_devices(World(1, 2, 1, None, local_world_size=2), "auto").pair == (torch.device("cpu"),) * 2
+    )
 
 
 def test_world_from_env_reads_the_node_size(monkeypatch):
     from twogpu.replicas import world_from_env
-    env = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
-           "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}
+
+    env = {
+        "RANK": "5",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "4",
+        "MASTER_ADDR": "localhost",
+        "MASTER_PORT": "1",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     w = world_from_env()
@@ -144,8 +177,15 @@ def test_world_from_env_reads_the_node_size(monkeypatch):
 def test_a_replica_on_gpus_sets_its_device_and_binds_the_group_to_it(monkeypatch):
     """Issue 11 (2e): every replica made cuda:0 current before; the group had no device id."""
     import twogpu.replicas as replicas
-    env = {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2",
-           "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}
+
+    env = {
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "localhost",
+        "MASTER_PORT": "1",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     calls = []
@@ -166,8 +206,10 @@ def test_a_replica_on_gpus_sets_its_device_and_binds_the_group_to_it(monkeypatch
 def test_one_gpu_preset_uses_one_device_on_a_two_gpu_machine(monkeypatch):
     """Issue 11 (2d): configs/alexnet-1gpu.toml trained the two-GPU layout when two GPUs were present."""
     from pathlib import Path
+
     from alexnet.config import load_config
     from twogpu.placement import resolve_devices
+
     cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "alexnet-1gpu.toml")
     _gpus(monkeypatch, 2)
     assert resolve_devices(cfg.train.devices).pair == (torch.device("cuda:0"), torch.device("cuda:0"))
@@ -177,10 +219,17 @@ def test_one_gpu_preset_uses_one_device_on_a_two_gpu_machine(monkeypatch):
 
 def test_explicit_device_pairs_shift_by_local_rank(monkeypatch):
     from twogpu.replicas import World, replica_devices
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     rank3 = World(rank=3, world_size=4, local_rank=3, backend="nccl")
-    assert replica_devices(rank3, ["cuda:0", "cuda:1"]).pair == (torch.device("cuda:6"), torch.device("cuda:7"))
-    assert replica_devices(rank3, ["cuda:0", "cuda:0"]).pair == (torch.device("cuda:3"), torch.device("cuda:3"))
+    assert replica_devices(rank3, ["cuda:0", "cuda:1"]).pair == (
+        torch.device("cuda:6"),
+        torch.device("cuda:7"),
+    )
+    assert replica_devices(rank3, ["cuda:0", "cuda:0"]).pair == (
+        torch.device("cuda:3"),
+        torch.device("cuda:3"),
+    )
     assert replica_devices(rank3, "auto").pair == (torch.device("cuda:6"), torch.device("cuda:7"))
     assert replica_devices(rank3, ["cpu", "cpu"]).pair == (torch.device("cpu"), torch.device("cpu"))

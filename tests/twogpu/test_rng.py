@@ -9,8 +9,13 @@ from twogpu.rng import device_streams, init_generator, stream_seed, use_streams
 
 def test_stream_seeds_differ_by_every_part_of_the_name():
     base = stream_seed(0, "dropout", rank=0, step=0)
-    others = [stream_seed(1, "dropout"), stream_seed(0, "lighting"), stream_seed(0, "dropout", rank=1),
-              stream_seed(0, "dropout", step=1), stream_seed(0, "dropout/cuda:1")]
+    others = [
+        stream_seed(1, "dropout"),
+        stream_seed(0, "lighting"),
+        stream_seed(0, "dropout", rank=1),
+        stream_seed(0, "dropout", step=1),
+        stream_seed(0, "dropout/cuda:1"),
+    ]
     assert len({base, *others}) == 6
     assert all(0 <= s < 2**63 for s in others)
     # the arithmetic it replaces collided: seed*1000 + 7919*step + 1_000_003*rank
@@ -40,7 +45,9 @@ def test_initial_weights_do_not_depend_on_placement():
         assert torch.equal(v, split.state_dict()[k]), k
     # and the two towers are not copies of each other
     for layer in ("conv1", "conv2", "conv3", "fc6", "fc7"):
-        assert not torch.equal(shared.a.get_submodule(layer).weight, shared.b.get_submodule(layer).weight), layer
+        assert not torch.equal(shared.a.get_submodule(layer).weight, shared.b.get_submodule(layer).weight), (
+            layer
+        )
 
 
 def test_grouped_twin_starts_with_the_two_tower_weights():

@@ -1,11 +1,9 @@
 """The generic training loop, on a tiny in-memory task (no AlexNet, no images)."""
 
 import json
-import math
 import os
 import signal
 
-import pytest
 import torch
 from torch import nn
 
@@ -77,8 +75,18 @@ class ToyTask:
 
 def _run(tmp_path, task, epochs=3, resume=None, **kw):
     lines = []
-    trainer = Trainer(task, TrainerOptions(epochs=epochs, run_dir=tmp_path, log_every=2, keep_last=2,
-                                           resume_hint="alexnet train --resume", **kw), log=lines.append)
+    trainer = Trainer(
+        task,
+        TrainerOptions(
+            epochs=epochs,
+            run_dir=tmp_path,
+            log_every=2,
+            keep_last=2,
+            resume_hint="alexnet train --resume",
+            **kw,
+        ),
+        log=lines.append,
+    )
     if resume:
         trainer.resume(resume)
     return trainer, trainer.fit(), lines
@@ -89,18 +97,18 @@ def test_sigterm_then_resume_is_bit_identical(tmp_path):
     _, ref, _ = _run(tmp_path / "ref", ref_task)
     assert ref.status == "finished" and ref.step == 15
 
-    task = ToyTask(signal_at=7)                                 # mid-epoch 2
+    task = ToyTask(signal_at=7)  # mid-epoch 2
     _, first, lines = _run(tmp_path / "run", task)
     assert first.status == "interrupted" and first.exit_code == 0 and first.step == 7
     assert any("SIGTERM" in line for line in lines)
     assert "resume with: alexnet train --resume" in first.message
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL     # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
-    resumed_task = ToyTask()                                    # fresh process state
-    torch.manual_seed(12345)                                    # the global RNG must come from the checkpoint
+    resumed_task = ToyTask()  # fresh process state
+    torch.manual_seed(12345)  # the global RNG must come from the checkpoint
     trainer, second, _ = _run(tmp_path / "run", resumed_task, resume="auto")
     assert second.status == "finished" and second.step == 15
-    assert resumed_task.calls == 8                              # exactly the missing steps
+    assert resumed_task.calls == 8  # exactly the missing steps
     for p, q in zip(ref_task.net.state_dict().values(), resumed_task.net.state_dict().values()):
         assert torch.equal(p, q)
     ref_metrics = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
@@ -113,12 +121,20 @@ def test_sigterm_then_resume_is_bit_identical(tmp_path):
 def test_metrics_and_checkpoints_layout(tmp_path):
     _, result, lines = _run(tmp_path, ToyTask(), epochs=3)
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert {"epoch", "step", "images_seen", "wall_time_s", "lr", "train_loss", "train_top1_err",
-            "val_top1_err"} <= set(metrics[0])
+    assert {
+        "epoch",
+        "step",
+        "images_seen",
+        "wall_time_s",
+        "lr",
+        "train_loss",
+        "train_top1_err",
+        "val_top1_err",
+    } <= set(metrics[0])
     assert metrics[-1]["images_seen"] == 3 * 5 * 4
     ck = tmp_path / "checkpoints"
     steps = sorted(p.name for p in ck.glob("step-*.pt"))
-    assert steps == ["step-00000010.pt", "step-00000015.pt"]         # keep_last = 2
+    assert steps == ["step-00000010.pt", "step-00000015.pt"]  # keep_last = 2
     assert (ck / "last.pt").exists() and (ck / "best.pt").exists()
     last = load_checkpoint(ck / "last.pt")
     assert last["step"] == 15 and last["epoch"] == 3 and last["step_in_epoch"] == 0
@@ -148,18 +164,34 @@ def test_max_steps_and_hooks_only_on_rank0(tmp_path):
             self.events.append(("epoch", metrics["epoch"]))
 
     rec = Recorder()
-    trainer = Trainer(ToyTask(), TrainerOptions(epochs=3, run_dir=tmp_path, max_steps=7, log_every=2),
-                      hooks=[rec], log=lambda s: None)
+    trainer = Trainer(
+        ToyTask(),
+        TrainerOptions(epochs=3, run_dir=tmp_path, max_steps=7, log_every=2),
+        hooks=[rec],
+        log=lambda s: None,
+    )
     result = trainer.fit()
     assert result.status == "max_steps" and result.step == 7
     assert ("epoch", 1) in rec.events
     stats = [e[1] for e in rec.events if e[0] == "log"][0]
-    assert {"loss", "lr", "images_per_s", "data_wait_share", "step_time_s/a", "step_time_s/b", "top1_err"} <= set(stats)
+    assert {
+        "loss",
+        "lr",
+        "images_per_s",
+        "data_wait_share",
+        "step_time_s/a",
+        "step_time_s/b",
+        "top1_err",
+    } <= set(stats)
     assert any(k.startswith("memory_mib/") for k in stats)
 
     rec1 = Recorder()
-    other = Trainer(ToyTask(), TrainerOptions(epochs=1, run_dir=tmp_path / "r1", rank=1, world_size=2),
-                    hooks=[rec1], log=lambda s: None)
+    other = Trainer(
+        ToyTask(),
+        TrainerOptions(epochs=1, run_dir=tmp_path / "r1", rank=1, world_size=2),
+        hooks=[rec1],
+        log=lambda s: None,
+    )
     other.fit()
     assert rec1.events == [] and not (tmp_path / "r1").exists()
 
@@ -186,7 +218,14 @@ class CountedReads(torch.Tensor):
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
-        if getattr(func, "__name__", "") in ("item", "__float__", "__int__", "__bool__", "tolist", "__index__"):
+        if getattr(func, "__name__", "") in (
+            "item",
+            "__float__",
+            "__int__",
+            "__bool__",
+            "tolist",
+            "__index__",
+        ):
             cls.reads += 1
         return super().__torch_function__(func, types, args, kwargs or {})
 
@@ -194,11 +233,15 @@ class CountedReads(torch.Tensor):
 def test_the_host_reads_losses_only_at_progress_lines(tmp_path):
     """Issue 11 (2h): the loop used to call .item() on every step's loss, making the host wait for the
     devices each step. Now the sums stay on the device and are read once per progress line."""
+
     class Task(ToyTask):
         def train_step(self, batch):
             out = super().train_step(batch)
-            return StepOutput(out.loss.detach().as_subclass(CountedReads), out.batch_size,
-                              {k: v.as_subclass(CountedReads) for k, v in out.mistakes.items()})
+            return StepOutput(
+                out.loss.detach().as_subclass(CountedReads),
+                out.batch_size,
+                {k: v.as_subclass(CountedReads) for k, v in out.mistakes.items()},
+            )
 
     CountedReads.reads = 0
     lines = []
@@ -206,14 +249,16 @@ def test_the_host_reads_losses_only_at_progress_lines(tmp_path):
     result = trainer.fit()
     progress = [line for line in lines if "img/s" in line]
     assert result.step == 15 and len(progress) == 3
-    assert CountedReads.reads == 2 * len(progress)             # loss and top1 sums, once per line
+    assert CountedReads.reads == 2 * len(progress)  # loss and top1 sums, once per line
     metrics = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < m["train_loss"] < 5 and 0 <= m["train_top1_err"] <= 1 for m in metrics)
 
 
 def test_tower_timer_on_the_cpu_uses_the_host_clock():
     import time
+
     from twogpu.timing import TowerTimer
+
     timer = TowerTimer([torch.device("cpu"), torch.device("cpu")])
     for _ in range(3):
         timer.start()
@@ -221,11 +266,16 @@ def test_tower_timer_on_the_cpu_uses_the_host_clock():
         timer.stop()
     a, b = timer.collect()
     assert 0.03 <= a < 1.0 and a == b
-    assert timer.collect() == [0.0, 0.0]                       # read once
+    assert timer.collect() == [0.0, 0.0]  # read once
 
 
 def test_format_duration():
     from twogpu.timing import format_duration
+
     assert [format_duration(s) for s in (5, 125, 3 * 3600 + 60 * 7, 2 * 86400 + 3600)] == [
-        "0m05s", "2m05s", "3h07m", "2d01h"]
+        "0m05s",
+        "2m05s",
+        "3h07m",
+        "2d01h",
+    ]
     assert format_duration(float("nan")) == "?"

@@ -6,8 +6,8 @@ import argparse
 
 from alexnet.commands._args import add_config_args
 
-
 # ------------------------------------------------------------------------------- the command
+
 
 def add_args(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
@@ -16,6 +16,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alexnet.config import config_to_toml, explain, load_config
+
     if args.explain:
         print(explain())
         return 0

@@ -6,24 +6,34 @@ import argparse
 
 from alexnet.commands._args import add_config_args
 
-
 # ------------------------------------------------------------------------------- the command
+
 
 def add_args(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--inference", action="store_true", help="count the forward pass only")
-    p.add_argument("--replicas", type=int, default=0, metavar="R",
-                   help="also show the gradient bytes all-reduced per step by R data-parallel replicas")
+    p.add_argument(
+        "--replicas",
+        type=int,
+        default=0,
+        metavar="R",
+        help="also show the gradient bytes all-reduced per step by R data-parallel replicas",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from alexnet.config import load_config
     from alexnet.models.crossings import crossing_report
+
     cfg = load_config(args.config, args.overrides)
-    print(crossing_report(cfg.model, args.batch_size, training=not args.inference,
-                          lighting=cfg.data.lighting_std > 0).table())
+    print(
+        crossing_report(
+            cfg.model, args.batch_size, training=not args.inference, lighting=cfg.data.lighting_std > 0
+        ).table()
+    )
     if args.replicas:
         from alexnet.models.crossings import allreduce_table
+
         print(allreduce_table(cfg.model, args.batch_size, args.replicas))
     return 0

@@ -15,7 +15,6 @@ a few seconds on two cores; the statistics file (``stats.pt``) is computed at th
 from __future__ import annotations
 
 import argparse
-
 import math
 import os
 from concurrent.futures import ProcessPoolExecutor
@@ -24,14 +23,30 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-CLASSES = ("red_disc", "blue_square", "green_triangle", "yellow_star", "zebra_patch",
-           "checkerboard", "purple_ring", "orange_cross", "cyan_dots", "magenta_crescent")
+CLASSES = (
+    "red_disc",
+    "blue_square",
+    "green_triangle",
+    "yellow_star",
+    "zebra_patch",
+    "checkerboard",
+    "purple_ring",
+    "orange_cross",
+    "cyan_dots",
+    "magenta_crescent",
+)
 """The demo classes (folder names, sorted order is the label order)."""
 
 _HUE = {  # base RGB of each object
-    "red_disc": (210, 40, 35), "blue_square": (35, 70, 200), "green_triangle": (40, 165, 60),
-    "yellow_star": (235, 205, 40), "zebra_patch": (20, 20, 20), "checkerboard": (120, 70, 30),
-    "purple_ring": (130, 50, 170), "orange_cross": (245, 140, 30), "cyan_dots": (40, 190, 205),
+    "red_disc": (210, 40, 35),
+    "blue_square": (35, 70, 200),
+    "green_triangle": (40, 165, 60),
+    "yellow_star": (235, 205, 40),
+    "zebra_patch": (20, 20, 20),
+    "checkerboard": (120, 70, 30),
+    "purple_ring": (130, 50, 170),
+    "orange_cross": (245, 140, 30),
+    "cyan_dots": (40, 190, 205),
     "magenta_crescent": (205, 45, 150),
 }
 _SPLIT_ID = {"train": 0, "val": 1}
@@ -41,10 +56,12 @@ _SS = 2  # supersampling of the object mask (anti-aliased edges)
 def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """Muted gradient + cloud noise + grain, (h, w, 3) float32 in 0..255."""
     base = rng.uniform(60, 200, size=(2, 3)).astype(np.float32)
-    base = base.mean(1, keepdims=True) + (base - base.mean(1, keepdims=True)) * 0.35   # desaturate
+    base = base.mean(1, keepdims=True) + (base - base.mean(1, keepdims=True)) * 0.35  # desaturate
     angle = rng.uniform(0, 2 * math.pi)
-    t = (np.cos(angle) * np.arange(w, dtype=np.float32)[None, :] / w
-         + np.sin(angle) * np.arange(h, dtype=np.float32)[:, None] / h)                  # (h, w)
+    t = (
+        np.cos(angle) * np.arange(w, dtype=np.float32)[None, :] / w
+        + np.sin(angle) * np.arange(h, dtype=np.float32)[:, None] / h
+    )  # (h, w)
     t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
     img = base[0] + (base[1] - base[0]) * t[..., None]
     cells = int(rng.integers(3, 9))
@@ -69,7 +86,9 @@ def _distractors(rng: np.random.Generator, canvas: Image.Image) -> None:
             draw.line((x - rx, y - ry, x + rx, y + ry), fill=tint, width=int(rng.integers(2, 8)))
 
 
-def _polygon(cx: float, cy: float, r: float, n: int, rot: float, inner: float | None = None) -> list[tuple[float, float]]:
+def _polygon(
+    cx: float, cy: float, r: float, n: int, rot: float, inner: float | None = None
+) -> list[tuple[float, float]]:
     pts = []
     k = 2 * n if inner else n
     for i in range(k):
@@ -117,11 +136,13 @@ def _mask(name: str, rng: np.random.Generator, size: int) -> Image.Image:
 
 def _texture(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
     """The object's colour and texture, (size, size, 3) float32 0..255."""
-    base = (np.asarray(_HUE[name], np.float32) * rng.uniform(0.8, 1.1) + rng.normal(0, 10, 3)).astype(np.float32)
+    base = (np.asarray(_HUE[name], np.float32) * rng.uniform(0.8, 1.1) + rng.normal(0, 10, 3)).astype(
+        np.float32
+    )
     xx = np.arange(size, dtype=np.float32)[None, :] / size
     yy = np.arange(size, dtype=np.float32)[:, None] / size
     a = rng.uniform(0, 2 * math.pi)
-    shade = (0.85 + 0.3 * (np.cos(a) * xx + np.sin(a) * yy)).astype(np.float32)[..., None]   # soft lighting
+    shade = (0.85 + 0.3 * (np.cos(a) * xx + np.sin(a) * yy)).astype(np.float32)[..., None]  # soft lighting
     tex = base * shade
     if name == "zebra_patch":
         period = rng.uniform(0.08, 0.16)
@@ -135,7 +156,7 @@ def _texture(name: str, rng: np.random.Generator, size: int) -> np.ndarray:
     elif name == "cyan_dots":
         n = int(rng.integers(4, 8))
         fx, fy = (xx * n) % 1 - 0.5, (yy * n) % 1 - 0.5
-        dots = ((fx ** 2 + fy ** 2) < 0.06)[..., None]
+        dots = ((fx**2 + fy**2) < 0.06)[..., None]
         tex = np.where(dots, np.float32(245), tex)
     return tex + rng.standard_normal((size, size, 1), dtype=np.float32) * np.float32(5)
 
@@ -151,7 +172,9 @@ def make_image(name: str, rng: np.random.Generator, short_side: tuple[int, int] 
     stretch = float(np.exp(rng.uniform(-0.25, 0.25)))
     ow, oh = max(8, int(side * stretch)), max(8, int(side / stretch))
     mask = _mask(name, rng, side * _SS).resize((ow, oh), Image.Resampling.BILINEAR)
-    obj = Image.fromarray(np.clip(_texture(name, rng, max(ow, oh)), 0, 255).astype(np.uint8)).crop((0, 0, ow, oh))
+    obj = Image.fromarray(np.clip(_texture(name, rng, max(ow, oh)), 0, 255).astype(np.uint8)).crop(
+        (0, 0, ow, oh)
+    )
     x = int(rng.integers(0, max(1, w - ow))) if w > ow else 0
     y = int(rng.integers(0, max(1, h - oh))) if h > oh else 0
     canvas.paste(obj, (x, y), mask)
@@ -164,9 +187,16 @@ def _write(job: tuple[int, str, int, int, str, tuple[int, int]]) -> None:
     make_image(CLASSES[label], rng, short_side).save(path, "JPEG", quality=90)
 
 
-def make_demo_data(out: str | Path = "data/demo", *, seed: int = 0, train_per_class: int = 100,
-                   val_per_class: int = 25, workers: int = -1, stats: bool = True,
-                   short_side: tuple[int, int] = (200, 320)) -> dict[str, int]:
+def make_demo_data(
+    out: str | Path = "data/demo",
+    *,
+    seed: int = 0,
+    train_per_class: int = 100,
+    val_per_class: int = 25,
+    workers: int = -1,
+    stats: bool = True,
+    short_side: tuple[int, int] = (200, 320),
+) -> dict[str, int]:
     """Write ``out/{train,val}/<class>/<class>_NNNN.jpg`` (and ``out/stats.pt``); returns image counts.
     ``short_side`` is the range of the images' shorter side (ImageNet's photos: ~330-500)."""
     out = Path(out)
@@ -175,8 +205,10 @@ def make_demo_data(out: str | Path = "data/demo", *, seed: int = 0, train_per_cl
         for label, name in enumerate(CLASSES):
             folder = out / split / name
             folder.mkdir(parents=True, exist_ok=True)
-            jobs += [(seed, split, label, i, str(folder / f"{name}_{i:04d}.jpg"), short_side)
-                     for i in range(per_class)]
+            jobs += [
+                (seed, split, label, i, str(folder / f"{name}_{i:04d}.jpg"), short_side)
+                for i in range(per_class)
+            ]
     workers = (os.cpu_count() or 1) if workers == -1 else workers
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -186,12 +218,18 @@ def make_demo_data(out: str | Path = "data/demo", *, seed: int = 0, train_per_cl
             _write(job)
     if stats:
         from alexnet.data.stats import STATS_FILE, compute_stats, save_stats
+
         computed, _ = compute_stats(out / "train", workers=min(workers, 2), show_progress=False)
         save_stats(computed, out / STATS_FILE)
-    return {"classes": len(CLASSES), "train": train_per_class * len(CLASSES), "val": val_per_class * len(CLASSES)}
+    return {
+        "classes": len(CLASSES),
+        "train": train_per_class * len(CLASSES),
+        "val": val_per_class * len(CLASSES),
+    }
 
 
 # ------------------------------------------------------------------------------- the command
+
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="data/demo", help="output dataset root")
@@ -204,9 +242,18 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import time
+
     start = time.monotonic()
-    counts = make_demo_data(args.out, seed=args.seed, train_per_class=args.train_per_class,
-                            val_per_class=args.val_per_class, workers=args.workers, stats=not args.no_stats)
-    print(f"{counts['classes']} classes, {counts['train']} training and {counts['val']} validation images "
-          f"in {args.out} ({time.monotonic() - start:.1f} s)")
+    counts = make_demo_data(
+        args.out,
+        seed=args.seed,
+        train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class,
+        workers=args.workers,
+        stats=not args.no_stats,
+    )
+    print(
+        f"{counts['classes']} classes, {counts['train']} training and {counts['val']} validation images "
+        f"in {args.out} ({time.monotonic() - start:.1f} s)"
+    )
     return 0

@@ -16,24 +16,47 @@ and writes PNG files (pillow) and TensorBoard images.
 from __future__ import annotations
 
 import argparse
-
 import dataclasses
 from pathlib import Path
 
 import torch
 
 from alexnet.data.pipeline import ImagePipeline
-from alexnet.evaluation.pictures import (across_classes, conv1_weights, kernel_grid, nearest_neighbours,
-                                         neighbour_grid, resize_images, top5_panel, write_png)
-from alexnet.evaluation.checkpoints import checkpoint_stats, model_from_state, resolve_checkpoint, run_dir_of_checkpoint
+from alexnet.evaluation.checkpoints import (
+    checkpoint_stats,
+    model_from_state,
+    resolve_checkpoint,
+    run_dir_of_checkpoint,
+)
 from alexnet.evaluation.features import fc7_features
+from alexnet.evaluation.pictures import (
+    across_classes,
+    conv1_weights,
+    kernel_grid,
+    nearest_neighbours,
+    neighbour_grid,
+    resize_images,
+    top5_panel,
+    write_png,
+)
 from twogpu.checkpoint import load_checkpoint
 
 
-def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Path | None = None,
-                 n_images: int = 8, n_queries: int = 5, n_neighbours: int = 6, max_train: int = 2000,
-                 max_val: int = 1000, thumb: int = 96, device: str = "cpu", seed: int = 0,
-                 batch_size: int = 64) -> list[Path]:
+def make_figures(
+    checkpoint: str | Path,
+    data_root: str | Path,
+    *,
+    out: str | Path | None = None,
+    n_images: int = 8,
+    n_queries: int = 5,
+    n_neighbours: int = 6,
+    max_train: int = 2000,
+    max_val: int = 1000,
+    thumb: int = 96,
+    device: str = "cpu",
+    seed: int = 0,
+    batch_size: int = 64,
+) -> list[Path]:
     """Write Figures 3 and 4 for ``checkpoint`` on the dataset at ``data_root`` as PNG files and as
     TensorBoard images (tags ``figures/...``, step = the checkpoint's step) in ``out``.
 
@@ -49,22 +72,32 @@ def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Pa
     # Centre crops, no reflections: the pictures show the images as the test views see them.
     data_cfg = dataclasses.replace(cfg.data, root=str(data_root), flip=False, random_crop=False)
     # The mean image the network was trained with, when the checkpoint carries it.
-    pipe = ImagePipeline(data_cfg, batch_size=batch_size, seed=seed, device=device,
-                         input_size=cfg.model.input_size,
-                         stats=checkpoint_stats(state, str(checkpoint), data_cfg.image_size))
+    pipe = ImagePipeline(
+        data_cfg,
+        batch_size=batch_size,
+        seed=seed,
+        device=device,
+        input_size=cfg.model.input_size,
+        stats=checkpoint_stats(state, str(checkpoint), data_cfg.image_size),
+    )
     if "classes" in state and list(state["classes"]) != pipe.classes:
-        raise ValueError(f"{data_root} has different class folders than the checkpoint {checkpoint} was trained on")
+        raise ValueError(
+            f"{data_root} has different class folders than the checkpoint {checkpoint} was trained on"
+        )
     if pipe.num_classes != cfg.model.num_classes:
-        raise ValueError(f"{data_root}: {pipe.num_classes} classes but the checkpoint's fc8 has "
-                         f"{cfg.model.num_classes}")
+        raise ValueError(
+            f"{data_root}: {pipe.num_classes} classes but the checkpoint's fc8 has {cfg.model.num_classes}"
+        )
     del state
 
     # Validation images: probabilities and fc7 features.
     imgs, labels, probs, feats = [], [], [], []
     for batch in pipe.val_batches(ten_view=False, batch_size=batch_size, limit=max_val):
         f, logits = fc7_features(model, pipe.to_model_input(batch, dev, train=False))
-        imgs.append(batch.images.cpu()); labels.append(batch.labels.cpu())
-        probs.append(logits.float().softmax(1).cpu()); feats.append(f.float().cpu())
+        imgs.append(batch.images.cpu())
+        labels.append(batch.labels.cpu())
+        probs.append(logits.float().softmax(1).cpu())
+        feats.append(f.float().cpu())
     if not imgs:
         raise ValueError(f"{data_root}: no validation images")
     imgs, labels, probs, feats = (torch.cat(t)[:max_val] for t in (imgs, labels, probs, feats))
@@ -74,7 +107,8 @@ def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Pa
     pool_feats, pool_thumbs, seen = [], [], 0
     for batch in pipe.train_batches(epoch=0):
         f, _ = fc7_features(model, pipe.to_model_input(batch, dev, train=False))
-        pool_feats.append(f.float().cpu()); pool_thumbs.append(resize_images(batch.images.cpu(), thumb))
+        pool_feats.append(f.float().cpu())
+        pool_thumbs.append(resize_images(batch.images.cpu(), thumb))
         seen += len(batch.labels)
         if max_train and seen >= max_train:
             break
@@ -86,10 +120,14 @@ def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Pa
         "figure3_conv1_kernels": kernel_grid(conv1_weights(model)),
         "figure4_left_top5": top5_panel(imgs[shown], probs[shown], labels[shown], pipe.class_names),
         "figure4_right_neighbours": neighbour_grid(
-            resize_images(imgs[queries], thumb), pool_t, nearest_neighbours(feats[queries], pool_f, n_neighbours)),
+            resize_images(imgs[queries], thumb),
+            pool_t,
+            nearest_neighbours(feats[queries], pool_f, n_neighbours),
+        ),
     }
     paths = [write_png(arr, out / f"{name}.png") for name, arr in figures.items()]
     from torch.utils.tensorboard import SummaryWriter
+
     with SummaryWriter(log_dir=str(out)) as writer:
         for name, arr in figures.items():
             writer.add_image(f"figures/{name}", arr, global_step=step, dataformats="HWC")
@@ -98,26 +136,45 @@ def make_figures(checkpoint: str | Path, data_root: str | Path, *, out: str | Pa
 
 # ------------------------------------------------------------------------------- the command
 
+
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", metavar="DATA", help="dataset root holding train/ and val/ (as data.root)")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt")
-    p.add_argument("--out", default=None,
-                   help="output folder for PNGs and TensorBoard images (default: <run>/figures)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt",
+    )
+    p.add_argument(
+        "--out", default=None, help="output folder for PNGs and TensorBoard images (default: <run>/figures)"
+    )
     p.add_argument("--images", type=int, default=8, help="validation images in Figure 4 (left)")
     p.add_argument("--queries", type=int, default=5, help="query images in Figure 4 (right)")
     p.add_argument("--neighbours", type=int, default=6, help="nearest training images per query")
-    p.add_argument("--max-train", type=int, default=2000,
-                   help="training images searched for neighbours (centre crops; 0 = all)")
+    p.add_argument(
+        "--max-train",
+        type=int,
+        default=2000,
+        help="training images searched for neighbours (centre crops; 0 = all)",
+    )
     p.add_argument("--device", default="cpu", help="device for both towers, e.g. cuda:0")
     p.add_argument("--seed", type=int, default=0, help="seed choosing the validation images shown")
 
 
 def run(args: argparse.Namespace) -> int:
     from twogpu.placement import check_device
+
     device = str(check_device(args.device, "--device"))
-    paths = make_figures(args.checkpoint, args.data, out=args.out, n_images=args.images,
-                         n_queries=args.queries, n_neighbours=args.neighbours,
-                         max_train=args.max_train, device=device, seed=args.seed)
+    paths = make_figures(
+        args.checkpoint,
+        args.data,
+        out=args.out,
+        n_images=args.images,
+        n_queries=args.queries,
+        n_neighbours=args.neighbours,
+        max_train=args.max_train,
+        device=device,
+        seed=args.seed,
+    )
     for path in paths:
         print(path)
     return 0

@@ -10,9 +10,8 @@ checkpoint). A folder stands for the images inside it; a run directory for its `
 from __future__ import annotations
 
 import argparse
-
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,9 +19,9 @@ import torch
 from alexnet.data import augment
 from alexnet.data.folders import list_images
 from alexnet.data.images import BadImage, load_image
+from alexnet.data.stats import published_stats
 from alexnet.evaluation.checkpoints import checkpoint_stats, model_from_state, resolve_checkpoint
 from alexnet.evaluation.network import network_for
-from alexnet.data.stats import published_stats
 from twogpu.checkpoint import load_checkpoint
 from twogpu.placement import resolve_devices
 
@@ -46,8 +45,15 @@ def expand_images(paths: Sequence[str | Path]) -> list[str]:
 
 
 @torch.no_grad()
-def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5, ten_view: bool = False,
-            device: str = "cpu", log: Callable[[str], None] = print) -> list[Prediction]:
+def predict(
+    checkpoint: str | Path,
+    images: Sequence[str | Path],
+    *,
+    k: int = 5,
+    ten_view: bool = False,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> list[Prediction]:
     """For each image (folders expanded): (path, [(label, probability)] * k), or (path, error
     message) if it cannot be read. ``checkpoint`` is a file or a run directory."""
     checkpoint = resolve_checkpoint(checkpoint)
@@ -65,14 +71,14 @@ def predict(checkpoint: str | Path, images: Sequence[str | Path], *, k: int = 5,
     out: list[Prediction] = []
     for path in paths:
         try:
-            image = load_image(path, size)                                          # (S, S, 3) uint8
+            image = load_image(path, size)  # (S, S, 3) uint8
         except BadImage as e:
             out.append((str(path), f"cannot use this file: {e.kind} ({e.detail})"))
             continue
         x = torch.from_numpy(np.stack([augment.crop_view(image, v, crop) for v in views]))  # (V, 3, C, C)
-        crops = torch.tensor(views, dtype=torch.int64)                              # (V, 3)
-        x = augment.model_input(x, crops, mean, mean_window=cfg.data.mean_window)   # float, mean subtracted
-        probs = net(x).softmax(1).mean(0)                                           # (classes,)
+        crops = torch.tensor(views, dtype=torch.int64)  # (V, 3)
+        x = augment.model_input(x, crops, mean, mean_window=cfg.data.mean_window)  # float, mean subtracted
+        probs = net(x).softmax(1).mean(0)  # (classes,)
         p, i = probs.topk(min(k, probs.numel()))
         out.append((str(path), [(names[int(j)], float(q)) for q, j in zip(p, i)]))
     return out
@@ -91,9 +97,14 @@ def format_predictions(results: Sequence[Prediction]) -> str:
 
 # ------------------------------------------------------------------------------- the command
 
+
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMG", help="image files, or folders (the images under them)")
-    p.add_argument("--checkpoint", required=True, help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt",
+    )
     p.add_argument("--ten-view", action="store_true", help="average the ten views instead of the centre view")
     p.add_argument("--device", default="cpu", help="device for both towers, e.g. cuda:0")
     p.add_argument("-k", type=int, default=5, help="labels shown per image")
@@ -101,6 +112,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from twogpu.placement import check_device
+
     device = str(check_device(args.device, "--device"))
     results = predict(args.checkpoint, args.images, k=args.k, ten_view=args.ten_view, device=device)
     print(format_predictions(results))

@@ -1,4 +1,5 @@
-"""``alexnet stats``: mean image and RGB covariance eigen-decomposition of a training set (sections 2, 4.1)."""
+"""``alexnet stats``: mean image and RGB covariance eigen-decomposition of a training set (sections 2,
+4.1)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,22 @@ from pathlib import Path
 from alexnet.data.stats import STATS_FILE, compute_stats, save_stats
 
 
-def stats_command(data: str | Path, out: str | Path | None, *, train_dir: str = "train", image_size: int = 256,
-                  sample: int = 0, seed: int = 0, workers: int = -1) -> Path:
+def stats_command(
+    data: str | Path,
+    out: str | Path | None,
+    *,
+    train_dir: str = "train",
+    image_size: int = 256,
+    sample: int = 0,
+    seed: int = 0,
+    workers: int = -1,
+) -> Path:
     """``alexnet stats DATA``: DATA is a dataset root (with ``train_dir``) or a training folder itself;
     the file goes to ``out`` or ``<root>/stats.pt`` (where the loader looks by default; the root is
     DATA, or DATA's parent when DATA is the ``train_dir`` folder)."""
     data = Path(data)
     source = data / train_dir if (data / train_dir).is_dir() else data
-    root = source.parent if source.name == train_dir else data      # where the loader looks: <root>/stats.pt
+    root = source.parent if source.name == train_dir else data  # where the loader looks: <root>/stats.pt
     stats, skipped = compute_stats(source, image_size=image_size, sample=sample, seed=seed, workers=workers)
     path = save_stats(stats, Path(out) if out else root / STATS_FILE)
     print(f"statistics of {stats.images} images of {source} -> {path}")
@@ -28,16 +37,27 @@ def stats_command(data: str | Path, out: str | Path | None, *, train_dir: str = 
 
 # ------------------------------------------------------------------------------- the command
 
+
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", metavar="DATA", help="dataset root (with train/) or a training folder")
-    p.add_argument("--out", "-o", default=None, help="output file (default: DATA/stats.pt, where the loader looks)")
-    p.add_argument("--sample", type=int, default=0, help="use a seeded random sample of this many images (0: all)")
+    p.add_argument(
+        "--out", "-o", default=None, help="output file (default: DATA/stats.pt, where the loader looks)"
+    )
+    p.add_argument(
+        "--sample", type=int, default=0, help="use a seeded random sample of this many images (0: all)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
     p.add_argument("--image-size", type=int, default=256, help="preprocessed image side (data.image_size)")
     p.add_argument("--workers", type=int, default=-1, help="decoding processes (-1: one per core)")
 
 
 def run(args: argparse.Namespace) -> int:
-    stats_command(args.data, args.out, image_size=args.image_size, sample=args.sample, seed=args.seed,
-                  workers=args.workers)
+    stats_command(
+        args.data,
+        args.out,
+        image_size=args.image_size,
+        sample=args.sample,
+        seed=args.seed,
+        workers=args.workers,
+    )
     return 0

@@ -6,8 +6,8 @@ import argparse
 
 from alexnet.commands._args import add_config_args
 
-
 # ------------------------------------------------------------------------------- the command
+
 
 def add_args(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
@@ -16,6 +16,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from alexnet.config import load_config
     from alexnet.models.model import AlexNet
+
     cfg = load_config(args.config, args.overrides)
     model = AlexNet(devices=("meta", "meta"), preset=cfg.model)
     print(model)

@@ -12,16 +12,19 @@ import dataclasses
 import tomllib
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from alexnet.config.presets import model_preset
 from alexnet.config.schema import SECTIONS, Config, ConfigError, ModelConfig
 
 RENAMED = {"data.crop_size": "model.input_size", "train.amp": "train.precision"}
 """Keys of earlier versions and the key that replaced them (:func:`upgrade` moves saved values)."""
-RENAMED_WHY = {"data.crop_size": "224: the paper's and cuda-convnet2's input, 227: Caffe's",
-               "train.amp": "amp 'none' is precision 'fp32', 'bf16' stays 'bf16'"}
+RENAMED_WHY = {
+    "data.crop_size": "224: the paper's and cuda-convnet2's input, 227: Caffe's",
+    "train.amp": "amp 'none' is precision 'fp32', 'bf16' stays 'bf16'",
+}
 RENAMED_VALUES = {"train.amp": {"none": "fp32", "bf16": "bf16"}}
 """Renamed keys whose values changed name too (old value → new value)."""
 
@@ -61,19 +64,24 @@ def check_keys(data: Mapping[str, Any], source: str) -> None:
     ``source``; a renamed key names its replacement."""
     for name, values in data.items():
         if name not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section [{name}]; known sections: {sorted(SECTIONS)} "
-                              f"(and the top-level key 'base')")
+            raise ConfigError(
+                f"{source}: unknown section [{name}]; known sections: {sorted(SECTIONS)} "
+                f"(and the top-level key 'base')"
+            )
         if not isinstance(values, Mapping):
             raise ConfigError(f"{source}: [{name}] must be a table of keys, got {values!r}")
         known = {f.name for f in dataclasses.fields(SECTIONS[name])}
         unknown = sorted(set(values) - known)
         for k in unknown:
             if f"{name}.{k}" in RENAMED:
-                raise ConfigError(f"{source}: {name}.{k} is now {RENAMED[f'{name}.{k}']} "
-                                  f"({RENAMED_WHY[f'{name}.{k}']})")
+                raise ConfigError(
+                    f"{source}: {name}.{k} is now {RENAMED[f'{name}.{k}']} ({RENAMED_WHY[f'{name}.{k}']})"
+                )
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
-                              f"known keys of [{name}]: {', '.join(sorted(known))}")
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+                f"known keys of [{name}]: {', '.join(sorted(known))}"
+            )
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -223,10 +231,14 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 # --------------------------------------------------------------------------------------- writing
 def config_to_dict(cfg: Config) -> dict[str, dict[str, Any]]:
     """Every field of every section, as plain TOML-compatible values (tuples become lists)."""
+
     def plain(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
-    return {s.name: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s.name)).items()}
-            for s in dataclasses.fields(cfg)}
+
+    return {
+        s.name: {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, s.name)).items()}
+        for s in dataclasses.fields(cfg)
+    }
 
 
 def config_to_toml(cfg: Config) -> str:

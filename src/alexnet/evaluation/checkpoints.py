@@ -4,8 +4,9 @@ trained with. Evaluation, prediction, the figures and torch.hub use these."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     for candidate in (path / "checkpoints" / BEST, path / BEST):
         if candidate.is_file():
             return candidate
-    raise ValueError(f"{path} is a folder without checkpoints/{BEST}: pass a checkpoint file "
-                     f"(e.g. {path / 'checkpoints' / BEST}) or a run directory that holds one")
+    raise ValueError(
+        f"{path} is a folder without checkpoints/{BEST}: pass a checkpoint file "
+        f"(e.g. {path / 'checkpoints' / BEST}) or a run directory that holds one"
+    )
 
 
 def run_dir_of_checkpoint(checkpoint: str | Path) -> Path:
@@ -37,8 +40,11 @@ def run_dir_of_checkpoint(checkpoint: str | Path) -> Path:
     return p.parent.parent if p.parent.name == "checkpoints" else p.parent
 
 
-def model_from_state(state: dict[str, Any], devices: Sequence[str | torch.device] = ("cpu", "cpu"),
-                     source: str = "<checkpoint>") -> tuple[AlexNet, Config]:
+def model_from_state(
+    state: dict[str, Any],
+    devices: Sequence[str | torch.device] = ("cpu", "cpu"),
+    source: str = "<checkpoint>",
+) -> tuple[AlexNet, Config]:
     """The two-tower model of a loaded checkpoint on ``devices`` (tower a, tower b), in eval mode,
     with the checkpoint's resolved config."""
     if "model" not in state or "config" not in state:
@@ -46,12 +52,16 @@ def model_from_state(state: dict[str, Any], devices: Sequence[str | torch.device
     cfg = config_from_dict(state["config"], source)
     model = AlexNet(devices=tuple(devices), preset=cfg.model)
     target = model.state_dict()
-    model.load_state_dict({k: v.to(target[k].device) if k in target else v for k, v in state["model"].items()})
+    model.load_state_dict(
+        {k: v.to(target[k].device) if k in target else v for k, v in state["model"].items()}
+    )
     model.eval()
     return model, cfg
 
 
-def load_model(checkpoint: str | Path, devices: Sequence[str | torch.device] = ("cpu", "cpu")) -> tuple[AlexNet, Config]:
+def load_model(
+    checkpoint: str | Path, devices: Sequence[str | torch.device] = ("cpu", "cpu")
+) -> tuple[AlexNet, Config]:
     """Rebuild the two-tower model of a checkpoint file on ``devices``, in eval mode, with its config."""
     return model_from_state(load_checkpoint(checkpoint), devices, source=str(checkpoint))
 
@@ -65,4 +75,6 @@ def checkpoint_stats(state: dict[str, Any], source: str, image_size: int) -> Sta
     mean = s["mean"].numpy().astype(np.float32)
     if mean.shape[-1] != image_size:
         return None
-    return Stats(mean, s["eigval"].numpy().astype(np.float32), s["eigvec"].numpy().astype(np.float32), 0, source)
+    return Stats(
+        mean, s["eigval"].numpy().astype(np.float32), s["eigvec"].numpy().astype(np.float32), 0, source
+    )

@@ -30,9 +30,11 @@ class Fc7Capture:
         self._parts: list[torch.Tensor] = []
         self._hooks: list[Any] = []
 
-    def __enter__(self) -> "Fc7Capture":
-        self._hooks = [m.register_forward_hook(lambda _m, _i, out: self._parts.append(out))
-                       for m in fc7_modules(self.model)]
+    def __enter__(self) -> Fc7Capture:
+        self._hooks = [
+            m.register_forward_hook(lambda _m, _i, out: self._parts.append(out))
+            for m in fc7_modules(self.model)
+        ]
         return self
 
     def __exit__(self, *exc: object) -> None:

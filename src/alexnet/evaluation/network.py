@@ -25,8 +25,15 @@ def network_for(model: AlexNet, devices: TowerDevices, enabled: bool = True) -> 
     return grouped_from(model, devices.a) if wants_grouped_twin(devices, model.cfg, enabled) else model
 
 
-def network_inputs(pipe: ImagePipeline, batch: Batch, model: nn.Module, devices: TowerDevices, *, train: bool,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+def network_inputs(
+    pipe: ImagePipeline,
+    batch: Batch,
+    model: nn.Module,
+    devices: TowerDevices,
+    *,
+    train: bool,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, ...]:
     """What ``model`` takes for ``batch``: the two towers on two devices get each tower's own copy,
     normalised there from the uint8 batch (:meth:`ImagePipeline.to_tower_inputs`); any other network
     one tensor on tower a's device. Always a tuple (one or two tensors)."""

@@ -5,8 +5,8 @@ arrays, so the ``figures`` command and the training dashboards draw the same pic
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ from torch import nn
 BACKGROUND = (255, 255, 255)
 TEXT = (0, 0, 0)
 BAR = (90, 120, 200)
-BAR_CORRECT = (220, 30, 30)   # the paper's red bar for the correct label
+BAR_CORRECT = (220, 30, 30)  # the paper's red bar for the correct label
 BAR_TRACK = (225, 225, 225)
 
 
@@ -42,8 +42,9 @@ def resize_images(images: torch.Tensor, side: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------- figure 3
-def kernel_grid(towers: Sequence[torch.Tensor], columns: int = 16, scale: int = 4, pad: int = 2,
-                tower_gap: int = 8) -> np.ndarray:
+def kernel_grid(
+    towers: Sequence[torch.Tensor], columns: int = 16, scale: int = 4, pad: int = 2, tower_gap: int = 8
+) -> np.ndarray:
     """Figure 3: each tower's conv1 kernels ``(K, 3, h, w)`` as a block of ``columns`` per row, tower a's
     block above tower b's, separated by ``tower_gap`` pixels. Every kernel is min-max normalised on its
     own (over its three colour planes together) and upscaled ``scale`` times (nearest neighbour).
@@ -62,15 +63,15 @@ def kernel_grid(towers: Sequence[torch.Tensor], columns: int = 16, scale: int = 
         w = weights.detach().float().cpu()
         lo = w.amin(dim=(1, 2, 3), keepdim=True)
         hi = w.amax(dim=(1, 2, 3), keepdim=True)
-        w = (w - lo) / (hi - lo).clamp_min(1e-12)                               # each kernel in [0, 1]
-        w = w.repeat_interleave(scale, 2).repeat_interleave(scale, 3)         # (K, 3, ch, cw)
+        w = (w - lo) / (hi - lo).clamp_min(1e-12)  # each kernel in [0, 1]
+        w = w.repeat_interleave(scale, 2).repeat_interleave(scale, 3)  # (K, 3, ch, cw)
         tiles = (w * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (K, ch, cw, 3)
         rows = math.ceil(len(tiles) / columns)
         block = np.full((rows * (ch + pad) + pad, width, 3), BACKGROUND, dtype=np.uint8)
         for i, tile in enumerate(tiles):
             r, c = divmod(i, columns)
             y, x = pad + r * (ch + pad), pad + c * (cw + pad)
-            block[y:y + ch, x:x + cw] = tile
+            block[y : y + ch, x : x + cw] = tile
         blocks.append(block)
     gap = np.full((tower_gap, width, 3), BACKGROUND, dtype=np.uint8)
     out = [blocks[0]]
@@ -93,8 +94,16 @@ def _fit(text: str, font, width: float) -> str:
     return text + "…"
 
 
-def top5_panel(images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
-               k: int = 5, columns: int = 4, margin: int = 6, font_size: int = 12) -> np.ndarray:
+def top5_panel(
+    images: torch.Tensor,
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    class_names: Sequence[str],
+    k: int = 5,
+    columns: int = 4,
+    margin: int = 6,
+    font_size: int = 12,
+) -> np.ndarray:
     """Figure 4 (left): each image with its correct label under it and the ``k`` most probable labels
     as bars whose length is the probability; the correct label's bar is red.
 
@@ -136,12 +145,12 @@ def across_classes(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     ``n``, then a second image of each, and so on."""
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     seen: dict[int, int] = {}
-    rank = []                                        # how many of its class came before, in `order`
+    rank = []  # how many of its class came before, in `order`
     for i in order.tolist():
         c = int(labels[i])
         rank.append(seen.get(c, 0))
         seen[c] = rank[-1] + 1
-    by_rank = sorted(range(len(order)), key=lambda j: rank[j])   # stable: random class order per round
+    by_rank = sorted(range(len(order)), key=lambda j: rank[j])  # stable: random class order per round
     return order[by_rank[:n]]
 
 
@@ -161,23 +170,26 @@ def nearest_neighbours(queries: torch.Tensor, pool: torch.Tensor, k: int) -> tor
     return d.topk(min(k, pool.shape[0]), dim=1, largest=False).indices
 
 
-def neighbour_grid(queries: torch.Tensor, pool: torch.Tensor, indices: torch.Tensor, pad: int = 4,
-                   gap: int = 12) -> np.ndarray:
+def neighbour_grid(
+    queries: torch.Tensor, pool: torch.Tensor, indices: torch.Tensor, pad: int = 4, gap: int = 12
+) -> np.ndarray:
     """Figure 4 (right): one row per query, the query image first, then after a ``gap`` its nearest
     training images ``pool[indices[q]]``. ``queries`` (Q, 3, S, S) and ``pool`` (M, 3, S, S) uint8.
     Size: width = (k + 1)·(S + pad) + pad + gap, height = Q·(S + pad) + pad."""
     q, _, side, _ = queries.shape
     if pool.shape[2:] != queries.shape[2:]:
-        raise ValueError(f"queries {tuple(queries.shape[2:])} and pool images {tuple(pool.shape[2:])} differ in size")
+        raise ValueError(
+            f"queries {tuple(queries.shape[2:])} and pool images {tuple(pool.shape[2:])} differ in size"
+        )
     k = indices.shape[1]
     width = (k + 1) * (side + pad) + pad + gap
     out = np.full((q * (side + pad) + pad, width, 3), BACKGROUND, dtype=np.uint8)
     for r in range(q):
         y = pad + r * (side + pad)
-        out[y:y + side, pad:pad + side] = _to_hwc(queries[r])
+        out[y : y + side, pad : pad + side] = _to_hwc(queries[r])
         for c, i in enumerate(indices[r].tolist()):
             x = pad + gap + (c + 1) * (side + pad)
-            out[y:y + side, x:x + side] = _to_hwc(pool[i])
+            out[y : y + side, x : x + side] = _to_hwc(pool[i])
     return out
 
 

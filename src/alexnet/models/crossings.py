@@ -49,18 +49,28 @@ class CrossingReport:
     def table(self) -> str:
         rows = [f"{'site':<6} {'from':>4} {'to':>3}  {'shape':<22} {'forward B':>12} {'backward B':>12}"]
         for r in self.records + self.feed:
-            rows.append(f"{r.site:<6} {r.source:>4} {r.target:>3}  {str(r.shape):<22} "
-                        f"{r.bytes_forward:>12,} {r.bytes_backward:>12,}")
-        rows.append(f"total for batch {self.batch_size}: {self.bytes_forward:,} B forward, "
-                    f"{self.bytes_backward:,} B backward; {self.bytes_per_image:,.0f} B per image")
+            rows.append(
+                f"{r.site:<6} {r.source:>4} {r.target:>3}  {str(r.shape):<22} "
+                f"{r.bytes_forward:>12,} {r.bytes_backward:>12,}"
+            )
+        rows.append(
+            f"total for batch {self.batch_size}: {self.bytes_forward:,} B forward, "
+            f"{self.bytes_backward:,} B backward; {self.bytes_per_image:,.0f} B per image"
+        )
         if self.feed:
-            rows.append(f"feed (towers on two devices; not a crossing): {self.feed_bytes_per_image:,.0f} B per image")
+            rows.append(
+                f"feed (towers on two devices; not a crossing): {self.feed_bytes_per_image:,.0f} B per image"
+            )
         return "\n".join(rows)
 
 
-def crossing_report(cfg: ModelConfig | str = "paper", batch_size: int = 128,
-                    dtype: torch.dtype = torch.float32, training: bool = True,
-                    lighting: bool = True) -> CrossingReport:
+def crossing_report(
+    cfg: ModelConfig | str = "paper",
+    batch_size: int = 128,
+    dtype: torch.dtype = torch.float32,
+    training: bool = True,
+    lighting: bool = True,
+) -> CrossingReport:
     """Record each tensor crossing between the towers in one step with ``batch_size`` images.
 
     ``training=True`` counts each activation's gradient sent back in the backward pass. The feed
@@ -71,19 +81,21 @@ def crossing_report(cfg: ModelConfig | str = "paper", batch_size: int = 128,
     model = AlexNet(devices=("meta", "meta"), preset=cfg, seed=0).to(dtype)
     model.train(training)
     devices = (torch.device("meta"), torch.device("meta"))
-    host = torch.empty((batch_size, *model.input_shape), dtype=torch.uint8)    # the batch as loaded
+    host = torch.empty((batch_size, *model.input_shape), dtype=torch.uint8)  # the batch as loaded
     with record_crossings() as records, torch.set_grad_enabled(training):
         xa, xb = feed(host, devices)
         if training and lighting:
             feed(torch.empty((batch_size, 3), device="meta"), devices)
         logits = model((xa.to(dtype), xb.to(dtype)))
-        if training:                         # the gradients' crossings are measured, not assumed
+        if training:  # the gradients' crossings are measured, not assumed
             logits.sum().backward()
     crossings = tuple(r for r in records if r.site != "feed")
     return CrossingReport(batch_size, crossings, tuple(r for r in records if r.site == "feed"))
 
 
-def allreduce_table(cfg: ModelConfig | str, batch_size: int, replicas: int, dtype: torch.dtype = torch.float32) -> str:
+def allreduce_table(
+    cfg: ModelConfig | str, batch_size: int, replicas: int, dtype: torch.dtype = torch.float32
+) -> str:
     """Data-parallel traffic beside the tower crossings, for one step of ``replicas`` replicas.
 
     Each replica all-reduces every gradient once per step; a ring all-reduce sends and receives
@@ -93,9 +105,11 @@ def allreduce_table(cfg: ModelConfig | str, batch_size: int, replicas: int, dtyp
     grads = allreduce_bytes_per_step(model)
     ring = 2 * (replicas - 1) / replicas * grads if replicas > 1 else 0.0
     towers = crossing_report(cfg, batch_size, dtype).bytes_forward * 2
-    return "\n".join([
-        f"per replica per step (batch {batch_size} per replica, {replicas} replica(s)):",
-        f"  between the towers (forward + backward): {towers:>14,} B",
-        f"  gradients all-reduced:                   {grads:>14,} B",
-        f"  ring all-reduce traffic, each way:       {ring:>14,.0f} B  (2(R-1)/R of the gradients)",
-    ])
+    return "\n".join(
+        [
+            f"per replica per step (batch {batch_size} per replica, {replicas} replica(s)):",
+            f"  between the towers (forward + backward): {towers:>14,} B",
+            f"  gradients all-reduced:                   {grads:>14,} B",
+            f"  ring all-reduce traffic, each way:       {ring:>14,.0f} B  (2(R-1)/R of the gradients)",
+        ]
+    )

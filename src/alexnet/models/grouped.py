@@ -8,7 +8,8 @@ the two-tower model against. Weights convert both ways (:func:`to_grouped_state`
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +17,16 @@ from torch import nn
 
 from alexnet.config import ModelConfig
 from alexnet.models.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
-from alexnet.models.model import (PAPER_WIDTHS, AlexNet, check_input, conv1_pad, fc8_split, input_shape,
-                           pool5_side, resolve_model_config)
+from alexnet.models.model import (
+    PAPER_WIDTHS,
+    AlexNet,
+    check_input,
+    conv1_pad,
+    fc8_split,
+    input_shape,
+    pool5_side,
+    resolve_model_config,
+)
 
 # Layers whose two towers are stacked along the output dimension in the twin.
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
@@ -30,8 +39,14 @@ class GroupedAlexNet(nn.Module):
     matching :class:`alexnet.models.model.AlexNet`; for a ``seed`` the initial weights are the two-tower
     model's."""
 
-    def __init__(self, num_classes: int | None = None, device: str | torch.device = "cpu",
-                 preset: str | ModelConfig = "paper", seed: int | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        device: str | torch.device = "cpu",
+        preset: str | ModelConfig = "paper",
+        seed: int | None = None,
+        **overrides: Any,
+    ) -> None:
         super().__init__()
         cfg = resolve_model_config(preset, num_classes, overrides)
         if cfg.towers != 2:
@@ -46,13 +61,29 @@ class GroupedAlexNet(nn.Module):
         self.conv3 = nn.Conv2d(2 * w.conv2, 2 * w.conv3, kernel_size=3, padding=1)
         self.conv4 = nn.Conv2d(2 * w.conv3, 2 * w.conv4, kernel_size=3, padding=1, groups=2)
         self.conv5 = nn.Conv2d(2 * w.conv4, 2 * w.conv5, kernel_size=3, padding=1, groups=2)
-        lrn_groups = 1 if cfg.lrn_across_towers else 2          # Caffe's norm1/norm2: over all channels
-        lrn = (lambda: LocalResponseNorm(cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k,
-                                         cfg.lrn_alpha_per_size, groups=lrn_groups)) if cfg.lrn else nn.Identity
+        lrn_groups = 1 if cfg.lrn_across_towers else 2  # Caffe's norm1/norm2: over all channels
+        lrn = (
+            (
+                lambda: LocalResponseNorm(
+                    cfg.lrn_size,
+                    cfg.lrn_alpha,
+                    cfg.lrn_beta,
+                    cfg.lrn_k,
+                    cfg.lrn_alpha_per_size,
+                    groups=lrn_groups,
+                )
+            )
+            if cfg.lrn
+            else nn.Identity
+        )
         self.lrn1, self.lrn2 = lrn(), lrn()
-        self.norm2 = (SpatialResponseNorm(cfg.spatial_norm_size, cfg.spatial_norm_alpha,
-                                          cfg.spatial_norm_beta, cfg.spatial_norm_k)
-                      if cfg.conv2_spatial_norm else nn.Identity())
+        self.norm2 = (
+            SpatialResponseNorm(
+                cfg.spatial_norm_size, cfg.spatial_norm_alpha, cfg.spatial_norm_beta, cfg.spatial_norm_k
+            )
+            if cfg.conv2_spatial_norm
+            else nn.Identity()
+        )
         self.pool = nn.MaxPool2d(cfg.pool_size, cfg.pool_stride)
         self.fc6 = nn.Linear(2 * w.conv5 * side5 * side5, 2 * w.fc6)
         self.fc7 = nn.Linear(2 * w.fc6, 2 * w.fc7)
@@ -72,17 +103,17 @@ class GroupedAlexNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.cfg)
-        x = self.conv1(self.pad1(x))                            # (N, 96, 55, 55)
+        x = self.conv1(self.pad1(x))  # (N, 96, 55, 55)
         x = F.relu_(self.lrn1(x)) if self.cfg.lrn1_before_relu else self.lrn1(F.relu_(x))
-        x = self.pool(x)                                        # (N, 96, 27, 27)
-        x = self.norm2(self.lrn2(F.relu_(self.conv2(x))))        # (N, 256, 27, 27)
-        x = self.pool(x)                                        # (N, 256, 13, 13)
-        x = F.relu_(self.conv3(x))                               # (N, 384, 13, 13)
-        x = F.relu_(self.conv4(x))                               # (N, 384, 13, 13)
-        x = self.pool(F.relu_(self.conv5(x)))                    # (N, 256, 6, 6)
-        x = self.drop6(F.relu_(self.fc6(x.flatten(1))))          # (N, 4096)
-        x = self.drop7(F.relu_(self.fc7(x)))                     # (N, 4096)
-        return self.fc8(x)                                      # (N, classes)
+        x = self.pool(x)  # (N, 96, 27, 27)
+        x = self.norm2(self.lrn2(F.relu_(self.conv2(x))))  # (N, 256, 27, 27)
+        x = self.pool(x)  # (N, 256, 13, 13)
+        x = F.relu_(self.conv3(x))  # (N, 384, 13, 13)
+        x = F.relu_(self.conv4(x))  # (N, 384, 13, 13)
+        x = self.pool(F.relu_(self.conv5(x)))  # (N, 256, 6, 6)
+        x = self.drop6(F.relu_(self.fc6(x.flatten(1))))  # (N, 4096)
+        x = self.drop7(F.relu_(self.fc7(x)))  # (N, 4096)
+        return self.fc8(x)  # (N, classes)
 
 
 def to_grouped_state(state: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:

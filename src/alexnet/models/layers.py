@@ -26,8 +26,8 @@ def channel_window_sum(sq: torch.Tensor, size: int, groups: int = 1) -> torch.Te
     for g in range(groups):
         lo, hi = g * per, (g + 1) * per
         for d in range(1, min(half, per - 1) + 1):
-            total[:, lo + d : hi].add_(sq[:, lo : hi - d])     # neighbours below: j = i - d
-            total[:, lo : hi - d].add_(sq[:, lo + d : hi])     # neighbours above: j = i + d
+            total[:, lo + d : hi].add_(sq[:, lo : hi - d])  # neighbours below: j = i - d
+            total[:, lo : hi - d].add_(sq[:, lo + d : hi])  # neighbours above: j = i + d
     return total
 
 
@@ -40,8 +40,9 @@ def band_weight(channels: int, size: int, groups: int, scale: float, like: torch
     return band.repeat(groups, 1).view(channels, per, 1, 1)
 
 
-def _windowed(sq: torch.Tensor, size: int, groups: int, alpha: float, k: float | None,
-              method: str) -> torch.Tensor:
+def _windowed(
+    sq: torch.Tensor, size: int, groups: int, alpha: float, k: float | None, method: str
+) -> torch.Tensor:
     """``k + α Σ_window sq`` (or ``α Σ_window sq`` when ``k`` is None), window inside each group.
 
     ``method``: ``"mm"`` — per image and tower one (C/g × C/g) banded matrix times the
@@ -53,7 +54,7 @@ def _windowed(sq: torch.Tensor, size: int, groups: int, alpha: float, k: float |
         n, c, h, w = sq.shape
         per = c // groups
         band = band_weight(per, size, 1, alpha, sq).view(1, per, per).expand(n * groups, per, per)
-        maps = sq.view(n * groups, per, h * w)                             # (N·g, C/g, H·W)
+        maps = sq.view(n * groups, per, h * w)  # (N·g, C/g, H·W)
         if k is None:
             return torch.bmm(band, maps).view(n, c, h, w)
         bias = torch.full((1, 1, 1), k, dtype=sq.dtype, device=sq.device)
@@ -91,11 +92,12 @@ class _LRNFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int,
-                method: str) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int, method: str
+    ) -> torch.Tensor:
         sq = x * x
-        s = _windowed(sq, size, groups, alpha, k, method)       # k + α Σ a²
-        scale = _pow_neg(s, beta, out=sq)                        # s^-β, in sq's buffer (no new tensor)
+        s = _windowed(sq, size, groups, alpha, k, method)  # k + α Σ a²
+        scale = _pow_neg(s, beta, out=sq)  # s^-β, in sq's buffer (no new tensor)
         ctx.save_for_backward(x, s, scale)
         ctx.params = (size, alpha, beta, groups, method)
         return x * scale
@@ -105,9 +107,9 @@ class _LRNFunction(torch.autograd.Function):
         _no_double_backward()
         x, s, scale = ctx.saved_tensors
         size, alpha, beta, groups, method = ctx.params
-        grad = grad_out * scale                                  # g s^-β
+        grad = grad_out * scale  # g s^-β
         t = grad * x
-        t.div_(s)                                                # g a s^(-β-1)
+        t.div_(s)  # g a s^(-β-1)
         inner = _windowed(t, size, groups, alpha, None, method)  # α Σ_{i ∋ m} g_i a_i s_i^(-β-1)
         del t
         grad.addcmul_(x, inner, value=-2.0 * beta)
@@ -119,8 +121,9 @@ class _FusedLRNFunction(torch.autograd.Function):
     (``alexnet/csrc/lrn_cpu.cpp``): one pass over memory each way; only the input is saved."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
-                groups: int) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int
+    ) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.params = (size, alpha, beta, k, groups)
         return torch.ops.alexnet_native.lrn_forward(x, size, alpha, beta, k, groups)
@@ -144,7 +147,12 @@ def _fused_ok(x: torch.Tensor) -> bool:
 
 
 def local_response_norm(
-    x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1,
+    x: torch.Tensor,
+    size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+    groups: int = 1,
     window: str = "auto",
 ) -> torch.Tensor:
     """The paper's LRN with α applied exactly as given (no division by ``size``), within each of
@@ -155,7 +163,8 @@ def local_response_norm(
     product batched over images; channels_last maps use ``"conv"``, the same matrix as a 1×1
     convolution), ``"shift"`` (eager, added shifted slices; exact fp32 additions, used on GPUs,
     where matrix products may run in TF32), or ``"auto"`` (fused on the CPU when the kernel is
-    available, else mm/conv; shift elsewhere). Half-precision inputs (autocast) are normalised in float32 and returned in their
+    available, else mm/conv; shift elsewhere). Half-precision inputs (autocast) are normalised in
+    float32 and returned in their
     own dtype.
     """
     if x.dim() != 4:
@@ -174,8 +183,10 @@ def local_response_norm(
         else:
             method = "fused" if _fused_ok(x) else ("mm" if x.is_contiguous() else "conv")
     elif window == "fused" and not _fused_ok(x):
-        raise RuntimeError(f"LRN window='fused' needs a float CPU tensor and the native kernel; "
-                           f"got {x.dtype} on {x.device}; kernel: {native.status()}")
+        raise RuntimeError(
+            f"LRN window='fused' needs a float CPU tensor and the native kernel; "
+            f"got {x.dtype} on {x.device}; kernel: {native.status()}"
+        )
     if method == "fused":
         apply = lambda: _FusedLRNFunction.apply(x, size, alpha, beta, k, groups)  # noqa: E731
     else:
@@ -197,8 +208,13 @@ class LocalResponseNorm(nn.Module):
     """
 
     def __init__(
-        self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-        alpha_per_size: bool = False, groups: int = 1,
+        self,
+        size: int = 5,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 2.0,
+        alpha_per_size: bool = False,
+        groups: int = 1,
     ) -> None:
         super().__init__()
         if size < 1 or size % 2 == 0:
@@ -210,7 +226,10 @@ class LocalResponseNorm(nn.Module):
         return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, alpha={self.alpha:g} (applied to the plain sum), beta={self.beta}, k={self.k}, groups={self.groups}"
+        return (
+            f"size={self.size}, alpha={self.alpha:g} (applied to the plain sum), beta={self.beta}, "
+            f"k={self.k}, groups={self.groups}"
+        )
 
 
 class SpatialResponseNorm(nn.Module):
@@ -261,7 +280,7 @@ class Dropout(nn.Module):
         if self.p == 0.0:
             return x
         inverted = self.style == "inverted"
-        if self.training:   # cuda-convnet2 layer.cuh DropoutSmallerThanOperator: (u < keep) × 1/keep
+        if self.training:  # cuda-convnet2 layer.cuh DropoutSmallerThanOperator: (u < keep) × 1/keep
             mask = torch.empty_like(x).bernoulli_(1.0 - self.p)
             return x * (mask.div_(1.0 - self.p) if inverted else mask)
         return x if inverted else x * (1.0 - self.p)

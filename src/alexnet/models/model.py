@@ -9,8 +9,9 @@ span both towers (:func:`halo`, sites ``lrn1`` and ``lrn2``), as Caffe's ungroup
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +68,7 @@ def pooled_size(size: int, kernel: int, stride: int) -> int:
 
 def pool5_side(cfg: ModelConfig) -> int:
     """Side of the pool5 maps: conv1's 55 → pool1 27 → pool2 13 → pool5 6 with 3/2 pooling."""
-    side = pooled_size(cfg.input_size + conv1_pad(cfg.input_size), *CONV1)   # conv1: 55
+    side = pooled_size(cfg.input_size + conv1_pad(cfg.input_size), *CONV1)  # conv1: 55
     for _ in range(3):
         side = pooled_size(side, cfg.pool_size, cfg.pool_stride)
     return side
@@ -77,8 +78,18 @@ class Tower(nn.Module):
     """One column: conv1..conv5 and its share of fc6..fc8. ``conv3_in``/``fc*_in`` count the inputs
     arriving from both towers; ``fc8_out`` is 0 when this tower holds no part of fc8."""
 
-    def __init__(self, w: Widths, *, conv3_in: int, fc6_in: int, fc7_in: int, fc8_in: int,
-                 fc8_out: int, cfg: ModelConfig, halo: tuple[int, int] = (0, 0)) -> None:
+    def __init__(
+        self,
+        w: Widths,
+        *,
+        conv3_in: int,
+        fc6_in: int,
+        fc7_in: int,
+        fc8_in: int,
+        fc8_out: int,
+        cfg: ModelConfig,
+        halo: tuple[int, int] = (0, 0),
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.halo = halo  # maps of the other tower before / after this one's at the LRNs (lrn_across_towers)
@@ -88,9 +99,13 @@ class Tower(nn.Module):
         self.lrn1 = self._lrn()
         self.conv2 = nn.Conv2d(w.conv1, w.conv2, kernel_size=5, padding=2)
         self.lrn2 = self._lrn()
-        self.norm2 = (SpatialResponseNorm(cfg.spatial_norm_size, cfg.spatial_norm_alpha,
-                                          cfg.spatial_norm_beta, cfg.spatial_norm_k)
-                      if cfg.conv2_spatial_norm else nn.Identity())
+        self.norm2 = (
+            SpatialResponseNorm(
+                cfg.spatial_norm_size, cfg.spatial_norm_alpha, cfg.spatial_norm_beta, cfg.spatial_norm_k
+            )
+            if cfg.conv2_spatial_norm
+            else nn.Identity()
+        )
         self.conv3 = nn.Conv2d(conv3_in, w.conv3, kernel_size=3, padding=1)
         self.conv4 = nn.Conv2d(w.conv3, w.conv4, kernel_size=3, padding=1)
         self.conv5 = nn.Conv2d(w.conv4, w.conv5, kernel_size=3, padding=1)
@@ -113,15 +128,15 @@ class Tower(nn.Module):
 
     def conv1_maps(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 (and its ReLU unless the LRN comes first): the maps conv1's LRN normalises."""
-        x = self.conv1(self.pad1(x))                        # (N, 48, 55, 55) from 224 + 3 or 227
+        x = self.conv1(self.pad1(x))  # (N, 48, 55, 55) from 224 + 3 or 227
         return x if self.cfg.lrn1_before_relu else F.relu_(x)
 
     def conv2_maps(self, x: torch.Tensor) -> torch.Tensor:
         """conv1's LRN → pool1 → conv2 → ReLU: the maps conv2's LRN normalises."""
-        x = self._norm(self.lrn1, x)                        # (N, 48, 55, 55)
+        x = self._norm(self.lrn1, x)  # (N, 48, 55, 55)
         if self.cfg.lrn1_before_relu:
             x = F.relu_(x)
-        return F.relu_(self.conv2(self.pool(x)))            # (N, 128, 27, 27)
+        return F.relu_(self.conv2(self.pool(x)))  # (N, 128, 27, 27)
 
     def pool2(self, x: torch.Tensor) -> torch.Tensor:
         """conv2's LRN → pool2."""
@@ -132,20 +147,20 @@ class Tower(nn.Module):
         all of them and the halo dropped, so windows at the towers' border span both."""
         lo, hi = self.halo
         x = lrn(x)
-        return x[:, lo:x.shape[1] - hi] if lo or hi else x
+        return x[:, lo : x.shape[1] - hi] if lo or hi else x
 
     def upper(self, x: torch.Tensor) -> torch.Tensor:
         """conv3 (input from both towers) → pool5."""
-        x = F.relu_(self.conv3(x))                           # (N, 192, 13, 13)
-        x = F.relu_(self.conv4(x))                           # (N, 192, 13, 13)
-        x = F.relu_(self.conv5(x))                           # (N, 128, 13, 13)
-        return self.pool(x)                                 # (N, 128, 6, 6)
+        x = F.relu_(self.conv3(x))  # (N, 192, 13, 13)
+        x = F.relu_(self.conv4(x))  # (N, 192, 13, 13)
+        x = F.relu_(self.conv5(x))  # (N, 128, 13, 13)
+        return self.pool(x)  # (N, 128, 6, 6)
 
     def hidden6(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop6(F.relu_(self.fc6(x)))             # (N, 2048)
+        return self.drop6(F.relu_(self.fc6(x)))  # (N, 2048)
 
     def hidden7(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop7(F.relu_(self.fc7(x)))             # (N, 2048)
+        return self.drop7(F.relu_(self.fc7(x)))  # (N, 2048)
 
     SEGMENTS = ("lower", "upper", "hidden6", "hidden7")
     """The tower's pieces between two crossings."""
@@ -173,7 +188,7 @@ def init_weights(towers: Sequence[nn.Module], cfg: ModelConfig, seed: int) -> No
                 continue
             std = cfg.init_std_conv345 if name in ("conv3", "conv4", "conv5") else cfg.init_std
             nn.init.constant_(module.bias, cfg.init_bias_one if name in BIAS_ONE_LAYERS else 0.0)
-            if module.weight.device.type == "meta":            # shapes only (crossing reports)
+            if module.weight.device.type == "meta":  # shapes only (crossing reports)
                 continue
             w = torch.empty(module.weight.shape, dtype=module.weight.dtype).normal_(0.0, std, generator=g)
             with torch.no_grad():
@@ -188,11 +203,15 @@ def default_seed() -> int:
 def check_input(x: torch.Tensor, cfg: ModelConfig) -> None:
     shape = input_shape(cfg)
     if x.dim() != 4 or tuple(x.shape[1:]) != shape:
-        raise ValueError(f"this AlexNet was built for input of shape (N, {', '.join(map(str, shape))}) "
-                         f"(model.input_size = {cfg.input_size}), got {tuple(x.shape)}")
+        raise ValueError(
+            f"this AlexNet was built for input of shape (N, {', '.join(map(str, shape))}) "
+            f"(model.input_size = {cfg.input_size}), got {tuple(x.shape)}"
+        )
 
 
-def resolve_model_config(preset: str | ModelConfig, num_classes: int | None, overrides: dict[str, Any]) -> ModelConfig:
+def resolve_model_config(
+    preset: str | ModelConfig, num_classes: int | None, overrides: dict[str, Any]
+) -> ModelConfig:
     if isinstance(preset, ModelConfig):
         cfg = preset
         if overrides:
@@ -204,8 +223,9 @@ def resolve_model_config(preset: str | ModelConfig, num_classes: int | None, ove
     return cfg
 
 
-def halo(xa: torch.Tensor, xb: torch.Tensor, devices: tuple[torch.device, torch.device], width: int, *,
-         site: str) -> tuple[torch.Tensor, torch.Tensor]:
+def halo(
+    xa: torch.Tensor, xb: torch.Tensor, devices: tuple[torch.device, torch.device], width: int, *, site: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each tower's maps with the other tower's ``width`` nearest maps beside them (the LRN window's
     halo): ``[a, b[:width]]`` on tower a, ``[a[-width:], b]`` on tower b. Only with
     ``lrn_across_towers`` (Caffe's ungrouped norm1/norm2), never in the paper's network."""
@@ -232,14 +252,20 @@ class AlexNet(nn.Module):
     the model is the paper's one-tower ablation and lives on ``devices[0]``.
     """
 
-    def __init__(self, num_classes: int | None = None, devices: Sequence[str | torch.device] = ("cpu", "cpu"),
-                 preset: str | ModelConfig = "paper", seed: int | None = None, **overrides: Any) -> None:
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        devices: Sequence[str | torch.device] = ("cpu", "cpu"),
+        preset: str | ModelConfig = "paper",
+        seed: int | None = None,
+        **overrides: Any,
+    ) -> None:
         super().__init__()
         cfg = resolve_model_config(preset, num_classes, overrides)
         seed = default_seed() if seed is None else seed
         self.cfg = cfg
         self.devices = (torch.device(devices[0]), torch.device(devices[1]))
-        self.side_stream: torch.cuda.Stream | None = None       # see use_side_stream
+        self.side_stream: torch.cuda.Stream | None = None  # see use_side_stream
         side5 = pool5_side(cfg)
         self.lrn_halo = cfg.lrn_size // 2 if cfg.lrn and cfg.lrn_across_towers else 0
         if cfg.towers == 2:
@@ -256,8 +282,15 @@ class AlexNet(nn.Module):
             w = ONE_TOWER_WIDTHS
             flat = w.conv5 * side5 * side5
             with self.devices[0]:
-                self.a = Tower(w, conv3_in=w.conv2, fc6_in=flat, fc7_in=w.fc6, fc8_in=w.fc7,
-                               fc8_out=cfg.num_classes, cfg=cfg)
+                self.a = Tower(
+                    w,
+                    conv3_in=w.conv2,
+                    fc6_in=flat,
+                    fc7_in=w.fc6,
+                    fc8_in=w.fc7,
+                    fc8_out=cfg.num_classes,
+                    cfg=cfg,
+                )
             self.b = None
             init_weights([self.a], cfg, seed)
 
@@ -265,32 +298,32 @@ class AlexNet(nn.Module):
         """``x``: the input batch (fed to both towers here), or each tower's copy on its device
         (``ImagePipeline.to_tower_inputs``: normalised there from the uint8 batch)."""
         pair = isinstance(x, (tuple, list))
-        for t in (x if pair else (x,)):
+        for t in x if pair else (x,):
             check_input(t, self.cfg)
         if self.b is None:
             x = x[0] if pair else x
             return self._forward_one_tower(x.to(self.devices[0], non_blocking=self.devices[0].type == "cuda"))
         devs, a, b = self.devices, self.a, self.b
-        xa, xb = x if pair else feed(x, devs)                   # (N, 3, 224, 224) on each tower
-        if self.lrn_halo:                                       # Caffe: LRN windows span the towers
-            ha, hb = self._pair(a.conv1_maps, xa, b.conv1_maps, xb)    # (N, 48, 55, 55) each
-            ha, hb = halo(ha, hb, devs, self.lrn_halo, site="lrn1")       # (N, 48 + n//2, 55, 55) each
-            ha, hb = self._pair(a.conv2_maps, ha, b.conv2_maps, hb)    # (N, 128, 27, 27) each
-            ha, hb = halo(ha, hb, devs, self.lrn_halo, site="lrn2")       # (N, 128 + n//2, 27, 27) each
-            ha, hb = self._pair(a.pool2, ha, b.pool2, hb)              # (N, 128, 13, 13) each
+        xa, xb = x if pair else feed(x, devs)  # (N, 3, 224, 224) on each tower
+        if self.lrn_halo:  # Caffe: LRN windows span the towers
+            ha, hb = self._pair(a.conv1_maps, xa, b.conv1_maps, xb)  # (N, 48, 55, 55) each
+            ha, hb = halo(ha, hb, devs, self.lrn_halo, site="lrn1")  # (N, 48 + n//2, 55, 55) each
+            ha, hb = self._pair(a.conv2_maps, ha, b.conv2_maps, hb)  # (N, 128, 27, 27) each
+            ha, hb = halo(ha, hb, devs, self.lrn_halo, site="lrn2")  # (N, 128 + n//2, 27, 27) each
+            ha, hb = self._pair(a.pool2, ha, b.pool2, hb)  # (N, 128, 13, 13) each
         else:
-            ha, hb = self._pair(a.lower, xa, b.lower, xb)       # (N, 128, 13, 13) each
-        ha, hb = exchange(ha, hb, devs, site="conv3")           # (N, 256, 13, 13) each
-        ha, hb = self._pair(a.upper, ha, b.upper, hb)           # (N, 128, 6, 6) each
+            ha, hb = self._pair(a.lower, xa, b.lower, xb)  # (N, 128, 13, 13) each
+        ha, hb = exchange(ha, hb, devs, site="conv3")  # (N, 256, 13, 13) each
+        ha, hb = self._pair(a.upper, ha, b.upper, hb)  # (N, 128, 6, 6) each
         ha, hb = exchange(ha.flatten(1), hb.flatten(1), devs, site="fc6")  # (N, 9216) each
-        ha, hb = self._pair(a.hidden6, ha, b.hidden6, hb)       # (N, 2048) each
-        ha, hb = exchange(ha, hb, devs, site="fc7")             # (N, 4096) each
-        ha, hb = self._pair(a.hidden7, ha, b.hidden7, hb)       # (N, 2048) each
-        if b.fc8 is None:                                       # cuda-convnet: fc8 on GPU 0 only
+        ha, hb = self._pair(a.hidden6, ha, b.hidden6, hb)  # (N, 2048) each
+        ha, hb = exchange(ha, hb, devs, site="fc7")  # (N, 4096) each
+        ha, hb = self._pair(a.hidden7, ha, b.hidden7, hb)  # (N, 2048) each
+        if b.fc8 is None:  # cuda-convnet: fc8 on GPU 0 only
             return a.fc8(gather(ha, hb, devs[0], site="fc8"))  # (N, 4096) on a → (N, classes)
-        ha, hb = exchange(ha, hb, devs, site="fc8")             # (N, 4096) each
-        la, lb = a.fc8(ha), b.fc8(hb)                           # (N, classes/2) each
-        return gather(la, lb, devs[0], site="fc8")              # (N, classes) on tower a
+        ha, hb = exchange(ha, hb, devs, site="fc8")  # (N, 4096) each
+        la, lb = a.fc8(ha), b.fc8(hb)  # (N, classes/2) each
+        return gather(la, lb, devs[0], site="fc8")  # (N, classes) on tower a
 
     def use_side_stream(self, enable: bool = True) -> bool:
         """When both towers share one CUDA device, run tower b's segments on a second CUDA stream,
@@ -314,19 +347,19 @@ class AlexNet(nn.Module):
         if side is None:
             return fa(xa), fb(xb)
         main = torch.cuda.current_stream(xb.device)
-        side.wait_stream(main)                                  # xb is ready on the side stream
+        side.wait_stream(main)  # xb is ready on the side stream
         xb.record_stream(side)
         ha = fa(xa)
         with torch.cuda.stream(side):
             hb = fb(xb)
-        main.wait_stream(side)                                  # the crossing sees b's result
+        main.wait_stream(side)  # the crossing sees b's result
         hb.record_stream(main)
         return ha, hb
 
     def _forward_one_tower(self, x: torch.Tensor) -> torch.Tensor:
         a = self.a
-        h = a.upper(a.lower(x)).flatten(1)                      # (N, 9216)
-        return a.fc8(a.hidden7(a.hidden6(h)))                   # (N, classes)
+        h = a.upper(a.lower(x)).flatten(1)  # (N, 9216)
+        return a.fc8(a.hidden7(a.hidden6(h)))  # (N, classes)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

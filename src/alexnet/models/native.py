@@ -26,8 +26,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -35,7 +35,7 @@ SOURCE = Path(__file__).with_name("csrc") / "lrn_cpu.cpp"
 NAMESPACE = "alexnet_native"
 
 BUILD_TIMEOUT_S = 300
-_state: dict[str, object] = {}   # "ok": bool, "reason": str, "path": Path — one attempt per process
+_state: dict[str, object] = {}  # "ok": bool, "reason": str, "path": Path — one attempt per process
 
 
 class NativeBuildError(RuntimeError):
@@ -75,12 +75,30 @@ def compile_command(source: Path, output: Path, cxx: str) -> list[str]:
     parallel backend, linked against the installed PyTorch."""
     root = Path(torch.__file__).parent
     lib = root / "lib"
-    flags = ["-O3", "-std=c++20", "-fPIC", "-shared", "-fno-math-errno", "-w",
-             f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}", *_isa_flags()]
+    flags = [
+        "-O3",
+        "-std=c++20",
+        "-fPIC",
+        "-shared",
+        "-fno-math-errno",
+        "-w",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        *_isa_flags(),
+    ]
     if torch._C.has_openmp:
         flags.append("-fopenmp")
-    return [cxx, *flags, f"-I{root / 'include'}", str(source), "-o", str(output),
-            f"-L{lib}", "-lc10", "-ltorch_cpu", f"-Wl,-rpath,{lib}"]
+    return [
+        cxx,
+        *flags,
+        f"-I{root / 'include'}",
+        str(source),
+        "-o",
+        str(output),
+        f"-L{lib}",
+        "-lc10",
+        "-ltorch_cpu",
+        f"-Wl,-rpath,{lib}",
+    ]
 
 
 def library_path(cxx: str | None = None) -> Path:
@@ -88,8 +106,13 @@ def library_path(cxx: str | None = None) -> Path:
     cxx = cxx or compiler() or "c++"
     key = hashlib.sha256()
     key.update(SOURCE.read_bytes())
-    for part in (torch.__version__, sys.version, platform.machine(), cxx,
-                 " ".join(compile_command(Path("s"), Path("o"), cxx))):
+    for part in (
+        torch.__version__,
+        sys.version,
+        platform.machine(),
+        cxx,
+        " ".join(compile_command(Path("s"), Path("o"), cxx)),
+    ):
         key.update(part.encode())
     return cache_dir() / f"lrn_cpu-{key.hexdigest()[:16]}.so"
 
@@ -104,20 +127,26 @@ def build(force: bool = False) -> Path:
     if out.exists() and not force:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock(out.parent):                 # several ranks starting at once compile once
+    with _build_lock(out.parent):  # several ranks starting at once compile once
         if out.exists() and not force:
             return out
         fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".so", dir=out.parent)
         os.close(fd)
         try:
             try:
-                proc = subprocess.run(compile_command(SOURCE, Path(tmp), cxx), capture_output=True, text=True,
-                                      timeout=BUILD_TIMEOUT_S)
+                proc = subprocess.run(
+                    compile_command(SOURCE, Path(tmp), cxx),
+                    capture_output=True,
+                    text=True,
+                    timeout=BUILD_TIMEOUT_S,
+                )
             except subprocess.TimeoutExpired:
                 raise NativeBuildError(f"compiling {SOURCE.name} took over {BUILD_TIMEOUT_S} s") from None
             if proc.returncode != 0:
-                raise NativeBuildError(f"compiling {SOURCE.name} failed:\n{(proc.stderr or proc.stdout)[-3000:]}")
-            os.chmod(tmp, 0o755)                  # mkstemp makes it private; a shared cache must be readable
+                raise NativeBuildError(
+                    f"compiling {SOURCE.name} failed:\n{(proc.stderr or proc.stdout)[-3000:]}"
+                )
+            os.chmod(tmp, 0o755)  # mkstemp makes it private; a shared cache must be readable
             os.replace(tmp, out)
         finally:
             if os.path.exists(tmp):
@@ -150,6 +179,7 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 
 def _register_fakes() -> None:
     """Shape-and-layout-only versions of the ops, so ``torch.compile`` can trace through them."""
+
     def fake_forward(x, size, alpha, beta, k, groups):
         return torch.empty_like(x, memory_format=_layout(x))
 
@@ -159,14 +189,13 @@ def _register_fakes() -> None:
     for name, fake in (("lrn_forward", fake_forward), ("lrn_backward", fake_backward)):
         try:
             torch.library.register_fake(f"{NAMESPACE}::{name}")(fake)
-        except RuntimeError:                      # already registered in this process
+        except RuntimeError:  # already registered in this process
             pass
 
 
 def _ops_present() -> bool:
     try:
-        getattr(getattr(torch.ops, NAMESPACE), "lrn_forward")
-        return True
+        return getattr(torch.ops, NAMESPACE).lrn_forward is not None
     except (AttributeError, RuntimeError):
         return False
 
@@ -199,8 +228,12 @@ def load(warn: bool = True) -> bool:
     except (NativeBuildError, OSError, RuntimeError) as exc:
         _state.update(ok=False, reason=str(exc) or type(exc).__name__)
         if warn:
-            warnings.warn(f"alexnet: the fused CPU LRN kernel is unavailable ({_first_line()}); "
-                          "using the eager LRN (same results, slower on the CPU)", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"alexnet: the fused CPU LRN kernel is unavailable ({_first_line()}); "
+                "using the eager LRN (same results, slower on the CPU)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     return bool(_state["ok"])
 
 

@@ -24,8 +24,14 @@ from torch import nn
 from alexnet.models.model import AlexNet
 
 
-def prepare_for_speed(model: nn.Module, *, channels_last: bool = False, compile: bool = False,
-                      tower_streams: bool = True, compile_mode: str | None = None) -> nn.Module:
+def prepare_for_speed(
+    model: nn.Module,
+    *,
+    channels_last: bool = False,
+    compile: bool = False,
+    tower_streams: bool = True,
+    compile_mode: str | None = None,
+) -> nn.Module:
     """Apply the speed options in place and return ``model`` (same object, same state-dict keys).
 
     * ``channels_last``: 4-D weights in NHWC order (faster convolutions on GPUs and, for the LRN's
@@ -41,13 +47,14 @@ def prepare_for_speed(model: nn.Module, *, channels_last: bool = False, compile:
         model.to(memory_format=torch.channels_last)
     if compile and any(p.device.type == "cpu" for p in model.parameters()):
         from alexnet.models import native
-        native.load()                          # compiled code uses the fused LRN only if loaded first
+
+        native.load()  # compiled code uses the fused LRN only if loaded first
     if isinstance(model, AlexNet):
         model.use_side_stream(tower_streams)
         if compile:
             model.compile_segments(compile_mode)
     elif compile:
-        model.compile(mode=compile_mode)                        # in place: keys keep their names
+        model.compile(mode=compile_mode)  # in place: keys keep their names
     return model
 
 
@@ -73,6 +80,7 @@ def tune_cpu_allocator(enable: bool = True) -> bool:
         return False
     import ctypes
     import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

@@ -12,8 +12,9 @@ resolved config as text and as hparams. View with ``make tensorboard`` (``tensor
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from google.protobuf import text_format
@@ -47,7 +48,8 @@ def _sample(t: torch.Tensor) -> torch.Tensor:
 
 
 class TensorBoardHook(Hook):
-    """Writes the dashboards of :mod:`alexnet.training.dashboard` for an :class:`alexnet.training.train.AlexNetTask`."""
+    """Writes the dashboards of :mod:`alexnet.training.dashboard` for an
+    :class:`alexnet.training.train.AlexNetTask`."""
 
     def __init__(self, run_dir: str | Path, task: Any, cfg: Config) -> None:
         self.run_dir, self.task, self.cfg = Path(run_dir), task, cfg
@@ -55,7 +57,9 @@ class TensorBoardHook(Hook):
 
     def on_start(self, trainer: Trainer) -> None:
         # purge_step drops events a crashed session wrote after the checkpoint being resumed
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=trainer.step + 1 if trainer.step else None)
+        self.writer = SummaryWriter(
+            log_dir=str(self.run_dir), purge_step=trainer.step + 1 if trainer.step else None
+        )
         self._resume_embeddings(trainer.step)
         if trainer.step == 0:
             self.writer.add_text("config", "```\n" + config_to_toml(self.cfg) + "\n```", 0)
@@ -77,7 +81,7 @@ class TensorBoardHook(Hook):
         kept = [e for e in config.embeddings if int(e.tensor_name.rsplit(":", 1)[-1]) <= step]
         for folder in self.run_dir.iterdir():
             if folder.is_dir() and folder.name.isdigit() and int(folder.name) > step:
-                shutil.rmtree(folder)                   # add_embedding's <step:05d>/<tag>/ folders
+                shutil.rmtree(folder)  # add_embedding's <step:05d>/<tag>/ folders
         if kept:  # SummaryWriter.add_embedding appends to this and rewrites projector_config.pbtxt
             self.writer._projector_config = ProjectorConfig(embeddings=kept)
 
@@ -124,7 +128,9 @@ class TensorBoardHook(Hook):
         for tower in ("a", "b"):
             key = f"{tower}.conv1.weight"
             if key in state:
-                w.add_image(f"conv1_kernels/tower_{tower}", kernel_grid([state[key]]), step, dataformats="HWC")
+                w.add_image(
+                    f"conv1_kernels/tower_{tower}", kernel_grid([state[key]]), step, dataformats="HWC"
+                )
             for layer in LAYERS:
                 for kind in ("weight", "bias"):
                     name = f"{tower}.{layer}.{kind}"
@@ -143,13 +149,19 @@ class TensorBoardHook(Hook):
         w = self.writer
         assert w is not None
         names = self.task.pipeline.class_names
-        shown = across_classes(sample["labels"], n)      # as Figure 4: different classes, not the first files
+        shown = across_classes(sample["labels"], n)  # as Figure 4: different classes, not the first files
         panel = top5_panel(sample["images"][shown], sample["probs"][shown], sample["labels"][shown], names)
         w.add_image("validation/top5", panel, step, dataformats="HWC")
-        thumbs = torch.nn.functional.interpolate(sample["images"].float() / 255, size=(64, 64), mode="bilinear",
-                                                 align_corners=False)
-        w.add_embedding(sample["fc7"], metadata=[names[int(i)] for i in sample["labels"]], label_img=thumbs,
-                        global_step=step, tag="fc7")
+        thumbs = torch.nn.functional.interpolate(
+            sample["images"].float() / 255, size=(64, 64), mode="bilinear", align_corners=False
+        )
+        w.add_embedding(
+            sample["fc7"],
+            metadata=[names[int(i)] for i in sample["labels"]],
+            label_img=thumbs,
+            global_step=step,
+            tag="fc7",
+        )
 
     def on_end(self, trainer: Trainer, result: RunResult) -> None:
         if self.writer is not None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,8 +27,9 @@ class PaperSGD(torch.optim.Optimizer):
     ``weight_decay`` (λ) and ``lr_mult`` (kept so a schedule can set ε for every group at once).
     """
 
-    def __init__(self, params: Iterable[Any], lr: float = 0.01, momentum: float = 0.9,
-                 weight_decay: float = 0.0005) -> None:
+    def __init__(
+        self, params: Iterable[Any], lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0005
+    ) -> None:
         if lr <= 0:
             raise ValueError(f"learning rate must be > 0, got {lr}")
         if not 0.0 <= momentum < 1.0:
@@ -44,7 +46,9 @@ class PaperSGD(torch.optim.Optimizer):
                 loss = closure()
         for group in self.param_groups:
             eps, mu, lam = group["lr"], group["momentum"], group["weight_decay"]
-            buckets: dict[tuple[torch.device, torch.dtype], tuple[list, list, list]] = defaultdict(lambda: ([], [], []))
+            buckets: dict[tuple[torch.device, torch.dtype], tuple[list, list, list]] = defaultdict(
+                lambda: ([], [], [])
+            )
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -58,16 +62,23 @@ class PaperSGD(torch.optim.Optimizer):
                 gs.append(p.grad)
                 vs.append(state["momentum_buffer"])
             for ps, gs, vs in buckets.values():
-                torch._foreach_mul_(vs, mu)                       # v ← μ·v
+                torch._foreach_mul_(vs, mu)  # v ← μ·v
                 if lam != 0.0:
                     torch._foreach_add_(vs, ps, alpha=-lam * eps)  #     − λ·ε·w
-                torch._foreach_add_(vs, gs, alpha=-eps)            #     − ε·∇L
-                torch._foreach_add_(ps, vs)                        # w ← w + v
+                torch._foreach_add_(vs, gs, alpha=-eps)  #     − ε·∇L
+                torch._foreach_add_(ps, vs)  # w ← w + v
         return loss
 
 
-def param_groups(model: nn.Module, *, lr: float, weight_decay: float, momentum: float,
-                 bias_lr_mult: float = 1.0, bias_decay: bool = True) -> list[dict[str, Any]]:
+def param_groups(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float,
+    momentum: float,
+    bias_lr_mult: float = 1.0,
+    bias_decay: bool = True,
+) -> list[dict[str, Any]]:
     """Parameter groups: weights, and biases with their own ε multiplier and optional decay.
 
     The paper treats all parameters alike (``bias_lr_mult=1``, ``bias_decay=True``: one effective
@@ -79,10 +90,20 @@ def param_groups(model: nn.Module, *, lr: float, weight_decay: float, momentum: 
     for name, p in model.named_parameters():
         if p.requires_grad:
             (biases if name.endswith("bias") else weights).append(p)
-    groups = [dict(params=weights, lr=lr, lr_mult=1.0, kind="weight", weight_decay=weight_decay, momentum=momentum)]
+    groups = [
+        dict(params=weights, lr=lr, lr_mult=1.0, kind="weight", weight_decay=weight_decay, momentum=momentum)
+    ]
     if biases:
-        groups.append(dict(params=biases, lr=lr * bias_lr_mult, lr_mult=bias_lr_mult, kind="bias",
-                           weight_decay=weight_decay if bias_decay else 0.0, momentum=momentum))
+        groups.append(
+            dict(
+                params=biases,
+                lr=lr * bias_lr_mult,
+                lr_mult=bias_lr_mult,
+                kind="bias",
+                weight_decay=weight_decay if bias_decay else 0.0,
+                momentum=momentum,
+            )
+        )
     return groups
 
 
@@ -96,18 +117,23 @@ def named_momentum(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[s
     return out
 
 
-def load_named_momentum(optimizer: torch.optim.Optimizer, model: nn.Module,
-                        buffers: Mapping[str, torch.Tensor]) -> None:
+def load_named_momentum(
+    optimizer: torch.optim.Optimizer, model: nn.Module, buffers: Mapping[str, torch.Tensor]
+) -> None:
     """Inverse of :func:`named_momentum`; every parameter of ``model`` must have a buffer."""
     params = dict(model.named_parameters())
     missing = sorted(set(params) - set(buffers))
     unexpected = sorted(set(buffers) - set(params))
     if missing or unexpected:
-        raise KeyError(f"momentum buffers do not match the model: missing {missing[:4]}, unexpected {unexpected[:4]}")
+        raise KeyError(
+            f"momentum buffers do not match the model: missing {missing[:4]}, unexpected {unexpected[:4]}"
+        )
     for name, p in params.items():
         buf = buffers[name]
         if buf.shape != p.shape:
-            raise ValueError(f"momentum buffer {name}: shape {tuple(buf.shape)} != parameter {tuple(p.shape)}")
+            raise ValueError(
+                f"momentum buffer {name}: shape {tuple(buf.shape)} != parameter {tuple(p.shape)}"
+            )
         optimizer.state[p]["momentum_buffer"] = buf.detach().to(device=p.device, dtype=p.dtype).clone()
 
 
@@ -115,7 +141,7 @@ def dexp_rates(base: float, factor: float, steps: int) -> list[float]:
     """cuda-convnet2's ``DiscreteExpParameterSchedule`` (``cudaconvnet/src/lr.cu``): ``steps`` rates
     falling geometrically from ``base`` to ``base / factor``, rate i = base · factor^(−i/(steps−1))."""
     if steps == 1:
-        return [base / factor]   # lr.cu: no intermediate rates, then the final one
+        return [base / factor]  # lr.cu: no intermediate rates, then the final one
     return [base * (1.0 / factor) ** (i / (steps - 1)) for i in range(steps - 1)] + [base / factor]
 
 
@@ -149,10 +175,22 @@ class LRSchedule:
     ``total_steps`` (call :meth:`before_step` before each optimiser step).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, *, mode: str = "plateau",
-                 patience: int = 5, max_drops: int = 3, milestones: Sequence[int] = (),
-                 min_delta: float = 0.0, min_epochs: int = 0, max_epochs: int = 0, total_steps: int = 0,
-                 dexp: tuple[float, int] = (250.0, 4), dexp_bias: tuple[float, int] = (25.0, 2)) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        base_lr: float,
+        *,
+        mode: str = "plateau",
+        patience: int = 5,
+        max_drops: int = 3,
+        milestones: Sequence[int] = (),
+        min_delta: float = 0.0,
+        min_epochs: int = 0,
+        max_epochs: int = 0,
+        total_steps: int = 0,
+        dexp: tuple[float, int] = (250.0, 4),
+        dexp_bias: tuple[float, int] = (25.0, 2),
+    ) -> None:
         if mode not in ("plateau", "milestones", "dexp"):
             raise ValueError(f"schedule mode must be 'plateau', 'milestones' or 'dexp', got {mode!r}")
         if patience < 1:
@@ -183,7 +221,7 @@ class LRSchedule:
         if self.mode == "dexp":
             factor, steps = self.dexp_bias if kind == "bias" else self.dexp
             return dexp_value(dexp_rates(self.base_lr * lr_mult, factor, steps), self.progress)
-        return self.base_lr * lr_mult * 0.1 ** self.drops
+        return self.base_lr * lr_mult * 0.1**self.drops
 
     @property
     def lr(self) -> float:
@@ -209,7 +247,7 @@ class LRSchedule:
             if self.drops < self.max_drops and self.epochs_seen in self.milestones:
                 dropped = True
         elif self.mode == "plateau":
-            if val_error is not None and math.isfinite(val_error):   # no or a NaN validation: no count
+            if val_error is not None and math.isfinite(val_error):  # no or a NaN validation: no count
                 if val_error < self.best - self.min_delta:
                     self.best, self.bad_epochs = val_error, 0
                 else:
@@ -224,9 +262,16 @@ class LRSchedule:
         return dropped
 
     def state_dict(self) -> dict[str, Any]:
-        return dict(base_lr=self.base_lr, mode=self.mode, drops=self.drops, best=self.best,
-                    bad_epochs=self.bad_epochs, epochs_seen=self.epochs_seen,
-                    epochs_at_rate=self.epochs_at_rate, steps_done=self.steps_done)
+        return dict(
+            base_lr=self.base_lr,
+            mode=self.mode,
+            drops=self.drops,
+            best=self.best,
+            bad_epochs=self.bad_epochs,
+            epochs_seen=self.epochs_seen,
+            epochs_at_rate=self.epochs_at_rate,
+            steps_done=self.steps_done,
+        )
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.drops, self.best = int(state["drops"]), float(state["best"])
@@ -236,9 +281,22 @@ class LRSchedule:
         self.apply()
 
 
-def build_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_decay: float,
-                    bias_lr_mult: float = 1.0, bias_decay: bool = True) -> PaperSGD:
+def build_optimizer(
+    model: nn.Module,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    bias_lr_mult: float = 1.0,
+    bias_decay: bool = True,
+) -> PaperSGD:
     """:class:`PaperSGD` over ``model`` with the weight / bias groups of :func:`param_groups`."""
-    groups = param_groups(model, lr=lr, weight_decay=weight_decay, momentum=momentum,
-                          bias_lr_mult=bias_lr_mult, bias_decay=bias_decay)
+    groups = param_groups(
+        model,
+        lr=lr,
+        weight_decay=weight_decay,
+        momentum=momentum,
+        bias_lr_mult=bias_lr_mult,
+        bias_decay=bias_decay,
+    )
     return PaperSGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)

@@ -5,12 +5,15 @@ when the loss has stayed within a tolerance of chance level for a number of step
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from twogpu.task import Hook
 
-STALL_HINT = ("This is AlexNet's known stall with biases initialised to 1 (Caffe's reproduction, BVLC PR "
-              "#327); Caffe used 0.1: --set model.init_bias_one=0.1.")
+STALL_HINT = (
+    "This is AlexNet's known stall with biases initialised to 1 (Caffe's reproduction, BVLC PR "
+    "#327); Caffe used 0.1: --set model.init_bias_one=0.1."
+)
 
 
 class StallWarning(Hook):
@@ -31,8 +34,10 @@ class StallWarning(Hook):
             self.run = 0
         if self.run >= self.steps and not self.warned:
             self.warned = True
-            trainer.log(f"warning: the loss has stayed within {self.tolerance} of chance level "
-                        f"({self.chance:.3f}) for {self.run} steps. {self.hint}".rstrip())
+            trainer.log(
+                f"warning: the loss has stayed within {self.tolerance} of chance level "
+                f"({self.chance:.3f}) for {self.run} steps. {self.hint}".rstrip()
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"run": self.run, "warned": self.warned}

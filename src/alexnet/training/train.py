@@ -15,22 +15,24 @@ stop flag) and a ``reduce_sum`` function (all-reduce of validation counts); only
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
-from alexnet.console import alexnet_command, say as print_line
+from alexnet.console import alexnet_command
+from alexnet.console import say as print_line
 from alexnet.data.pipeline import ImagePipeline
-from alexnet.models.speed import prepare_for_speed, tune_cpu_allocator
-from alexnet.models.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
 from alexnet.evaluation.features import Fc7Capture
 from alexnet.evaluation.metrics import topk_mistakes
 from alexnet.evaluation.network import network_for, network_inputs
+from alexnet.models.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
 from alexnet.models.model import AlexNet
+from alexnet.models.speed import prepare_for_speed, tune_cpu_allocator
 from alexnet.training.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
 from alexnet.training.stall_warning import StallWarning
 from twogpu import placement, precision
@@ -59,9 +61,17 @@ def require_gpus(n: int) -> None:
 class AlexNetTask:
     """The model-specific half of training (:class:`twogpu.trainer.TrainTask`)."""
 
-    def __init__(self, cfg: Config, pipeline: Any, devices: TowerDevices, *, rank: int = 0, world_size: int = 1,
-                 wrap: Callable[[nn.Module], nn.Module] | None = None,
-                 reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        pipeline: Any,
+        devices: TowerDevices,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        wrap: Callable[[nn.Module], nn.Module] | None = None,
+        reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
         self.cfg, self.pipeline, self.rank, self.world_size = cfg, pipeline, rank, world_size
         self.tower_devices = devices
         self.devices = devices.pair
@@ -69,25 +79,44 @@ class AlexNetTask:
         self.reduce_sum = reduce_sum or (lambda t: t)
         torch.manual_seed(cfg.train.seed)
         # the same initial weights on every rank and on any placement; each tower its own draws
-        self.model: nn.Module = network_for(AlexNet(devices=devices.pair, preset=cfg.model, seed=cfg.train.seed),
-                                            devices, enabled=cfg.train.grouped_when_single_device)
+        self.model: nn.Module = network_for(
+            AlexNet(devices=devices.pair, preset=cfg.model, seed=cfg.train.seed),
+            devices,
+            enabled=cfg.train.grouped_when_single_device,
+        )
         self.grouped = isinstance(self.model, GroupedAlexNet)
         if devices.a.type == "cpu" or devices.b.type == "cpu":
             tune_cpu_allocator(cfg.train.cpu_allocator_cache)
-        self.net: nn.Module = prepare_for_speed(self.model, channels_last=cfg.train.channels_last,
-                                                compile=cfg.train.compile)
+        self.net: nn.Module = prepare_for_speed(
+            self.model, channels_last=cfg.train.channels_last, compile=cfg.train.compile
+        )
         if wrap is not None:
             self.net = wrap(self.net)
         o = cfg.optim
         lr = o.lr * (world_size if o.lr_scaling == "linear" else 1)
-        self.optimizer = build_optimizer(self.model, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay,
-                                         bias_lr_mult=o.bias_lr_mult, bias_decay=o.bias_decay)
+        self.optimizer = build_optimizer(
+            self.model,
+            lr=lr,
+            momentum=o.momentum,
+            weight_decay=o.weight_decay,
+            bias_lr_mult=o.bias_lr_mult,
+            bias_decay=o.bias_decay,
+        )
         self.schedule = LRSchedule(
-            self.optimizer, lr, mode=o.schedule, patience=o.plateau_patience, max_drops=o.max_drops,
-            milestones=o.milestones, min_delta=o.plateau_min_delta, min_epochs=o.plateau_min_epochs,
-            max_epochs=o.plateau_max_epochs, total_steps=cfg.train.epochs * pipeline.steps_per_epoch(),
-            dexp=(o.dexp_factor, o.dexp_steps), dexp_bias=(o.dexp_bias_factor, o.dexp_bias_steps))
-        self.generator = torch.Generator(device=self.dev)      # PCA lighting noise, on tower a's device
+            self.optimizer,
+            lr,
+            mode=o.schedule,
+            patience=o.plateau_patience,
+            max_drops=o.max_drops,
+            milestones=o.milestones,
+            min_delta=o.plateau_min_delta,
+            min_epochs=o.plateau_min_epochs,
+            max_epochs=o.plateau_max_epochs,
+            total_steps=cfg.train.epochs * pipeline.steps_per_epoch(),
+            dexp=(o.dexp_factor, o.dexp_steps),
+            dexp_bias=(o.dexp_bias_factor, o.dexp_bias_steps),
+        )
+        self.generator = torch.Generator(device=self.dev)  # PCA lighting noise, on tower a's device
         self.generator.manual_seed(stream_seed(cfg.train.seed, "lighting", rank=rank))
         # Dropout draws from the global generators, which other code also draws from at times that
         # depend on when the run started (a DataLoader takes a seed from it whenever an epoch's
@@ -107,26 +136,33 @@ class AlexNetTask:
     def _input(self, batch: Any, train: bool) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The network input: on two devices each tower's own copy, normalised there from the uint8
         batch (:meth:`ImagePipeline.to_tower_inputs`); else one tensor on tower a's device."""
-        xs = network_inputs(self.pipeline, batch, self.model, self.tower_devices, train=train,
-                            generator=self.generator if train else None)
+        xs = network_inputs(
+            self.pipeline,
+            batch,
+            self.model,
+            self.tower_devices,
+            train=train,
+            generator=self.generator if train else None,
+        )
         if self.cfg.train.channels_last:
             xs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in xs)
         return xs if len(xs) == 2 else xs[0]
 
     def _autocast(self):
-        """bf16 autocast on CUDA when ``train.precision = "bf16"``; nothing otherwise (twogpu/precision.py)."""
+        """bf16 autocast on CUDA when ``train.precision = "bf16"``; nothing otherwise
+        (twogpu/precision.py)."""
         return precision.autocast(self.dev, self.cfg.train.precision)
 
     def train_step(self, batch: Any) -> StepOutput:
-        x = self._input(batch, train=True)                      # (N, 3, 224, 224) on each tower's device
-        y = batch.labels.to(self.dev, non_blocking=True)        # (N,)
+        x = self._input(batch, train=True)  # (N, 3, 224, 224) on each tower's device
+        y = batch.labels.to(self.dev, non_blocking=True)  # (N,)
         self.net.train()
         with use_streams(self.dropout_rng, self._cuda_indices), self._autocast():
-            logits = self.net(x)                                # (N, classes) on tower a's device
+            logits = self.net(x)  # (N, classes) on tower a's device
         loss = F.cross_entropy(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.schedule.before_step()                             # 'dexp': ε by the fraction of training done
+        self.schedule.before_step()  # 'dexp': ε by the fraction of training done
         self.optimizer.step()
         return StepOutput(loss.detach(), int(y.shape[0]), topk_mistakes(logits.detach(), y))
 
@@ -146,18 +182,30 @@ class AlexNetTask:
             logits = self.predict(self._input(batch, train=False))
             y = batch.labels.to(self.dev)
             m = topk_mistakes(logits, y)
-            sums += torch.stack([torch.tensor(float(len(y)), device=self.dev, dtype=torch.float64),
-                                 m["top1"].double(), m["top5"].double(),
-                                 F.cross_entropy(logits, y, reduction="sum").double()])
+            sums += torch.stack(
+                [
+                    torch.tensor(float(len(y)), device=self.dev, dtype=torch.float64),
+                    m["top1"].double(),
+                    m["top5"].double(),
+                    F.cross_entropy(logits, y, reduction="sum").double(),
+                ]
+            )
         sums = self.reduce_sum(sums)
         n = max(float(sums[0]), 1.0)
-        return {"val_top1_err": float(sums[1]) / n, "val_top5_err": float(sums[2]) / n,
-                "val_loss": float(sums[3]) / n, "val_images": int(sums[0])}
+        return {
+            "val_top1_err": float(sums[1]) / n,
+            "val_top5_err": float(sums[2]) / n,
+            "val_loss": float(sums[3]) / n,
+            "val_images": int(sums[0]),
+        }
 
     def end_epoch(self, metrics: Mapping[str, float]) -> None:
         if self.schedule.step(metrics.get("val_top1_err")):
-            print(f"learning rate divided by 10 (drop {self.schedule.drops} of at most "
-                  f"{self.schedule.max_drops}): ε = {self.schedule.lr:g}", flush=True)
+            print(
+                f"learning rate divided by 10 (drop {self.schedule.drops} of at most "
+                f"{self.schedule.max_drops}): ε = {self.schedule.lr:g}",
+                flush=True,
+            )
 
     def lr(self) -> float:
         return self.schedule.lr
@@ -165,7 +213,9 @@ class AlexNetTask:
     # ------------------------------------------------------------------------------------ state
     def _to_two_tower(self, named: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         named = to_two_tower_state(named, self.cfg.model) if self.grouped else named
-        return {k: v.detach().cpu().clone() for k, v in named.items()}   # clone: views would save whole storages
+        return {
+            k: v.detach().cpu().clone() for k, v in named.items()
+        }  # clone: views would save whole storages
 
     def two_tower_state(self) -> dict[str, torch.Tensor]:
         """The weights in the two-tower layout (``a.conv1.weight`` ... ``b.fc7.bias``), on the CPU."""
@@ -188,8 +238,11 @@ class AlexNetTask:
             "dropout_rng": {"cpu": self.dropout_rng["cpu"], "cuda": list(self.dropout_rng["cuda"])},
             "classes": list(self.pipeline.classes),
             "class_names": list(self.pipeline.class_names),
-            "stats": {"mean": torch.as_tensor(stats.mean).float(), "eigval": torch.as_tensor(stats.eigval).float(),
-                      "eigvec": torch.as_tensor(stats.eigvec).float()},
+            "stats": {
+                "mean": torch.as_tensor(stats.mean).float(),
+                "eigval": torch.as_tensor(stats.eigval).float(),
+                "eigvec": torch.as_tensor(stats.eigvec).float(),
+            },
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -197,12 +250,17 @@ class AlexNetTask:
         mine = config_to_dict(self.cfg)["model"]
         if saved is not None and saved != mine:
             diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
-            raise TrainError(f"the checkpoint's network differs from the config's in model.{', model.'.join(diff)}")
+            raise TrainError(
+                f"the checkpoint's network differs from the config's in model.{', model.'.join(diff)}"
+            )
         if list(state.get("classes", self.pipeline.classes)) != list(self.pipeline.classes):
             raise TrainError("the checkpoint was trained on different class folders than data.root holds")
         weights, momentum = state["model"], state["optimizer"]["momentum"]
         if self.grouped:
-            weights, momentum = to_grouped_state(weights, self.cfg.model), to_grouped_state(momentum, self.cfg.model)
+            weights, momentum = (
+                to_grouped_state(weights, self.cfg.model),
+                to_grouped_state(momentum, self.cfg.model),
+            )
         self.model.load_state_dict(weights)
         load_named_momentum(self.optimizer, self.model, momentum)
         self.schedule.load_state_dict(state["schedule"])
@@ -215,10 +273,14 @@ class AlexNetTask:
         if saved_light.numel() == self.generator.get_state().numel():
             self.generator.set_state(saved_light)
         else:  # resumed on another kind of device: the generator's state does not carry over
-            print(f"resume: the lighting-noise generator was saved on another kind of device; it is "
-                  f"re-seeded from (seed, step {int(state['step'])})", flush=True)
-            self.generator.manual_seed(stream_seed(self.cfg.train.seed, "lighting", rank=self.rank,
-                                                   step=int(state["step"])))
+            print(
+                f"resume: the lighting-noise generator was saved on another kind of device; it is "
+                f"re-seeded from (seed, step {int(state['step'])})",
+                flush=True,
+            )
+            self.generator.manual_seed(
+                stream_seed(self.cfg.train.seed, "lighting", rank=self.rank, step=int(state["step"]))
+            )
         saved_rng = state["dropout_rng"]
         if len(saved_rng["cuda"]) == len(self._cuda_indices):
             self.dropout_rng = {"cpu": saved_rng["cpu"], "cuda": list(saved_rng["cuda"])}
@@ -242,11 +304,15 @@ class AlexNetTask:
                 images.append(batch.images)
                 labels.append(batch.labels)
                 probs.append(logits.softmax(1).cpu())
-                feats.append(fc7.take().float().cpu())                                     # (N, 4096)
+                feats.append(fc7.take().float().cpu())  # (N, 4096)
         if not images:
             return {}
-        return {"images": torch.cat(images)[:n], "labels": torch.cat(labels)[:n],
-                "probs": torch.cat(probs)[:n], "fc7": torch.cat(feats)[:n]}
+        return {
+            "images": torch.cat(images)[:n],
+            "labels": torch.cat(labels)[:n],
+            "probs": torch.cat(probs)[:n],
+            "fc7": torch.cat(feats)[:n],
+        }
 
 
 # --------------------------------------------------------------------------------------- train
@@ -254,21 +320,31 @@ def run_dir_of(cfg: Config) -> Path:
     return Path(cfg.train.runs_dir) / cfg.train.name
 
 
-def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: int = 1,
-          device_offset: int = 0, devices: TowerDevices | None = None,
-          wrap: Callable[[nn.Module], nn.Module] | None = None,
-          agree: Callable[[bool], bool] | None = None,
-          reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
-          log: Callable[[str], None] | None = None, dashboards: bool = True,
-          hooks: Sequence[Hook] = ()) -> RunResult:
+def train(
+    cfg: Config,
+    *,
+    resume: str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    device_offset: int = 0,
+    devices: TowerDevices | None = None,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+    agree: Callable[[bool], bool] | None = None,
+    reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    log: Callable[[str], None] | None = None,
+    dashboards: bool = True,
+    hooks: Sequence[Hook] = (),
+) -> RunResult:
     """Train with ``cfg``; ``resume`` is None (new run), ``"auto"`` (this run's newest checkpoint)
     or a checkpoint path. Returns the :class:`~twogpu.trainer.RunResult`."""
     say = log or print_line
     main = rank == 0
     run_dir = run_dir_of(cfg)
     if resume is None and CheckpointDir(run_dir / "checkpoints").step_files():
-        raise TrainError(f"{run_dir} already holds checkpoints of a run: continue it with --resume, or choose "
-                         f"another name with --set train.name=...")
+        raise TrainError(
+            f"{run_dir} already holds checkpoints of a run: continue it with --resume, or choose "
+            f"another name with --set train.name=..."
+        )
     devices = devices or resolve_devices(cfg.train.devices, offset=device_offset)
     arithmetic = precision.configure(cfg.train.precision)
     if main:
@@ -276,31 +352,53 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
         say(f"precision: {arithmetic}")
         if "cpu" in (devices.a.type, devices.b.type):
             from alexnet.models import native
+
             say(f"LRN on the CPU: {native.status()}")
-    pipeline = ImagePipeline(cfg.data, batch_size=cfg.train.batch_size, seed=cfg.train.seed, rank=rank,
-                             world_size=world_size, device=devices.a, input_size=cfg.model.input_size)
+    pipeline = ImagePipeline(
+        cfg.data,
+        batch_size=cfg.train.batch_size,
+        seed=cfg.train.seed,
+        rank=rank,
+        world_size=world_size,
+        device=devices.a,
+        input_size=cfg.model.input_size,
+    )
     if pipeline.num_classes != cfg.model.num_classes:
         if main:
-            say(f"model.num_classes set to {pipeline.num_classes}, the number of class folders in {cfg.data.root}")
+            say(
+                f"model.num_classes set to {pipeline.num_classes}, the number of class folders in "
+                f"{cfg.data.root}"
+            )
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=pipeline.num_classes))
-    task = AlexNetTask(cfg, pipeline, devices, rank=rank, world_size=world_size, wrap=wrap, reduce_sum=reduce_sum)
+    task = AlexNetTask(
+        cfg, pipeline, devices, rank=rank, world_size=world_size, wrap=wrap, reduce_sum=reduce_sum
+    )
     if main:
         what = "grouped twin (one device)" if task.grouped else "two towers"
-        say(f"run directory {run_dir}; {what}; {pipeline.num_classes} classes, "
+        say(
+            f"run directory {run_dir}; {what}; {pipeline.num_classes} classes, "
             f"{len(pipeline.train_samples)} training / {len(pipeline.val_samples)} validation images, "
-            f"{pipeline.steps_per_epoch()} steps per epoch of {cfg.train.batch_size}")
+            f"{pipeline.steps_per_epoch()} steps per epoch of {cfg.train.batch_size}"
+        )
     hooks = list(hooks)
     if cfg.train.stall_warn_steps:
         hooks.append(StallWarning(cfg.model.num_classes, cfg.train.stall_warn_steps))
     if dashboards and main:
         from alexnet.training.dashboard import TensorBoardHook
+
         hooks.append(TensorBoardHook(run_dir, task, cfg))
     options = TrainerOptions(
-        epochs=cfg.train.epochs, run_dir=run_dir, max_steps=cfg.train.max_steps, log_every=cfg.train.log_every,
-        checkpoint_minutes=cfg.train.checkpoint_minutes, keep_last=cfg.train.keep_last, rank=rank,
+        epochs=cfg.train.epochs,
+        run_dir=run_dir,
+        max_steps=cfg.train.max_steps,
+        log_every=cfg.train.log_every,
+        checkpoint_minutes=cfg.train.checkpoint_minutes,
+        keep_last=cfg.train.keep_last,
+        rank=rank,
         world_size=world_size,
         resume_hint=alexnet_command("train", "--config", str(run_dir / "config.toml"), "--resume"),
-        extra_state={"config": config_to_dict(cfg)})
+        extra_state={"config": config_to_dict(cfg)},
+    )
     trainer = Trainer(task, options, hooks=hooks, agree=agree, log=say)
     if resume is not None:
         if trainer.resume(resume) is None and main:
@@ -308,8 +406,10 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
     if world_size > 1 and reduce_sum is not None:
         steps = reduce_sum(torch.tensor([float(trainer.step), float(trainer.step) ** 2], dtype=torch.float64))
         if world_size * float(steps[1]) != float(steps[0]) ** 2:  # equal iff every rank is at the same step
-            raise TrainError(f"replica {rank} is at step {trainer.step}, other replicas are not: every node must "
-                             f"see the same run directory ({run_dir}) to resume, e.g. on a shared filesystem")
+            raise TrainError(
+                f"replica {rank} is at step {trainer.step}, other replicas are not: every node must "
+                f"see the same run directory ({run_dir}) to resume, e.g. on a shared filesystem"
+            )
     if main:  # only once the checkpoint (if any) was accepted: the file must describe the weights
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / "config.toml", config_to_toml(cfg))
@@ -325,19 +425,24 @@ def train(cfg: Config, *, resume: str | None = None, rank: int = 0, world_size: 
     if main:
         best = run_dir / "checkpoints" / "best.pt"
         evaluate = alexnet_command("evaluate", "--checkpoint", str(best), str(cfg.data.root))
-        say(f"dashboards: {run_dir} (make tensorboard, then open http://localhost:6006)"
-            + (f"; evaluate: {evaluate}" if best.is_file() else ""))
+        say(
+            f"dashboards: {run_dir} (make tensorboard, then open http://localhost:6006)"
+            + (f"; evaluate: {evaluate}" if best.is_file() else "")
+        )
     return result
 
 
 def check_config_for_training(cfg: Config) -> None:
     """Errors that can be found before any work starts."""
     if not cfg.data.root:
-        raise ConfigError("data.root is not set: pass the dataset folder (alexnet train DATA) or --set data.root=...")
+        raise ConfigError(
+            "data.root is not set: pass the dataset folder (alexnet train DATA) or --set data.root=..."
+        )
 
 
-def train_data_parallel(cfg: Config, *, resume: str | None = None,
-                        log: Callable[[str], None] | None = None) -> RunResult:
+def train_data_parallel(
+    cfg: Config, *, resume: str | None = None, log: Callable[[str], None] | None = None
+) -> RunResult:
     """One replica of a data-parallel run launched by ``torchrun`` (issue: scale out).
 
     Each process drives one two-tower replica on its own devices, one layout for every replica of
@@ -357,19 +462,28 @@ def train_data_parallel(cfg: Config, *, resume: str | None = None,
         comm = devices.a if world.backend == "nccl" else torch.device("cpu")
         say = log or print_line
         if world.is_main:
-            say(f"data-parallel: {world.world_size} replica(s), backend {world.backend}, global batch "
-                f"{cfg.train.batch_size * world.world_size}")
-        say(devices.reason)                                    # "replica r ...: tower a on ..."
+            say(
+                f"data-parallel: {world.world_size} replica(s), backend {world.backend}, global batch "
+                f"{cfg.train.batch_size * world.world_size}"
+            )
+        say(devices.reason)  # "replica r ...: tower a on ..."
 
         def reduce_sum(t: torch.Tensor) -> torch.Tensor:
             return replicas.all_reduce_sum(t, world, comm)
 
-        result = train(cfg, resume=resume, rank=world.rank, world_size=world.world_size, devices=devices,
-                       wrap=lambda m: replicas.wrap(m, world), agree=lambda f: replicas.agree_any(f, world, comm),
-                       reduce_sum=reduce_sum, log=say if world.is_main else (lambda s: None))
+        result = train(
+            cfg,
+            resume=resume,
+            rank=world.rank,
+            world_size=world.world_size,
+            devices=devices,
+            wrap=lambda m: replicas.wrap(m, world),
+            agree=lambda f: replicas.agree_any(f, world, comm),
+            reduce_sum=reduce_sum,
+            log=say if world.is_main else (lambda s: None),
+        )
     except BaseException:
         replicas.shutdown(world, clean=False)
         raise
-    replicas.shutdown(world)       # the model and its DDP wrapper are released: train() has returned
+    replicas.shutdown(world)  # the model and its DDP wrapper are released: train() has returned
     return result
-

@@ -1,7 +1,8 @@
 """``alexnet compare``: the paper's ablation claims (Krizhevsky et al. 2012, sections 3.2-3.4, 4.1,
 4.2) checked against finished runs.
 
-Reads run directories (:mod:`alexnet.commands.compare._runs`), groups the runs that differ only in ``train.seed``
+Reads run directories (:mod:`alexnet.commands.compare._runs`), groups the runs that differ only in
+``train.seed``
 (``make ablations-demo SEEDS=N``), finds the baseline (the configuration with none of the ablations,
 or ``--baseline``), names each other configuration's ablation by diffing its resolved config against
 the baseline's, and prints one table (:mod:`alexnet.commands.compare._table`: markdown, CSV or JSON) of top-1/
@@ -17,16 +18,23 @@ i.e. the feature helps, which is what the paper claims for each one.
 from __future__ import annotations
 
 import argparse
-
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from alexnet.commands.compare._runs import (
+    IGNORED_KEYS,
+    RunRecord,
+    config_diff,
+    expand_runs,
+    flatten,
+    read_run,
+)
 from alexnet.commands.compare._table import FORMATS
 from alexnet.evaluation.intervals import Estimate, difference_estimate, error_estimate
-from alexnet.commands.compare._runs import IGNORED_KEYS, RunRecord, config_diff, expand_runs, flatten, read_run
 
 
 # ------------------------------------------------------------------------------------- ablations
@@ -46,26 +54,63 @@ class Ablation:
 
 
 ABLATIONS: tuple[Ablation, ...] = (
-    Ablation("one-tower", ("model.towers",), lambda c: c["model"]["towers"] == 1, 0.017, 0.012,
-             "+1.7 / +1.2", "3.2"),
+    Ablation(
+        "one-tower",
+        ("model.towers",),
+        lambda c: c["model"]["towers"] == 1,
+        0.017,
+        0.012,
+        "+1.7 / +1.2",
+        "3.2",
+    ),
     Ablation("no-lrn", ("model.lrn",), lambda c: not c["model"]["lrn"], 0.014, 0.012, "+1.4 / +1.2", "3.3"),
-    Ablation("no-overlap", ("model.pool_size", "model.pool_stride"),
-             lambda c: c["model"]["pool_size"] <= c["model"]["pool_stride"], 0.004, 0.003, "+0.4 / +0.3", "3.4"),
-    Ablation("no-lighting", ("data.lighting_std",), lambda c: c["data"]["lighting_std"] == 0, 0.01, None,
-             "> +1 top-1", "4.1"),
-    Ablation("no-dropout", ("model.dropout",), lambda c: c["model"]["dropout"] == 0, None, None,
-             "overfits substantially (no number)", "4.2"),
-    Ablation("no-flip-crop", ("data.flip", "data.random_crop"),
-             lambda c: not c["data"]["flip"] and not c["data"]["random_crop"], None, None,
-             "overfits substantially (no number)", "4.1"),
+    Ablation(
+        "no-overlap",
+        ("model.pool_size", "model.pool_stride"),
+        lambda c: c["model"]["pool_size"] <= c["model"]["pool_stride"],
+        0.004,
+        0.003,
+        "+0.4 / +0.3",
+        "3.4",
+    ),
+    Ablation(
+        "no-lighting",
+        ("data.lighting_std",),
+        lambda c: c["data"]["lighting_std"] == 0,
+        0.01,
+        None,
+        "> +1 top-1",
+        "4.1",
+    ),
+    Ablation(
+        "no-dropout",
+        ("model.dropout",),
+        lambda c: c["model"]["dropout"] == 0,
+        None,
+        None,
+        "overfits substantially (no number)",
+        "4.2",
+    ),
+    Ablation(
+        "no-flip-crop",
+        ("data.flip", "data.random_crop"),
+        lambda c: not c["data"]["flip"] and not c["data"]["random_crop"],
+        None,
+        None,
+        "overfits substantially (no number)",
+        "4.1",
+    ),
 )
 """The ablations of ``configs/ablations/`` with the paper's reported differences (top-1 / top-5)."""
+
 
 def active_ablations(cfg: dict[str, dict[str, Any]]) -> list[Ablation]:
     return [a for a in ABLATIONS if a.active(cfg)]
 
 
-def identify(run: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> tuple[list[Ablation], list[str]]:
+def identify(
+    run: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]]
+) -> tuple[list[Ablation], list[str]]:
     """The ablations ``run`` has on top of ``baseline``, and the differing keys no ablation explains."""
     diff = config_diff(run, baseline)
     found = [a for a in active_ablations(run) if not a.active(baseline) and any(k in diff for k in a.keys)]
@@ -79,8 +124,11 @@ SEED_KEY = "train.seed"
 
 def _recipe(cfg: dict[str, dict[str, Any]]) -> str:
     """What a run trains, seed and bookkeeping left out: runs with the same recipe are seeds of one."""
-    return json.dumps({k: v for k, v in flatten(cfg).items() if k not in IGNORED_KEYS and k != SEED_KEY},
-                      sort_keys=True, default=str)
+    return json.dumps(
+        {k: v for k, v in flatten(cfg).items() if k not in IGNORED_KEYS and k != SEED_KEY},
+        sort_keys=True,
+        default=str,
+    )
 
 
 @dataclass
@@ -102,20 +150,30 @@ class Group:
     def errors(self, which: str) -> tuple[dict[str, list[float]], int | None, str]:
         """Per-metric lists (one value per seed) of centre errors from the same source for every run:
         ``which`` = 'eval.json' or 'metrics.jsonl'; ({}, None, '') when some run lacks it."""
-        pairs = [(r.eval_centre, r.eval_images) if which == "eval.json" else (r.last_val, r.last_val_images)
-                 for r in self.runs]
+        pairs = [
+            (r.eval_centre, r.eval_images) if which == "eval.json" else (r.last_val, r.last_val_images)
+            for r in self.runs
+        ]
         if any(v is None or None in v for v, _ in pairs):
             return {}, None, ""
         counts = [n for _, n in pairs if n]
-        return ({"top1": [v[0] for v, _ in pairs], "top5": [v[1] for v, _ in pairs]},
-                min(counts) if len(counts) == len(pairs) else None, which)
+        return (
+            {"top1": [v[0] for v, _ in pairs], "top5": [v[1] for v, _ in pairs]},
+            min(counts) if len(counts) == len(pairs) else None,
+            which,
+        )
 
     def ten_view(self) -> tuple[dict[str, list[float]], int | None]:
         if any(r.ten_view_top1_err is None or r.ten_view_top5_err is None for r in self.runs):
             return {}, None
         counts = [r.eval_images for r in self.runs if r.eval_images]
-        return ({"top1": [r.ten_view_top1_err for r in self.runs], "top5": [r.ten_view_top5_err for r in self.runs]},
-                min(counts) if len(counts) == len(self.runs) else None)
+        return (
+            {
+                "top1": [r.ten_view_top1_err for r in self.runs],
+                "top5": [r.ten_view_top5_err for r in self.runs],
+            },
+            min(counts) if len(counts) == len(self.runs) else None,
+        )
 
 
 def _seed(r: RunRecord) -> Any:
@@ -151,8 +209,10 @@ def find_baseline(groups: Sequence[Group], baseline: str | Path | None = None) -
         return clean[0]
     if not clean:
         raise ValueError("no baseline: every run has an ablation switched on; name one with --baseline RUN")
-    raise ValueError(f"{len(clean)} configurations have no ablation ({', '.join(g.name for g in clean)}); "
-                     "choose the baseline with --baseline RUN")
+    raise ValueError(
+        f"{len(clean)} configurations have no ablation ({', '.join(g.name for g in clean)}); "
+        "choose the baseline with --baseline RUN"
+    )
 
 
 # --------------------------------------------------------------------------------------- rows
@@ -222,12 +282,17 @@ def compare_runs(groups: Sequence[Group], baseline: Group) -> list[Row]:
     rows = []
     for g in [baseline] + [x for x in groups if x is not baseline]:
         runs = g.runs
-        row = Row(run=g.name, runs=[r.name for r in runs], seeds=len(runs),
-                  ablation="baseline" if g is baseline else "", epochs=min((r.epochs for r in runs if r.epochs is not None), default=None),
-                  planned_epochs=g.config.get("train", {}).get("epochs"),
-                  images_seen=max((r.images_seen for r in runs if r.images_seen is not None), default=None),
-                  wall_time_s=_mean([r.wall_time_s for r in runs]),
-                  train_top1_err=_mean([r.train_top1_err for r in runs]))
+        row = Row(
+            run=g.name,
+            runs=[r.name for r in runs],
+            seeds=len(runs),
+            ablation="baseline" if g is baseline else "",
+            epochs=min((r.epochs for r in runs if r.epochs is not None), default=None),
+            planned_epochs=g.config.get("train", {}).get("epochs"),
+            images_seen=max((r.images_seen for r in runs if r.images_seen is not None), default=None),
+            wall_time_s=_mean([r.wall_time_s for r in runs]),
+            train_top1_err=_mean([r.train_top1_err for r in runs]),
+        )
         centre, n, row.centre_source = _centre(g)
         ten, n10 = g.ten_view()
         row.val_images = n
@@ -277,12 +342,21 @@ def compare(paths: Sequence[str | Path], baseline: str | Path | None = None, fmt
 
 # ------------------------------------------------------------------------------- the command
 
+
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", metavar="RUN",
-                   help="run directories (a folder without config.toml stands for the runs inside it)")
-    p.add_argument("--baseline", default=None, metavar="RUN",
-                   help="the baseline run, or any seed of it (default: the one configuration with none "
-                        "of the ablations)")
+    p.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="run directories (a folder without config.toml stands for the runs inside it)",
+    )
+    p.add_argument(
+        "--baseline",
+        default=None,
+        metavar="RUN",
+        help="the baseline run, or any seed of it (default: the one configuration with none "
+        "of the ablations)",
+    )
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--csv", dest="fmt", action="store_const", const="csv", help="print CSV")
     fmt.add_argument("--json", dest="fmt", action="store_const", const="json", help="print JSON")

@@ -7,18 +7,29 @@ from __future__ import annotations
 import json
 import sys
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from alexnet.config import Config, ConfigError, config_from_dict, config_to_dict, load_config, upgrade
 
-
-IGNORED_KEYS = frozenset({
-    "train.name", "train.runs_dir", "train.devices", "train.grouped_when_single_device",
-    "train.checkpoint_minutes", "train.keep_last", "train.log_every", "train.channels_last",
-    "train.compile", "data.workers", "eval.batch_size", "eval.ten_view",
-})
+IGNORED_KEYS = frozenset(
+    {
+        "train.name",
+        "train.runs_dir",
+        "train.devices",
+        "train.grouped_when_single_device",
+        "train.checkpoint_minutes",
+        "train.keep_last",
+        "train.log_every",
+        "train.channels_last",
+        "train.compile",
+        "data.workers",
+        "eval.batch_size",
+        "eval.ten_view",
+    }
+)
 """Bookkeeping keys that do not change what is trained, left out of the config diff."""
 
 
@@ -27,12 +38,16 @@ def flatten(cfg: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {f"{s}.{k}": v for s, values in cfg.items() for k, v in values.items()}
 
 
-def config_diff(run: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, Any]]:
+def config_diff(
+    run: dict[str, dict[str, Any]], baseline: dict[str, dict[str, Any]]
+) -> dict[str, tuple[Any, Any]]:
     """Keys whose values differ, as ``key -> (baseline value, run value)``, bookkeeping keys left out."""
     a, b = flatten(baseline), flatten(run)
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if k not in IGNORED_KEYS and a.get(k) != b.get(k)}
-
+    return {
+        k: (a.get(k), b.get(k))
+        for k in sorted(set(a) | set(b))
+        if k not in IGNORED_KEYS and a.get(k) != b.get(k)
+    }
 
 
 # ------------------------------------------------------------------------------------------- runs
@@ -50,10 +65,10 @@ class RunRecord:
     centre_top5_err: float | None = None
     ten_view_top1_err: float | None = None
     ten_view_top5_err: float | None = None
-    centre_source: str = ""          # "eval.json", "metrics.jsonl" (last epoch's validation) or ""
+    centre_source: str = ""  # "eval.json", "metrics.jsonl" (last epoch's validation) or ""
     eval_centre: tuple[float | None, float | None] | None = None  # eval.json's centre top-1, top-5
-    last_val: tuple[float | None, float | None] | None = None     # last epoch's validation top-1, top-5
-    eval_images: int | None = None   # validation images behind eval.json's errors
+    last_val: tuple[float | None, float | None] | None = None  # last epoch's validation top-1, top-5
+    eval_images: int | None = None  # validation images behind eval.json's errors
     last_val_images: int | None = None  # ... behind the last epoch's validation errors
     notes: list[str] = field(default_factory=list)
 
@@ -85,10 +100,14 @@ def _checkpoint_config(run: Path) -> dict[str, dict[str, Any]] | None:
         if ckpt.is_file():
             try:
                 import torch
+
                 state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
                 return config_to_dict(config_from_dict(state["config"], str(ckpt)))
             except Exception as e:  # unreadable or foreign checkpoint: fall back to config.toml
-                print(f"alexnet compare: {ckpt}: cannot read its config ({e}); using config.toml", file=sys.stderr)
+                print(
+                    f"alexnet compare: {ckpt}: cannot read its config ({e}); using config.toml",
+                    file=sys.stderr,
+                )
                 return None
     return None
 
@@ -123,9 +142,14 @@ def read_run(path: str | Path) -> RunRecord:
         drift = config_diff(ckpt_config, config)
         if drift:  # config.toml rewritten after training (e.g. a refused resume): trust the weights' own
             keys = ", ".join(drift)
-            notes.append(f"config.toml differs from the checkpoint's config in {keys}; using the checkpoint's")
-            print(f"alexnet compare: {cfg_path} differs from the config saved in its checkpoint in {keys}; "
-                  "using the checkpoint's", file=sys.stderr)
+            notes.append(
+                f"config.toml differs from the checkpoint's config in {keys}; using the checkpoint's"
+            )
+            print(
+                f"alexnet compare: {cfg_path} differs from the config saved in its checkpoint in {keys}; "
+                "using the checkpoint's",
+                file=sys.stderr,
+            )
             config = ckpt_config
     run = RunRecord(path=path, config=config, notes=notes)
     metrics_path = path / "metrics.jsonl"
@@ -174,5 +198,3 @@ def expand_runs(paths: Sequence[str | Path]) -> list[Path]:
             raise ValueError(f"{p}: not a run directory (no config.toml) and holds none")
         out += inner
     return out
-
-

@@ -1,4 +1,5 @@
-"""``alexnet compare``'s table as markdown, CSV or JSON (rows from :func:`alexnet.commands.compare.compare_runs`).
+"""``alexnet compare``'s table as markdown, CSV or JSON (rows from
+:func:`alexnet.commands.compare.compare_runs`).
 
 Errors and differences are printed in percentage points with their 95 % interval in brackets
 (:mod:`alexnet.evaluation.intervals`); a difference whose interval contains 0 — one the runs cannot tell from
@@ -11,7 +12,8 @@ import csv
 import io
 import json
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from twogpu.timing import format_duration
 
@@ -39,8 +41,10 @@ def _cell(row: Any, name: str, fmt: Callable[[float | None], str]) -> str:
 
 
 def _pair(row: Any, prefix: str, fmt: Callable[[float | None], str]) -> str:
-    a, b = _cell(row, f"{prefix}_top1{'' if prefix.startswith('d_') else '_err'}", fmt), \
-        _cell(row, f"{prefix}_top5{'' if prefix.startswith('d_') else '_err'}", fmt)
+    a, b = (
+        _cell(row, f"{prefix}_top1{'' if prefix.startswith('d_') else '_err'}", fmt),
+        _cell(row, f"{prefix}_top5{'' if prefix.startswith('d_') else '_err'}", fmt),
+    )
     return "–" if a == b == "–" else f"{a} / {b}"
 
 
@@ -50,8 +54,20 @@ def _duration(s: float | None) -> str:
 
 def to_markdown(rows: Sequence[Any]) -> str:
     """The table in markdown; errors and differences in percentage points with 95 % intervals."""
-    head = ["run", "ablation", "seeds", "epochs", "images seen", "wall time", "train top-1",
-            "top-1 / top-5 centre", "top-1 / top-5 10-view", "Δ centre", "Δ 10-view", "paper Δ"]
+    head = [
+        "run",
+        "ablation",
+        "seeds",
+        "epochs",
+        "images seen",
+        "wall time",
+        "train top-1",
+        "top-1 / top-5 centre",
+        "top-1 / top-5 10-view",
+        "Δ centre",
+        "Δ 10-view",
+        "paper Δ",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         ablation = r.ablation + (f" (also {r.other_changes})" if r.other_changes else "")
@@ -59,27 +75,42 @@ def to_markdown(rows: Sequence[Any]) -> str:
         epochs = "–" if r.epochs is None else str(r.epochs)
         if r.epochs is not None and r.planned_epochs and r.epochs < r.planned_epochs:
             epochs += f" of {r.planned_epochs}"  # stopped early (interrupted, diverged) or still running
-        cells = [r.run, ablation, str(r.seeds), epochs,
-                 "–" if r.images_seen is None else f"{r.images_seen:,}", _duration(r.wall_time_s),
-                 _pct(r.train_top1_err), centre, _pair(r, "ten_view", _pct),
-                 _pair(r, "d_centre", _dpct) + (" *" if r.d_centre_source == "metrics.jsonl" else ""),
-                 _pair(r, "d_ten_view", _dpct), r.paper_claim or "–"]
+        cells = [
+            r.run,
+            ablation,
+            str(r.seeds),
+            epochs,
+            "–" if r.images_seen is None else f"{r.images_seen:,}",
+            _duration(r.wall_time_s),
+            _pct(r.train_top1_err),
+            centre,
+            _pair(r, "ten_view", _pct),
+            _pair(r, "d_centre", _dpct) + (" *" if r.d_centre_source == "metrics.jsonl" else ""),
+            _pair(r, "d_ten_view", _dpct),
+            r.paper_claim or "–",
+        ]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     lines.append("")
-    lines.append("Errors in %, averaged over the seeds. Δ = the ablation's error minus the baseline's, in "
-                 "points (positive: removing the feature hurt, as the paper claims). [low, high]: 95 % "
-                 "interval — binomial on the validation images (Wilson; Newcombe for Δ, conservative since "
-                 "both runs see the same images), widened by the seeds' spread when there are two or more "
-                 "(t interval). ? marks a Δ whose interval contains 0: these runs cannot tell it from "
-                 "noise. Train top-1 is the last epoch's, measured with augmentation and dropout on.")
+    lines.append(
+        "Errors in %, averaged over the seeds. Δ = the ablation's error minus the baseline's, in "
+        "points (positive: removing the feature hurt, as the paper claims). [low, high]: 95 % "
+        "interval — binomial on the validation images (Wilson; Newcombe for Δ, conservative since "
+        "both runs see the same images), widened by the seeds' spread when there are two or more "
+        "(t interval). ? marks a Δ whose interval contains 0: these runs cannot tell it from "
+        "noise. Train top-1 is the last epoch's, measured with augmentation and dropout on."
+    )
     if any(r.seeds < 2 for r in rows):
-        lines.append("Configurations run with one seed: their intervals leave out run-to-run variation "
-                     "(`make ablations-demo SEEDS=N` runs N seeds of each).")
+        lines.append(
+            "Configurations run with one seed: their intervals leave out run-to-run variation "
+            "(`make ablations-demo SEEDS=N` runs N seeds of each)."
+        )
     if any(r.val_images is None and r.centre_top1_err is not None for r in rows):
         lines.append("No interval where the number of validation images is not recorded.")
     if any("metrics.jsonl" in (r.centre_source, r.d_centre_source) for r in rows):
-        lines.append("* the last epoch's validation error from metrics.jsonl (no eval.json for this run or the "
-                     "baseline; `alexnet evaluate` gives the chosen checkpoint's error and the 10-view error).")
+        lines.append(
+            "* the last epoch's validation error from metrics.jsonl (no eval.json for this run or the "
+            "baseline; `alexnet evaluate` gives the chosen checkpoint's error and the 10-view error)."
+        )
     return "\n".join(lines)
 
 

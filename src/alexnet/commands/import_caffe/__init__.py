@@ -21,7 +21,6 @@ file (pooling before LRN) is refused too, because the preset would not compute w
 from __future__ import annotations
 
 import argparse
-
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +35,49 @@ from twogpu.checkpoint import save_atomic
 # AlexNet's layers in Caffe's order (models/bvlc_alexnet/deploy.prototxt): (type, name or None when
 # any name will do). Layers without weights of other types (data, loss, softmax, split) are ignored.
 ALEXNET_LAYERS: tuple[tuple[str, str | None], ...] = (
-    ("Convolution", "conv1"), ("ReLU", None), ("LRN", None), ("Pooling", None),
-    ("Convolution", "conv2"), ("ReLU", None), ("LRN", None), ("Pooling", None),
-    ("Convolution", "conv3"), ("ReLU", None),
-    ("Convolution", "conv4"), ("ReLU", None),
-    ("Convolution", "conv5"), ("ReLU", None), ("Pooling", None),
-    ("InnerProduct", "fc6"), ("ReLU", None), ("Dropout", None),
-    ("InnerProduct", "fc7"), ("ReLU", None), ("Dropout", None),
+    ("Convolution", "conv1"),
+    ("ReLU", None),
+    ("LRN", None),
+    ("Pooling", None),
+    ("Convolution", "conv2"),
+    ("ReLU", None),
+    ("LRN", None),
+    ("Pooling", None),
+    ("Convolution", "conv3"),
+    ("ReLU", None),
+    ("Convolution", "conv4"),
+    ("ReLU", None),
+    ("Convolution", "conv5"),
+    ("ReLU", None),
+    ("Pooling", None),
+    ("InnerProduct", "fc6"),
+    ("ReLU", None),
+    ("Dropout", None),
+    ("InnerProduct", "fc7"),
+    ("ReLU", None),
+    ("Dropout", None),
     ("InnerProduct", "fc8"),
 )
 CHECKED_TYPES = {t for t, _ in ALEXNET_LAYERS}
 
 WEIGHT_SHAPES: dict[str, tuple[int | None, ...]] = {
-    "conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
-    "conv4": (384, 192, 3, 3), "conv5": (256, 192, 3, 3),
-    "fc6": (4096, 9216), "fc7": (4096, 4096), "fc8": (None, 4096),
+    "conv1": (96, 3, 11, 11),
+    "conv2": (256, 48, 5, 5),
+    "conv3": (384, 256, 3, 3),
+    "conv4": (384, 192, 3, 3),
+    "conv5": (256, 192, 3, 3),
+    "fc6": (4096, 9216),
+    "fc7": (4096, 4096),
+    "fc8": (None, 4096),
 }
 """Section 3.5's shapes; ``None``: fc8's number of classes (1000 for ILSVRC) is read from the file."""
-CONV_GEOMETRY = {"conv1": (4, 0, 1), "conv2": (1, 2, 2), "conv3": (1, 1, 1), "conv4": (1, 1, 2), "conv5": (1, 1, 2)}
+CONV_GEOMETRY = {
+    "conv1": (4, 0, 1),
+    "conv2": (1, 2, 2),
+    "conv3": (1, 1, 1),
+    "conv4": (1, 1, 2),
+    "conv5": (1, 1, 2),
+}
 """(stride, pad, group) of each convolution (Figure 2; Caffe's deploy.prototxt)."""
 BGR_TO_RGB = [2, 1, 0]
 
@@ -66,20 +90,29 @@ def _check_sequence(path: Path, layers: list[CaffeLayer]) -> list[CaffeLayer]:
     """The file's layers of AlexNet's types, in order, matched against :data:`ALEXNET_LAYERS`."""
     for layer in layers:
         if layer.blobs and layer.name not in WEIGHT_SHAPES:
-            raise _refuse(path, f"layer {layer.name!r} ({layer.type}) has learnt weights and is not one of "
-                                f"AlexNet's {', '.join(WEIGHT_SHAPES)}")
+            raise _refuse(
+                path,
+                f"layer {layer.name!r} ({layer.type}) has learnt weights and is not one of "
+                f"AlexNet's {', '.join(WEIGHT_SHAPES)}",
+            )
     main = [layer for layer in layers if layer.type in CHECKED_TYPES]
     for i, (want_type, want_name) in enumerate(ALEXNET_LAYERS):
         if i >= len(main):
-            raise _refuse(path, f"the file ends after {len(main)} of AlexNet's {len(ALEXNET_LAYERS)} layers "
-                                f"(missing {want_type} {want_name or ''}); it may be truncated")
+            raise _refuse(
+                path,
+                f"the file ends after {len(main)} of AlexNet's {len(ALEXNET_LAYERS)} layers "
+                f"(missing {want_type} {want_name or ''}); it may be truncated",
+            )
         got = main[i]
         if got.type != want_type or (want_name and got.name != want_name):
             hint = ""
             if got.type == "Pooling" and want_type == "LRN":
                 hint = " (pooling before normalisation is bvlc_reference_caffenet's order, not AlexNet's)"
-            raise _refuse(path, f"layer {i + 1} of the network is {got.type} {got.name!r} where AlexNet has "
-                                f"{want_type} {want_name or ''}{hint}".replace("  ", " "))
+            raise _refuse(
+                path,
+                f"layer {i + 1} of the network is {got.type} {got.name!r} where AlexNet has "
+                f"{want_type} {want_name or ''}{hint}".replace("  ", " "),
+            )
     if len(main) > len(ALEXNET_LAYERS):
         extra = main[len(ALEXNET_LAYERS)]
         raise _refuse(path, f"layer {extra.type} {extra.name!r} follows fc8")
@@ -95,11 +128,14 @@ def _weights(path: Path, layer: CaffeLayer) -> tuple[np.ndarray, np.ndarray]:
 
     def fit(blob: np.ndarray, shape: tuple[int | None, ...], what: str) -> np.ndarray:
         dims = blob.shape
-        if len(dims) == 4 and len(shape) < 4 and all(d == 1 for d in dims[:4 - len(shape)]):
-            dims = dims[4 - len(shape):]                # legacy num/channels/height/width
+        if len(dims) == 4 and len(shape) < 4 and all(d == 1 for d in dims[: 4 - len(shape)]):
+            dims = dims[4 - len(shape) :]  # legacy num/channels/height/width
         if len(dims) != len(shape) or any(s is not None and d != s for d, s in zip(dims, shape)):
             want_s = "×".join("C" if s is None else str(s) for s in shape)
-            raise _refuse(path, f"{layer.name}'s {what} has shape {'×'.join(map(str, blob.shape))}, AlexNet's is {want_s}")
+            raise _refuse(
+                path,
+                f"{layer.name}'s {what} has shape {'×'.join(map(str, blob.shape))}, AlexNet's is {want_s}",
+            )
         return blob.reshape(dims)
 
     w = fit(layer.blobs[0], want, "weight")
@@ -117,8 +153,11 @@ def _check_params(path: Path, main: list[CaffeLayer]) -> dict[str, Any]:
             pad = c.get("pad_h") or (c["pad"][0] if c["pad"] else 0)
             got = (stride, pad, c["group"])
             if got != CONV_GEOMETRY[layer.name] or any(d != 1 for d in c["dilation"]):
-                raise _refuse(path, f"{layer.name} has (stride, pad, group) = {got}, AlexNet's is "
-                                    f"{CONV_GEOMETRY[layer.name]}")
+                raise _refuse(
+                    path,
+                    f"{layer.name} has (stride, pad, group) = {got}, AlexNet's is "
+                    f"{CONV_GEOMETRY[layer.name]}",
+                )
             if not c["bias_term"]:
                 raise _refuse(path, f"{layer.name} has no biases")
         elif layer.type == "InnerProduct" and "inner_product" in p:
@@ -127,27 +166,49 @@ def _check_params(path: Path, main: list[CaffeLayer]) -> dict[str, Any]:
                 raise _refuse(path, f"{layer.name} is a transposed, non-axis-1 or bias-free inner product")
         elif layer.type == "Pooling" and "pooling" in p:
             q = p["pooling"]
-            got = (q["pool"], q.get("kernel_size") or q.get("kernel_h"), q.get("stride_h") or q["stride"], q["pad"])
+            got = (
+                q["pool"],
+                q.get("kernel_size") or q.get("kernel_h"),
+                q.get("stride_h") or q["stride"],
+                q["pad"],
+            )
             if got != (0, 3, 2, 0) or q["global_pooling"]:
-                raise _refuse(path, f"pooling layer {layer.name!r} has (method, size, stride, pad) = {got}, "
-                                    f"AlexNet's is max pooling (0, 3, 2, 0) (section 3.4)")
+                raise _refuse(
+                    path,
+                    f"pooling layer {layer.name!r} has (method, size, stride, pad) = {got}, "
+                    f"AlexNet's is max pooling (0, 3, 2, 0) (section 3.4)",
+                )
     norms = [layer for layer in main if layer.type == "LRN"]
-    lrn = [n.params.get("lrn", {"local_size": 5, "alpha": 1.0, "beta": 0.75, "norm_region": 0, "k": 1.0})
-           for n in norms]
+    lrn = [
+        n.params.get("lrn", {"local_size": 5, "alpha": 1.0, "beta": 0.75, "norm_region": 0, "k": 1.0})
+        for n in norms
+    ]
     for n, q in zip(norms, lrn):
         if q["norm_region"] != 0:
             raise _refuse(path, f"LRN layer {n.name!r} normalises within channels, AlexNet across channels")
         if q["local_size"] % 2 == 0:
             raise _refuse(path, f"LRN layer {n.name!r} has an even window ({q['local_size']})")
     if lrn[0] != lrn[1]:
-        raise _refuse(path, f"{norms[0].name!r} and {norms[1].name!r} have different LRN parameters "
-                            f"({lrn[0]} / {lrn[1]})")
-    drops = [layer.params.get("dropout", {"dropout_ratio": 0.5})["dropout_ratio"]
-             for layer in main if layer.type == "Dropout"]
-    def f32(v: float) -> float:                     # the float32 stored, as the decimal written
+        raise _refuse(
+            path,
+            f"{norms[0].name!r} and {norms[1].name!r} have different LRN parameters ({lrn[0]} / {lrn[1]})",
+        )
+    drops = [
+        layer.params.get("dropout", {"dropout_ratio": 0.5})["dropout_ratio"]
+        for layer in main
+        if layer.type == "Dropout"
+    ]
+
+    def f32(v: float) -> float:  # the float32 stored, as the decimal written
         return float(f"{v:.7g}")
-    return {"lrn_size": lrn[0]["local_size"], "lrn_alpha": f32(lrn[0]["alpha"]), "lrn_beta": f32(lrn[0]["beta"]),
-            "lrn_k": f32(lrn[0]["k"]), "dropout": f32(drops[0])}
+
+    return {
+        "lrn_size": lrn[0]["local_size"],
+        "lrn_alpha": f32(lrn[0]["alpha"]),
+        "lrn_beta": f32(lrn[0]["beta"]),
+        "lrn_k": f32(lrn[0]["k"]),
+        "dropout": f32(drops[0]),
+    }
 
 
 def read_alexnet(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -162,7 +223,7 @@ def read_alexnet(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         if layer.name in WEIGHT_SHAPES:
             w, b = _weights(path, layer)
             if layer.name == "conv1":
-                w = w[:, BGR_TO_RGB]                    # Caffe feeds BGR images, we feed RGB
+                w = w[:, BGR_TO_RGB]  # Caffe feeds BGR images, we feed RGB
             state[f"{layer.name}.weight"] = torch.tensor(np.ascontiguousarray(w), dtype=torch.float32)
             state[f"{layer.name}.bias"] = torch.tensor(np.ascontiguousarray(b), dtype=torch.float32)
     settings["num_classes"] = int(state["fc8.weight"].shape[0])
@@ -177,24 +238,34 @@ def read_mean(path: str | Path) -> torch.Tensor:
         raise CaffeFormatError(f"{path}: holds no image data: not a mean .binaryproto (a .caffemodel?)")
     shape = blob.shape[1:] if blob.ndim == 4 and blob.shape[0] == 1 else blob.shape
     if len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2]:
-        raise CaffeFormatError(f"{path}: a mean image must be 3 × S × S (BGR), this blob is "
-                               f"{'×'.join(map(str, blob.shape)) or 'empty'}")
+        raise CaffeFormatError(
+            f"{path}: a mean image must be 3 × S × S (BGR), this blob is "
+            f"{'×'.join(map(str, blob.shape)) or 'empty'}"
+        )
     return torch.tensor(np.ascontiguousarray(blob.reshape(shape)[BGR_TO_RGB]), dtype=torch.float32)
 
 
-def import_caffe(model_path: str | Path, out: str | Path, mean_path: str | Path | None = None, *,
-                 force: bool = False, log=print) -> Path:
+def import_caffe(
+    model_path: str | Path,
+    out: str | Path,
+    mean_path: str | Path | None = None,
+    *,
+    force: bool = False,
+    log=print,
+) -> Path:
     """Convert a ``.caffemodel`` (and optionally its mean ``.binaryproto``) into a two-tower
     checkpoint with the ``caffe`` preset, loadable by ``evaluate``, ``predict``, ``figures`` and
     ``torch.hub``. Refuses to overwrite ``out`` unless ``force``."""
     out = Path(out)
     if out.exists() and not force:
         raise ValueError(f"{out} exists; choose another --out or pass --force to replace it")
-    mean = read_mean(mean_path) if mean_path is not None else None   # the small file first
+    mean = read_mean(mean_path) if mean_path is not None else None  # the small file first
     side = model_preset("caffe").input_size
     if mean is not None and mean.shape[-1] < side:
-        raise CaffeFormatError(f"{mean_path}: the mean image is {mean.shape[-1]}×{mean.shape[-1]}, smaller "
-                               f"than the {side}×{side} input")
+        raise CaffeFormatError(
+            f"{mean_path}: the mean image is {mean.shape[-1]}×{mean.shape[-1]}, smaller "
+            f"than the {side}×{side} input"
+        )
     grouped, settings = read_alexnet(model_path)
     num_classes = settings.pop("num_classes")
     model_cfg = model_preset("caffe", num_classes=num_classes, **settings)
@@ -203,21 +274,34 @@ def import_caffe(model_path: str | Path, out: str | Path, mean_path: str | Path 
     if mean is not None:
         side = mean.shape[-1]
         from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
+
         data_cfg = DataConfig(image_size=side)
-        extra["stats"] = {"mean": mean, "eigval": torch.tensor(IMAGENET_EIGVAL),
-                          "eigvec": torch.tensor(IMAGENET_EIGVEC)}
+        extra["stats"] = {
+            "mean": mean,
+            "eigval": torch.tensor(IMAGENET_EIGVAL),
+            "eigvec": torch.tensor(IMAGENET_EIGVEC),
+        }
     cfg = Config(model=model_cfg, data=data_cfg)
-    state = to_two_tower_state(grouped, model_cfg)   # views: each Caffe blob's storage is saved once
+    state = to_two_tower_state(grouped, model_cfg)  # views: each Caffe blob's storage is saved once
     _check_loads(state, cfg)
     if num_classes == 1000:
         from alexnet.data.classes import imagenet_categories
-        extra["class_names"] = imagenet_categories()    # Caffe's synsets.txt order = sorted wnids
-    checkpoint = {"model": state, "config": config_to_dict(cfg), "step": 0, "epoch": 0,
-                  "imported_from": {"caffemodel": str(model_path), "mean": str(mean_path or "")}, **extra}
+
+        extra["class_names"] = imagenet_categories()  # Caffe's synsets.txt order = sorted wnids
+    checkpoint = {
+        "model": state,
+        "config": config_to_dict(cfg),
+        "step": 0,
+        "epoch": 0,
+        "imported_from": {"caffemodel": str(model_path), "mean": str(mean_path or "")},
+        **extra,
+    }
     save_atomic(checkpoint, out)
     total = sum(t.numel() for t in state.values())
-    log(f"{model_path}: AlexNet, {num_classes} classes, {total:,} parameters; LRN n={model_cfg.lrn_size} "
-        f"α={model_cfg.lrn_alpha:g} β={model_cfg.lrn_beta:g} k={model_cfg.lrn_k:g}")
+    log(
+        f"{model_path}: AlexNet, {num_classes} classes, {total:,} parameters; LRN n={model_cfg.lrn_size} "
+        f"α={model_cfg.lrn_alpha:g} β={model_cfg.lrn_beta:g} k={model_cfg.lrn_k:g}"
+    )
     log(f"wrote {out} (preset 'caffe'{', mean image ' + str(mean_path) if mean_path else ', no mean image'})")
     return out
 
@@ -226,23 +310,34 @@ def _check_loads(state: dict[str, torch.Tensor], cfg: Config) -> None:
     """The converted tensors fill the two-tower model exactly (names and shapes), checked on the
     meta device (no memory, no arithmetic)."""
     from alexnet.models.model import AlexNet
+
     model = AlexNet(devices=("meta", "meta"), preset=cfg.model)
     model.load_state_dict(state, strict=True, assign=True)
 
 
 # ------------------------------------------------------------------------------- the command
 
+
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL.caffemodel", help="Caffe's trained AlexNet, e.g. bvlc_alexnet.caffemodel")
-    p.add_argument("--mean", default=None, metavar="MEAN.binaryproto",
-                   help="Caffe's mean image, e.g. imagenet_mean.binaryproto (stored in the checkpoint)")
+    p.add_argument(
+        "model", metavar="MODEL.caffemodel", help="Caffe's trained AlexNet, e.g. bvlc_alexnet.caffemodel"
+    )
+    p.add_argument(
+        "--mean",
+        default=None,
+        metavar="MEAN.binaryproto",
+        help="Caffe's mean image, e.g. imagenet_mean.binaryproto (stored in the checkpoint)",
+    )
     p.add_argument("--out", required=True, metavar="CHECKPOINT", help="checkpoint file (.pt) to write")
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
 
 
 def run(args: argparse.Namespace) -> int:
     from alexnet.console import alexnet_command
+
     out = import_caffe(args.model, args.out, args.mean, force=args.force)
-    print(f"next: {alexnet_command('evaluate', 'DATA', '--checkpoint', str(out))}   "
-          f"(DATA with ILSVRC-2012's 1000 wnid folders; only its val/ is read)")
+    print(
+        f"next: {alexnet_command('evaluate', 'DATA', '--checkpoint', str(out))}   "
+        f"(DATA with ILSVRC-2012's 1000 wnid folders; only its val/ is read)"
+    )
     return 0

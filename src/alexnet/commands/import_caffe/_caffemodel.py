@@ -19,9 +19,10 @@ first released. Blobs carry their shape as ``BlobShape shape = 7`` or as the old
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -41,9 +42,22 @@ L_PARAMS = {"convolution": 106, "inner_product": 117, "lrn": 118, "pooling": 121
 # V1LayerParameter
 V1_V0_LAYER, V1_BOTTOM, V1_TOP, V1_NAME, V1_TYPE, V1_BLOBS = 1, 2, 3, 4, 5, 6
 V1_PARAMS = {"convolution": 10, "inner_product": 17, "lrn": 18, "pooling": 19, "dropout": 12}
-V1_TYPES = {1: "Accuracy", 3: "Concat", 4: "Convolution", 5: "Data", 6: "Dropout", 12: "ImageData",
-            14: "InnerProduct", 15: "LRN", 17: "Pooling", 18: "ReLU", 20: "Softmax",
-            21: "SoftmaxWithLoss", 22: "Split", 29: "MemoryData"}
+V1_TYPES = {
+    1: "Accuracy",
+    3: "Concat",
+    4: "Convolution",
+    5: "Data",
+    6: "Dropout",
+    12: "ImageData",
+    14: "InnerProduct",
+    15: "LRN",
+    17: "Pooling",
+    18: "ReLU",
+    20: "Softmax",
+    21: "SoftmaxWithLoss",
+    22: "Split",
+    29: "MemoryData",
+}
 """V1LayerParameter.LayerType values of the layers an AlexNet file holds (others keep their number)."""
 # BlobProto
 B_NUM, B_CHANNELS, B_HEIGHT, B_WIDTH, B_DATA, B_SHAPE, B_DOUBLE_DATA = 1, 2, 3, 4, 5, 7, 8
@@ -57,14 +71,17 @@ class _Reader:
         self.buf, self.path, self.what = buf, path, what
 
     def fail(self, offset: int, problem: str) -> CaffeFormatError:
-        return CaffeFormatError(f"{self.path}: {problem} at byte {offset:,} of {len(self.buf):,} "
-                                f"(reading {self.what})")
+        return CaffeFormatError(
+            f"{self.path}: {problem} at byte {offset:,} of {len(self.buf):,} (reading {self.what})"
+        )
 
     def varint(self, pos: int, end: int) -> tuple[int, int]:
         result = shift = 0
         while True:
             if pos >= end:
-                raise self.fail(pos, "the data ends inside a number: the file is truncated or not a Caffe file")
+                raise self.fail(
+                    pos, "the data ends inside a number: the file is truncated or not a Caffe file"
+                )
             byte = self.buf[pos]
             pos += 1
             result |= (byte & 0x7F) << shift
@@ -89,8 +106,11 @@ class _Reader:
             elif wire == BYTES:
                 length, pos = self.varint(pos, end)
                 if pos + length > end:
-                    raise self.fail(at, f"field {number} claims {length:,} bytes but only {end - pos:,} "
-                                        f"remain: the file is truncated (or not a Caffe file)")
+                    raise self.fail(
+                        at,
+                        f"field {number} claims {length:,} bytes but only {end - pos:,} "
+                        f"remain: the file is truncated (or not a Caffe file)",
+                    )
                 value, pos = (pos, pos + length), pos + length
             elif wire in (FIXED32, FIXED64):
                 size = 4 if wire == FIXED32 else 8
@@ -98,13 +118,14 @@ class _Reader:
                     raise self.fail(at, "the data ends inside a number: the file is truncated")
                 value, pos = pos, pos + size
             else:
-                raise self.fail(at, f"wire type {wire} (field {number}) does not occur in Caffe's files: "
-                                    f"not a Caffe file")
+                raise self.fail(
+                    at, f"wire type {wire} (field {number}) does not occur in Caffe's files: not a Caffe file"
+                )
             yield number, wire, value
 
     def text(self, span: tuple[int, int]) -> str:
         try:
-            return bytes(self.buf[span[0]:span[1]]).decode("utf-8")
+            return bytes(self.buf[span[0] : span[1]]).decode("utf-8")
         except UnicodeDecodeError:
             raise self.fail(span[0], "a name that is not UTF-8 text: not a Caffe file") from None
 
@@ -114,8 +135,11 @@ class _Reader:
         if wire == BYTES:
             start, end = value
             if (end - start) % size:
-                raise self.fail(start, f"packed field {number} is {end - start} bytes, not a whole number "
-                                       f"of {size}-byte values: the file is damaged")
+                raise self.fail(
+                    start,
+                    f"packed field {number} is {end - start} bytes, not a whole number "
+                    f"of {size}-byte values: the file is damaged",
+                )
             return np.frombuffer(self.buf, dtype, (end - start) // size, start)
         if wire != (FIXED32 if size == 4 else FIXED64):
             raise self.fail(value if isinstance(value, int) else 0, f"field {number} should hold numbers")
@@ -158,18 +182,45 @@ class CaffeLayer:
 # (field number, kind, repeated) of the parameters checked, per parameter message (same numbers in
 # the current and V1 encodings).
 PARAM_FIELDS: dict[str, dict[str, tuple[int, str, bool]]] = {
-    "convolution": {"num_output": (1, "int", False), "bias_term": (2, "int", False), "pad": (3, "int", True),
-                    "kernel_size": (4, "int", True), "group": (5, "int", False), "stride": (6, "int", True),
-                    "pad_h": (9, "int", False), "pad_w": (10, "int", False), "kernel_h": (11, "int", False),
-                    "kernel_w": (12, "int", False), "stride_h": (13, "int", False), "stride_w": (14, "int", False),
-                    "dilation": (18, "int", True)},
-    "inner_product": {"num_output": (1, "int", False), "bias_term": (2, "int", False), "axis": (5, "int", False),
-                      "transpose": (6, "int", False)},
-    "lrn": {"local_size": (1, "int", False), "alpha": (2, "float", False), "beta": (3, "float", False),
-            "norm_region": (4, "int", False), "k": (5, "float", False)},
-    "pooling": {"pool": (1, "int", False), "kernel_size": (2, "int", False), "stride": (3, "int", False),
-                "pad": (4, "int", False), "kernel_h": (5, "int", False), "kernel_w": (6, "int", False),
-                "stride_h": (7, "int", False), "stride_w": (8, "int", False), "global_pooling": (12, "int", False)},
+    "convolution": {
+        "num_output": (1, "int", False),
+        "bias_term": (2, "int", False),
+        "pad": (3, "int", True),
+        "kernel_size": (4, "int", True),
+        "group": (5, "int", False),
+        "stride": (6, "int", True),
+        "pad_h": (9, "int", False),
+        "pad_w": (10, "int", False),
+        "kernel_h": (11, "int", False),
+        "kernel_w": (12, "int", False),
+        "stride_h": (13, "int", False),
+        "stride_w": (14, "int", False),
+        "dilation": (18, "int", True),
+    },
+    "inner_product": {
+        "num_output": (1, "int", False),
+        "bias_term": (2, "int", False),
+        "axis": (5, "int", False),
+        "transpose": (6, "int", False),
+    },
+    "lrn": {
+        "local_size": (1, "int", False),
+        "alpha": (2, "float", False),
+        "beta": (3, "float", False),
+        "norm_region": (4, "int", False),
+        "k": (5, "float", False),
+    },
+    "pooling": {
+        "pool": (1, "int", False),
+        "kernel_size": (2, "int", False),
+        "stride": (3, "int", False),
+        "pad": (4, "int", False),
+        "kernel_h": (5, "int", False),
+        "kernel_w": (6, "int", False),
+        "stride_h": (7, "int", False),
+        "stride_w": (8, "int", False),
+        "global_pooling": (12, "int", False),
+    },
     "dropout": {"dropout_ratio": (1, "float", False)},
 }
 PARAM_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -216,21 +267,26 @@ def _blob(r: _Reader, span: tuple[int, int], where: str) -> np.ndarray:
     shape = tuple(dims) if dims is not None else tuple(legacy)
     data = chunks[0] if len(chunks) == 1 else (np.concatenate(chunks) if chunks else np.zeros(0, np.float32))
     if int(np.prod(shape)) != data.size:
-        raise CaffeFormatError(f"{r.path}: {where} declares shape {list(shape)} ({int(np.prod(shape)):,} values) "
-                               f"but holds {data.size:,} values: the file is damaged or truncated")
+        raise CaffeFormatError(
+            f"{r.path}: {where} declares shape {list(shape)} ({int(np.prod(shape)):,} values) "
+            f"but holds {data.size:,} values: the file is damaged or truncated"
+        )
     return data.reshape(shape)
 
 
 def _layer(r: _Reader, span: tuple[int, int], v1: bool) -> CaffeLayer:
-    name_f, type_f, bottom_f, top_f, blobs_f = ((V1_NAME, V1_TYPE, V1_BOTTOM, V1_TOP, V1_BLOBS) if v1 else
-                                                (L_NAME, L_TYPE, L_BOTTOM, L_TOP, L_BLOBS))
+    name_f, type_f, bottom_f, top_f, blobs_f = (
+        (V1_NAME, V1_TYPE, V1_BOTTOM, V1_TOP, V1_BLOBS) if v1 else (L_NAME, L_TYPE, L_BOTTOM, L_TOP, L_BLOBS)
+    )
     param_f = {num: kind for kind, num in (V1_PARAMS if v1 else L_PARAMS).items()}
     layer = CaffeLayer(name="", type="")
     blob_spans, param_spans = [], []
     for number, wire, value in r.fields(*span):
         if v1 and number == V1_V0_LAYER:
-            raise CaffeFormatError(f"{r.path}: written by a Caffe older than 2014 (V0 layers); convert it "
-                                   f"with Caffe's tools/upgrade_net_proto_binary first")
+            raise CaffeFormatError(
+                f"{r.path}: written by a Caffe older than 2014 (V0 layers); convert it "
+                f"with Caffe's tools/upgrade_net_proto_binary first"
+            )
         if number == name_f and wire == BYTES:
             layer.name = r.text(value)
         elif number == type_f:
@@ -267,8 +323,10 @@ def read_net(path: str | Path) -> tuple[str, list[CaffeLayer]]:
     buf = _read_bytes(path)
     head = bytes(buf[:64]).lstrip()
     if head.startswith((b"name:", b"layer", b"input", b"#", b"layers")):
-        raise CaffeFormatError(f"{path} is a text prototxt (the network's description); the weights are in the "
-                               f"binary .caffemodel file")
+        raise CaffeFormatError(
+            f"{path} is a text prototxt (the network's description); the weights are in the "
+            f"binary .caffemodel file"
+        )
     r = _Reader(buf, str(path), "the NetParameter")
     name, layers = "", []
     for number, wire, value in r.fields(0, len(buf)):
@@ -277,8 +335,9 @@ def read_net(path: str | Path) -> tuple[str, list[CaffeLayer]]:
         elif number in (NET_LAYER, NET_LAYERS_V1):
             if wire != BYTES:
                 blob = " (it looks like a .binaryproto blob, e.g. a mean file)" if wire == VARINT else ""
-                raise CaffeFormatError(f"{path}: not a Caffe model (.caffemodel): field {number} should be "
-                                       f"a layer{blob}")
+                raise CaffeFormatError(
+                    f"{path}: not a Caffe model (.caffemodel): field {number} should be a layer{blob}"
+                )
             r.what = f"layer {len(layers)}"
             layers.append(_layer(r, value, v1=number == NET_LAYERS_V1))
             r.what = "the NetParameter"

@@ -23,7 +23,6 @@ Two jobs (paper section 2 for the size):
 from __future__ import annotations
 
 import argparse
-
 import contextlib
 import io
 import os
@@ -33,14 +32,14 @@ import struct
 import tarfile
 import tempfile
 import zlib
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator
 
+from alexnet.commands.prepare._matlab import read_mat_v5
 from alexnet.console import progress
 from alexnet.data.folders import DataError, find_classes
 from alexnet.data.images import IMAGE_EXTENSIONS, BadImage, SkippedImages, is_image_name, load_image
-from alexnet.commands.prepare._matlab import read_mat_v5
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -57,6 +56,7 @@ def _resize_one(job: tuple[str, str, int, int]) -> tuple[str, str, str]:
     """Worker: one file. Returns (status, path, detail) with status 'written' or a bad kind."""
     src, dst, size, quality = job
     from PIL import Image
+
     try:
         arr = load_image(src, size)
     except BadImage as e:
@@ -72,13 +72,21 @@ def _walk_images(root: Path) -> list[str]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found += [os.path.relpath(os.path.join(dirpath, f), root) for f in sorted(filenames)
-                  if is_image_name(f)]
+        found += [
+            os.path.relpath(os.path.join(dirpath, f), root) for f in sorted(filenames) if is_image_name(f)
+        ]
     return found
 
 
-def resize_tree(src: str | Path, dst: str | Path, *, size: int = 256, workers: int = -1, quality: int = 95,
-                show_progress: bool = True) -> dict[str, int]:
+def resize_tree(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    size: int = 256,
+    workers: int = -1,
+    quality: int = 95,
+    show_progress: bool = True,
+) -> dict[str, int]:
     """Write the ``size``×``size`` preprocessed copy of every image under ``src`` into ``dst``.
 
     Returns counts: ``written``, ``existing`` (already done by an earlier run), ``skipped`` (bad inputs).
@@ -94,7 +102,7 @@ def resize_tree(src: str | Path, dst: str | Path, *, size: int = 256, workers: i
     todo = [(str(src / r), str(dst / _resized_name(r)), size, quality) for r in rels]
     existing = sum(1 for j in todo if os.path.exists(j[1]))
     todo = [j for j in todo if not os.path.exists(j[1])]
-    for extra in ("meta.bin",):                      # class names travel with the copy
+    for extra in ("meta.bin",):  # class names travel with the copy
         if (src / extra).is_file() and not (dst / extra).exists():
             dst.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / extra, dst / extra)
@@ -127,15 +135,23 @@ def devkit_ground_truth(devkit: str | Path) -> tuple[dict[str, tuple[str, ...]],
     devkit = Path(devkit)
     if devkit.is_dir():
         base = devkit / "data" if (devkit / "data").is_dir() else next(devkit.glob("*/data"), devkit / "data")
-        meta, truth = (base / "meta.mat").read_bytes(), (base / "ILSVRC2012_validation_ground_truth.txt").read_text()
+        meta, truth = (
+            (base / "meta.mat").read_bytes(),
+            (base / "ILSVRC2012_validation_ground_truth.txt").read_text(),
+        )
     elif devkit.is_file():
         with tarfile.open(devkit) as tar:
+
             def member(suffix: str) -> bytes:
                 for m in tar.getmembers():
                     if m.name.endswith(suffix):
                         return tar.extractfile(m).read()  # type: ignore[union-attr]
                 raise DataError(f"{devkit}: no {suffix} inside")
-            meta, truth = member("data/meta.mat"), member("data/ILSVRC2012_validation_ground_truth.txt").decode()
+
+            meta, truth = (
+                member("data/meta.mat"),
+                member("data/ILSVRC2012_validation_ground_truth.txt").decode(),
+            )
     else:
         raise DataError(f"devkit {devkit} does not exist")
     try:
@@ -206,13 +222,13 @@ def extract_train(tar_path: str | Path, dst_train: str | Path) -> int:
             final = dst_train / wnid
             if (final / DONE).exists():
                 continue
-            for stale in dst_train.glob(f".{wnid}.*"):    # left by an interrupted run
+            for stale in dst_train.glob(f".{wnid}.*"):  # left by an interrupted run
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{wnid}.", dir=dst_train))
             with tarfile.open(fileobj=io.BufferedReader(outer.extractfile(m))) as inner:  # type: ignore[arg-type]
                 inner.extractall(tmp, filter="data")
             if final.exists():
-                shutil.rmtree(final)                      # an unfinished earlier attempt
+                shutil.rmtree(final)  # an unfinished earlier attempt
             os.replace(tmp, final)
             (final / DONE).touch()
             done += 1
@@ -228,14 +244,20 @@ def _leave_nothing_if_failed(folder: Path) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        for p in created:                                 # deepest first
+        for p in created:  # deepest first
             with contextlib.suppress(OSError):
-                p.rmdir()                                 # only if empty
+                p.rmdir()  # only if empty
         raise
 
 
-def prepare_imagenet(src: str | Path, dst: str | Path, *, val_dir: str | Path | None = None,
-                     val_labels: str | Path | None = None, devkit: str | Path | None = None) -> dict[str, int]:
+def prepare_imagenet(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    val_dir: str | Path | None = None,
+    val_labels: str | Path | None = None,
+    devkit: str | Path | None = None,
+) -> dict[str, int]:
     """Official ILSVRC-2012 files in ``src`` → ``dst/train/<wnid>/`` and ``dst/val/<wnid>/``. Problems
     with the inputs are found before ``dst`` is created; a failure later leaves no empty folders."""
     src, dst = Path(src), Path(dst)
@@ -249,9 +271,16 @@ def prepare_imagenet(src: str | Path, dst: str | Path, *, val_dir: str | Path | 
         return _prepare_imagenet(src, dst, val_dir=val_dir, val_labels=val_labels, devkit=devkit)
 
 
-def _prepare_imagenet(src: Path, dst: Path, *, val_dir: str | Path | None, val_labels: str | Path | None,
-                      devkit: str | Path | None) -> dict[str, int]:
+def _prepare_imagenet(
+    src: Path,
+    dst: Path,
+    *,
+    val_dir: str | Path | None,
+    val_labels: str | Path | None,
+    devkit: str | Path | None,
+) -> dict[str, int]:
     import torch
+
     counts = {"train_classes": 0, "val_images": 0}
     if (src / TRAIN_TAR).is_file():
         counts["train_classes"] = extract_train(src / TRAIN_TAR, dst / "train")
@@ -281,24 +310,42 @@ def _prepare_imagenet(src: Path, dst: Path, *, val_dir: str | Path | None, val_l
                 raise DataError(f"{flat} has {len(names)} images but the ground truth lists {len(val_wnids)}")
             truth = dict(zip(names, val_wnids))
         else:
-            raise DataError(f"validation images in {flat} need ground truth: pass --devkit "
-                            f"(ILSVRC2012_devkit_t12.tar.gz), put {DEVKIT} or meta.bin in {src}, or --val-labels FILE")
+            raise DataError(
+                f"validation images in {flat} need ground truth: pass --devkit "
+                f"(ILSVRC2012_devkit_t12.tar.gz), put {DEVKIT} or meta.bin in {src}, or --val-labels FILE"
+            )
         counts["val_images"] = sort_val(flat, dst / "val", truth)
         if flat == dst / ".val_flat":
-            shutil.rmtree(flat)                           # our own extraction, now linked into val/
+            shutil.rmtree(flat)  # our own extraction, now linked into val/
     return counts
 
 
 # ------------------------------------------------------------------------------- the command
 
+
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", metavar="SRC", help="folder with the official ILSVRC-2012 files, or (with --resize) any dataset")
+    p.add_argument(
+        "src",
+        metavar="SRC",
+        help="folder with the official ILSVRC-2012 files, or (with --resize) any dataset",
+    )
     p.add_argument("dst", metavar="DST", help="output dataset root")
-    p.add_argument("--resize", type=int, default=0, metavar="N",
-                   help="write an N×N copy of SRC (shorter side N, central square) instead; resumable")
-    p.add_argument("--val-dir", default=None, help="folder of flat validation images (instead of the val archive)")
-    p.add_argument("--val-labels", default=None, help="label file for the flat val images: '<file> <wnid>' lines, "
-                   "'<file> <index>', or LOC_val_solution.csv")
+    p.add_argument(
+        "--resize",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write an N×N copy of SRC (shorter side N, central square) instead; resumable",
+    )
+    p.add_argument(
+        "--val-dir", default=None, help="folder of flat validation images (instead of the val archive)"
+    )
+    p.add_argument(
+        "--val-labels",
+        default=None,
+        help="label file for the flat val images: '<file> <wnid>' lines, "
+        "'<file> <index>', or LOC_val_solution.csv",
+    )
     p.add_argument("--devkit", default=None, help="ILSVRC2012_devkit_t12.tar.gz or its extracted folder")
     p.add_argument("--workers", type=int, default=-1, help="processes for --resize (-1: one per core)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of --resize")
@@ -308,7 +355,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resize:
         counts = resize_tree(args.src, args.dst, size=args.resize, workers=args.workers, quality=args.quality)
     else:
-        counts = prepare_imagenet(args.src, args.dst, val_dir=args.val_dir, val_labels=args.val_labels,
-                                  devkit=args.devkit)
+        counts = prepare_imagenet(
+            args.src, args.dst, val_dir=args.val_dir, val_labels=args.val_labels, devkit=args.devkit
+        )
     print(", ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0
