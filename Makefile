@@ -29,7 +29,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
-# ---- training (README: Training, Demo, Dashboards, Evaluation) ----
+# ---- training (README: Training, Demo, Evaluation; docs/training.md) ----
 # DATA= dataset root (train/<class>/, val/<class>/); CONFIG= another preset; ARGS= e.g. "--set optim.lr=0.02 --resume"
 DEMO_DATA  ?= data/demo
 CHECKPOINT ?=
@@ -56,7 +56,7 @@ train-1gpu: $(STAMP)
 evaluate: $(STAMP)
 	$(PY) -m alexnet evaluate --checkpoint $(or $(CHECKPOINT),runs/demo/checkpoints/best.pt) $(or $(DATA),$(DEMO_DATA)) $(ARGS)
 
-# ---- the paper's ablations on the demo data (README: Reproducing the paper's claims) ----
+# ---- the paper's ablations on the demo data (docs/ablations.md) ----
 # Trains configs/ablations/demo/{baseline,<ablation>}.toml one after another on the CPU (or GPUs),
 # evaluates each run (centre + 10 views) and prints the comparison table with 95 % intervals.
 # Re-running continues unfinished runs (--resume), skips finished ones, and re-evaluates only newer
@@ -85,7 +85,7 @@ ablations-demo: $(STAMP)
 tensorboard: $(STAMP)
 	$(PY) -m tensorboard.main --logdir runs $(ARGS)
 
-# ---- performance (README: Performance) ----
+# ---- performance (README: Performance; docs/performance.md) ----
 # ARGS= e.g. "--quick", "--no-channels-last --no-tune-malloc" (the plain PyTorch defaults), "--devices cuda:0 cuda:1 --precision bf16"
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py $(ARGS)

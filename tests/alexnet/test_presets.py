@@ -1,5 +1,5 @@
 """The presets against their provenance tables, the released values written out by hand, the 'dexp'
-schedules against values computed by hand, and the README's preset table (issue 12)."""
+schedules against values computed by hand, and the preset table of docs/presets.md (issue 12)."""
 
 from __future__ import annotations
 
@@ -153,9 +153,11 @@ def test_dexp_schedule_sets_weights_and_biases_over_the_quarters_of_training():
 
 
 # ------------------------------------------------------------------------------ documentation
-def test_readme_preset_table_is_the_provenance_table():
-    readme = (ROOT / "README.md").read_text()
-    assert provenance_markdown() in readme, "README's preset table is stale: paste provenance_markdown()"
+def test_the_documented_preset_table_is_the_provenance_table():
+    page = (ROOT / "docs" / "presets.md").read_text()
+    assert provenance_markdown() in page, (
+        "docs/presets.md's preset table is stale: paste provenance_markdown()"
+    )
 
 
 def test_config_explain_prints_every_source():

@@ -3,7 +3,7 @@ centre view (``model.input_size``: 224×224, or Caffe's 227×227) and for the pa
 corners and the centre, and their reflections), whose softmax outputs are averaged.
 
 ``alexnet evaluate --checkpoint runs/x/checkpoints/best.pt DATA`` prints both and writes
-``eval.json`` into the run directory (see the run-directory contract in the README). Only the
+``eval.json`` into the run directory (see ``docs/evaluation.md``). Only the
 checkpoint and ``DATA/val/`` are needed; the mean image is the one the network was trained with
 (saved in the checkpoint), and the command says which one it uses.
 """

@@ -12,7 +12,8 @@ Two presets, each a table ``"section.key" -> Sourced(value, source)``:
 ``model.preset`` selects a preset's ``model`` values (:func:`model_preset`); the other sections' values
 are written out in the preset's TOML file. ``tests/alexnet/test_presets.py`` checks that each default,
 each ``model_preset`` and each TOML file equals its table; ``alexnet config --explain`` prints the
-tables and the README's preset table is :func:`provenance_markdown` (a test keeps them equal).
+tables and the preset table of ``docs/presets.md`` is :func:`provenance_markdown` (a test keeps them
+equal).
 Values marked ``UNUSED`` have no effect under the preset's other values (e.g. plateau settings under
 the 'dexp' schedule); they are listed so the table is complete.
 """
@@ -425,7 +426,7 @@ def provenance_lines(key: str) -> list[str]:
 
 
 def provenance_markdown() -> str:
-    """The README's preset table: every key of every preset, its values and their sources."""
+    """The preset table of ``docs/presets.md``: every key of every preset, its values and their sources."""
     names = list(PRESETS)
     head = ["key"] + [f"`{n}`" for n in names] + [f"source ({n})" for n in names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -248,7 +248,7 @@ class TrainConfig:
         "auto",
         "'auto' (two GPUs, else one, else the CPU), 'single' (one GPU whatever the number present, "
         "else the CPU) or [tower a, tower b], e.g. ['cuda:0', 'cuda:1']. Data-parallel replicas: see "
-        "README 'Scaling out'.",
+        "docs/training.md, 'Data-parallel replicas'.",
     )
     grouped_when_single_device: bool = _f(
         True,

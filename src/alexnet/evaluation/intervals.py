@@ -131,6 +131,6 @@ def difference_estimate(a: Sequence[float], b: Sequence[float], n_a: int, n_b: i
 
 def smallest_resolvable(p: float, n: int) -> float:
     """The smallest difference from an error ``p`` that one seed on ``n`` images resolves: the
-    half-width of Newcombe's interval for two runs both near ``p`` (for the README's claims)."""
+    half-width of Newcombe's interval for two runs both near ``p`` (the claims of ``docs/ablations.md``)."""
     lo, hi = wilson(p, n)
     return math.hypot(p - lo, hi - p)

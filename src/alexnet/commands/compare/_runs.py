@@ -1,4 +1,4 @@
-"""Reading a run directory (README: the run-directory contract): its resolved config (``config.toml``,
+"""Reading a run directory (docs/training.md, "The run directory"): its resolved config (``config.toml``,
 or the config saved in its newest checkpoint when they disagree), the last epoch of
 ``metrics.jsonl`` and ``eval.json``. Used by ``alexnet compare``."""
 
