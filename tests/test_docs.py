@@ -1,7 +1,7 @@
 """The README and the pages of ``docs/`` point at things that exist: every relative link at a file
 (and its ``#anchor`` at a heading of that file, as GitHub names headings), and every path of the
-repository they name in backticks (``src/...``, ``twogpu/...``, ``configs/...``, ...) at a file or
-folder of this checkout. Moving a module without its documentation fails here."""
+repository they name (``src/...``, ``twogpu/...``, ``configs/...``, ...), in prose or in a command,
+at a file or folder of this checkout. Moving a module without its documentation fails here."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-#: top-level folders of the repository whose paths the pages name
-_TREE = ("src/", "twogpu/", "configs/", "tests/", "benchmarks/", "docs/", ".ci/")
+#: a path into this repository's folders, up to a character that cannot be part of one (`<`, `*`, ...);
+#: not ``src/caffe/...``, BVLC Caffe's files quoted as sources
+_PATH = re.compile(r"(?<![\w/.-])(?:src/alexnet|twogpu|configs|tests|benchmarks|docs|\.ci)/[\w./-]*")
 
 
 def _prose(page: Path) -> str:
@@ -42,10 +43,6 @@ def test_links_reach_a_file_and_a_heading(page):
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_named_paths_exist(page):
-    named = {
-        span.split()[0].rstrip(".,:;")
-        for span in re.findall(r"`([^`\n]+)`", page.read_text())
-        if span.startswith(_TREE)
-    }
-    missing = sorted(p for p in named if not any(ch in p for ch in "<*") and not (ROOT / p).exists())
+    named = {p.rstrip(".") for p in re.findall(_PATH, page.read_text())}  # prose and code blocks alike
+    missing = sorted(p for p in named if not (ROOT / p).exists())
     assert missing == [], f"{page.name} names paths that do not exist: {missing}"
