@@ -63,10 +63,10 @@ LAYOUTS = ("towers", "grouped")
 """Both towers on the one GPU (tower b on its side stream), and the grouped twin."""
 TRAIN_STEPS = tuple(f"train-{layout}-{p}" for layout in LAYOUTS for p in ("fp32", "bf16"))
 BUDGET_S = {
-    "pytest-cuda": 35,
+    "pytest-cuda": 30,
     "equality": 25,
     "bf16": 15,
-    "compile": 50,
+    "compile": 55,
     "bench-fp32": 32,
     "bench-bf16": 25,
     "data": 15,
