@@ -41,7 +41,8 @@ def _torch_hop(t: torch.Tensor, source: torch.device, target: torch.device) -> t
 def pattern(nbytes: int = PATTERN_BYTES, seed: int = 0) -> torch.Tensor:
     """Seeded random bytes on the host: any corrupted, dropped or shifted byte shows."""
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (nbytes,), dtype=torch.uint8, generator=g)
+    words = torch.randint(-(2**63), 2**63 - 1, (-(-nbytes // 8),), dtype=torch.int64, generator=g)
+    return words.view(torch.uint8)[:nbytes]
 
 
 def round_trip(
@@ -62,9 +63,9 @@ def round_trip(
 def _differences(x: torch.Tensor, y: torch.Tensor) -> str | None:
     if x.shape != y.shape:
         return f"{y.numel()} bytes came back instead of {x.numel()}"
-    wrong = (x != y).nonzero().flatten()
-    if not len(wrong):
+    if torch.equal(x, y):
         return None
+    wrong = (x != y).nonzero().flatten()
     return f"{len(wrong)} of {x.numel()} bytes differ, the first at byte {int(wrong[0])}"
 
 
