@@ -3,7 +3,10 @@
 
 import importlib.util
 import json
+import math
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 def load():
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -76,3 +80,84 @@ def test_equality_check_rehearsed_on_the_cpu(monkeypatch):
         assert rows[name]["forward_max_rel"] < 1e-5 and rows[name]["grad_max_rel"] < 1e-4
     assert rows["device+cpu"]["grad_max_rel"] > 1e-3
     assert len(result["failed"]) == 1 and result["failed"][0].startswith("device+cpu")
+
+
+def test_steady_figures_leave_out_the_warm_up_window():
+    """Images/s and the data-wait share over the windows after the first, weighted by their time
+    (worked by hand: 8 + 24 images in 0.5 + 1.5 s), peak memory over all windows."""
+    gc = load()
+
+    def window(rate, step_s, steps, wait, mem):
+        return {
+            "images_per_s": rate,
+            "step_time_s": step_s,
+            "window_steps": steps,
+            "data_wait_share": wait,
+            "memory_mib/cuda:0": mem,
+        }
+
+    figures = gc._steady(
+        [
+            window(1.0, 10.0, 2, 0.9, 900.0),
+            window(16.0, 0.25, 2, 0.5, 500.0),
+            window(16.0, 0.5, 3, 0.1, 700.0),
+        ]
+    )
+    assert figures["images_per_s"] == pytest.approx(32 / 2.0)
+    assert figures["data_wait_share"] == pytest.approx((0.5 * 0.5 + 0.1 * 1.5) / 2.0)
+    assert figures["timed_steps"] == 5 and figures["step_time_s"] == pytest.approx(2.0 / 5)
+    assert figures["peak_memory_mib"] == {"cuda:0": 900.0}
+
+
+def test_data_step_prepares_256_pixel_squares_linked_to_the_training_size(tmp_path, monkeypatch):
+    from PIL import Image
+
+    gc = load()
+    sizes = gc._Sizes(
+        unique_per_class=1, train_per_class=3, val_per_class=1, batch=2, log_every=1, loader_batches=2
+    )
+    monkeypatch.setattr(gc, "_sizes", lambda device: sizes)
+    result = gc.check_data("cpu", tmp_path)
+    root = tmp_path / gc.DATA
+    train = sorted((root / "train").rglob("*.jpg"))
+    val = sorted((root / "val").rglob("*.jpg"))
+    assert result["failed"] == [] and result["train_images"] == len(train) == 30
+    assert result["unique_train_images"] == 10 and result["val_images"] == len(val) == 10
+    assert len({p.stat().st_ino for p in train}) == 10  # copies are links to the generated images
+    assert {Image.open(p).size for p in train + val} == {(256, 256)}
+    assert (root / "stats.pt").is_file() and not (tmp_path / "_raw").exists()
+
+
+def test_train_and_loader_steps_rehearsed_on_the_cpu(tmp_path):
+    """The new steps in their own processes on the CPU (small sizes): the data step is added for
+    them, every figure is in the JSON and beside the moonshot in the summary, and the generated data
+    and the runs' folders are gone at the end. (Both layouts and both precisions: the other two
+    train steps are the same code with the other pairings.)"""
+    gc = load()
+    steps = ["train-towers-bf16", "train-grouped-fp32", "loader"]
+    assert gc.main([str(tmp_path), "--device", "cpu", "--only", *steps]) == 0
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert list(report["steps"]) == ["data", *steps] and report["passed"] is True
+    for name, layout, precision in (
+        ("train-towers-bf16", "towers", "bf16"),
+        ("train-grouped-fp32", "grouped", "fp32"),
+    ):
+        r = report["steps"][name]["result"]
+        assert (r["layout"], r["precision"], r["failed"]) == (layout, precision, [])
+        assert (
+            r["steps"] == 5 and r["batch_size"] == 2 and r["side_stream"] is False
+        )  # no CUDA stream on the CPU
+        assert r["images_per_s"] > 0 and 0 <= r["data_wait_share"] <= 1 and r["timed_steps"] == 3
+        assert r["moonshot_share"] == pytest.approx(r["images_per_s"] / 10_000)
+        assert set(r["peak_memory_mib"]) == {"cpu"} and r["peak_memory_mib"]["cpu"] > 0
+        assert r["run_seconds"] > 0
+    loader = report["steps"]["loader"]["result"]
+    assert loader["workers"] == (os.cpu_count() or 1) and loader["images_per_s"] > 0
+    assert loader["per_worker_images_per_s"] == pytest.approx(loader["images_per_s"] / loader["workers"])
+    assert loader["workers_for_moonshot"] == math.ceil(10_000 / loader["per_worker_images_per_s"])
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "moonshot: 10,000 training images/s" in summary
+    assert summary.count("x the moonshot; waiting for data") == 2
+    assert f"loader, {loader['workers']} workers:" in summary and "workers for 10,000 img/s" in summary
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert not [n for n in left if n.startswith("_")], left

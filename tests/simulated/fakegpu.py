@@ -11,7 +11,10 @@ dtypes and devices but no data (PyTorch's ``FakeTensorMode``: an op mixing devic
   ``grad_fn`` graph is run in topological order and every gradient's device is checked against
   the device autograd expects;
 * checkpoints written for real (fake tensors become zeros; a tensor not on the CPU is recorded);
-* data loading run outside the fake mode (decoding images needs real arrays).
+* data loading run outside the fake mode (decoding images needs real arrays);
+* the guard on GPU-to-GPU copies (:mod:`twogpu.peer_check`) run outside the fake mode with
+  :class:`HostCopies`, real bytes on the host standing in for each copy (a copy that corrupts the
+  data between the two fake GPUs can be asked for).
 
 What it proves: placement, devices of every op, where copies happen and how many bytes they move,
 which random streams each device draws from. What it does not: numerics (no data), CUDA streams
@@ -211,6 +214,13 @@ class FakeCuda:
     def max_memory_allocated(self, device: Any = None) -> int:
         return 0
 
+    peer = False
+    """What :meth:`can_device_access_peer` answers (tests set it)."""
+
+    def can_device_access_peer(self, device: int, peer_device: int) -> bool:
+        self.calls.append(f"can_device_access_peer({device}, {peer_device})")
+        return self.peer
+
     def set_device(self, device: Any) -> None:
         self.calls.append(f"set_device({device})")
 
@@ -361,6 +371,7 @@ class _HostStandIn(torch.Generator):
 
 
 PROJECT_MODULES = (
+    "twogpu.peer_check",
     "twogpu.placement",
     "twogpu.rng",
     "twogpu.trainer",
@@ -445,10 +456,29 @@ def drive_backward(
         log.phase = "forward"
 
 
-class SimulatedGPUs:
-    """``with SimulatedGPUs() as sim:`` run project code with towers on fake ``cuda:0``/``cuda:1``."""
+class HostCopies:
+    """The copies of :mod:`twogpu.peer_check` (``hop(tensor, source, target)``) with real bytes: each
+    a copy on the host, recorded; with ``corrupt``, a copy between two different GPUs comes back
+    with one byte changed (what the machines of PyTorch issue 84803 and its kin do)."""
 
-    def __init__(self) -> None:
+    def __init__(self, corrupt: bool = False) -> None:
+        self.corrupt = corrupt
+        self.hops: list[tuple[str, str]] = []
+
+    def __call__(self, t: torch.Tensor, source: torch.device, target: torch.device) -> torch.Tensor:
+        self.hops.append((str(source), str(target)))
+        out = t.clone()
+        if self.corrupt and source.type == target.type == "cuda" and source != target:
+            out[len(out) // 2] += 1
+        return out
+
+
+class SimulatedGPUs:
+    """``with SimulatedGPUs() as sim:`` run project code with towers on fake ``cuda:0``/``cuda:1``;
+    ``peer_copies`` stands in for the copies of the guard on GPU-to-GPU copies (default: intact)."""
+
+    def __init__(self, peer_copies: HostCopies | None = None) -> None:
+        self.peer_copies = peer_copies or HostCopies()
         self.cuda = FakeCuda()
         self.log = DeviceLog(self.cuda)
         self.cuda_generators: list[_CudaGenerator] = []
@@ -507,7 +537,16 @@ class SimulatedGPUs:
 
         for method in ("train_batches", "val_batches"):
             mp.setattr(ImagePipeline, method, _outside_fake_mode(getattr(ImagePipeline, method)))
-        from twogpu import record_crossings
+        from twogpu import peer_check, record_crossings
+
+        check_peer_copies = peer_check.check_peer_copies
+
+        def check_with_host_copies(a, b):
+            """The real guard, its copies carried by :class:`HostCopies` (fake tensors hold no bytes)."""
+            with unset_fake_temporarily():
+                return check_peer_copies(a, b, hop=sim.peer_copies)
+
+        mp.setattr(peer_check, "check_peer_copies", check_with_host_copies)
 
         # every crossing carries its record, so a gradient copy can be traced to its site
         self.crossings = self._stack.enter_context(record_crossings())

@@ -35,7 +35,7 @@ from alexnet.models.model import AlexNet
 from alexnet.models.speed import prepare_for_speed, tune_cpu_allocator
 from alexnet.training.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
 from alexnet.training.stall_warning import StallWarning
-from twogpu import placement, precision
+from twogpu import peer_check, placement, precision
 from twogpu.checkpoint import CheckpointDir
 from twogpu.files import write_text_atomic
 from twogpu.placement import TowerDevices, resolve_devices
@@ -346,9 +346,15 @@ def train(
             f"another name with --set train.name=..."
         )
     devices = devices or resolve_devices(cfg.train.devices, offset=device_offset)
+    try:  # before anything is written: towers on two GPUs exchange every activation by such copies
+        copies = peer_check.check_peer_copies(devices.a, devices.b)
+    except peer_check.PeerCopyError as e:
+        raise TrainError(str(e)) from None
     arithmetic = precision.configure(cfg.train.precision)
     if main:
         say(f"devices: {devices.reason}")
+        if copies:
+            say(copies)
         say(f"precision: {arithmetic}")
         if "cpu" in (devices.a.type, devices.b.type):
             from alexnet.models import native
