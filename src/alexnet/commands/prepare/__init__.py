@@ -36,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from alexnet.commands._args import add_workers_arg, whole_number
 from alexnet.commands.prepare._matlab import read_mat_v5
 from alexnet.console import progress
 from alexnet.data.folders import DataError, find_classes
@@ -332,8 +333,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dst", metavar="DST", help="output dataset root")
     p.add_argument(
         "--resize",
-        type=int,
-        default=0,
+        type=whole_number(1),
+        default=None,
         metavar="N",
         help="write an N×N copy of SRC (shorter side N, central square) instead; resumable",
     )
@@ -347,12 +348,18 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "'<file> <index>', or LOC_val_solution.csv",
     )
     p.add_argument("--devkit", default=None, help="ILSVRC2012_devkit_t12.tar.gz or its extracted folder")
-    p.add_argument("--workers", type=int, default=-1, help="processes for --resize (-1: one per core)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality of --resize")
+    add_workers_arg(p, "for --resize")
+    p.add_argument(
+        "--quality",
+        type=whole_number(1, 100),
+        default=95,
+        metavar="Q",
+        help="JPEG quality of --resize, 1 to 100 (above 95 the files grow for little gain)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.resize:
+    if args.resize is not None:
         counts = resize_tree(args.src, args.dst, size=args.resize, workers=args.workers, quality=args.quality)
     else:
         counts = prepare_imagenet(
