@@ -171,3 +171,23 @@ def test_figures_takes_devices_as_evaluate_does(capsys):
         assert args.devices in (["cpu", "cpu"], "auto")
     assert _exit_code(["figures", "DATA", "--checkpoint", "x.pt", "--devices", "cpu,cpu,cpu"]) == 2
     assert "argument --devices" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- messages
+def test_a_file_where_a_folder_belongs_says_so(tmp_path, capsys):
+    """Not "does not exist": the path is there, but it is a file."""
+    a_file = tmp_path / "imagenet.tar"
+    a_file.write_bytes(b"")
+    (tmp_path / "root" / "val").mkdir(parents=True)
+    (tmp_path / "root" / "train").write_bytes(b"")  # a dataset root whose train/ is a file
+    cases = [
+        (["train", str(a_file), "--set", 'train.devices=["cpu","cpu"]'], f"dataset root {a_file}"),
+        (["stats", str(a_file)], f"training folder {a_file}"),
+        (["stats", str(tmp_path / "root" / "train")], f"training folder {tmp_path / 'root' / 'train'}"),
+        (["demo-data", "--out", str(a_file)], f"--out {a_file}"),
+        (["demo-data", "--out", str(a_file / "demo")], f"--out {a_file / 'demo'}: {a_file}"),
+    ]
+    for argv, where in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"{where} is a file, not a folder" in err and len(err.splitlines()) == 1, err

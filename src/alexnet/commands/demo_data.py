@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from alexnet.commands._args import add_workers_arg, whole_number
+from alexnet.data.folders import require_output_folder
 
 CLASSES = (
     "red_disc",
@@ -202,6 +203,7 @@ def make_demo_data(
     """Write ``out/{train,val}/<class>/<class>_NNNN.jpg`` (and ``out/stats.pt``); returns image counts.
     ``short_side`` is the range of the images' shorter side (ImageNet's photos: ~330-500)."""
     out = Path(out)
+    require_output_folder(out, "--out")
     jobs = []
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         for label, name in enumerate(CLASSES):
