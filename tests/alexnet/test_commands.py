@@ -191,3 +191,14 @@ def test_a_file_where_a_folder_belongs_says_so(tmp_path, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert f"{where} is a file, not a folder" in err and len(err.splitlines()) == 1, err
+
+
+def test_import_caffe_names_every_missing_file(tmp_path, capsys):
+    model, mean = tmp_path / "bvlc_alexnet.caffemodel", tmp_path / "imagenet_mean.binaryproto"
+    out = str(tmp_path / "out.pt")
+    assert main(["import-caffe", str(model), "--mean", str(mean), "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"{model} not found" in err and f"{mean} not found" in err, err
+    model.mkdir()
+    assert main(["import-caffe", str(model), "--out", out]) == 2
+    assert f"{model} is a folder, not a file" in capsys.readouterr().err
