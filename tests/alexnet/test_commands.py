@@ -79,6 +79,8 @@ def test_command_help(command, capsys):
     assert _exit_code([command, "--help"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith(f"usage: alexnet {command}") and captured.err == ""
+    for nothing in ("None", "False", "[]"):  # defaults shown only where there is one
+        assert f"(default: {nothing})" not in captured.out
     for action in _options(command):
         assert action.help, f"alexnet {command}: {'/'.join(action.option_strings) or action.dest} has no help"
 
@@ -202,3 +204,9 @@ def test_import_caffe_names_every_missing_file(tmp_path, capsys):
     model.mkdir()
     assert main(["import-caffe", str(model), "--out", out]) == 2
     assert f"{model} is a folder, not a file" in capsys.readouterr().err
+
+
+def test_help_shows_the_defaults(capsys):
+    assert _exit_code(["crossings", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "images per step (the paper's 128), for the bytes per step (default: 128)" in out
