@@ -8,9 +8,9 @@ DATA   ?=
 ARGS   ?=
 NPROC  ?= 1
 
-.PHONY: install test lint demo train-2gpu train-1gpu evaluate tensorboard bench gpu-check clean ablations-demo
+.PHONY: install test lint demo train-2gpu train-1gpu evaluate tensorboard bench gpu-check clean ablations-demo help
 
-install: $(STAMP)
+install: $(STAMP) ## the virtual environment .venv: the package, its pins, the native LRN kernel
 
 # Re-installs only when the pins or the package metadata change (idempotent).
 $(STAMP): requirements.txt setup.cfg setup.py pyproject.toml
@@ -18,14 +18,14 @@ $(STAMP): requirements.txt setup.cfg setup.py pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet -e ".[test]"
-	$(PY) -m alexnet.models.native
+	$(PY) -c 'from alexnet.models import native; raise SystemExit(native.main())'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) ## the whole test suite
 	$(PY) -m pytest tests -q
 
 # The formatter and the linter (configured in pyproject.toml); CI runs it before the tests.
-lint: $(STAMP)
+lint: $(STAMP) ## the formatter and the linter, as CI runs them
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 
@@ -34,13 +34,13 @@ lint: $(STAMP)
 DEMO_DATA  ?= data/demo
 CHECKPOINT ?=
 
-demo: $(STAMP)
+demo: $(STAMP) ## make the synthetic demo data if missing, then train on it (resumes)
 	@test -d $(DEMO_DATA)/train || $(PY) -m alexnet demo-data --out $(DEMO_DATA)
 	$(PY) -m alexnet train --config $(or $(CONFIG),configs/demo.toml) $(DEMO_DATA) --resume $(ARGS)
 
 # NPROC=R: R data-parallel replicas on this node under torchrun, replica r on cuda:2r and cuda:2r+1
 # (2R GPUs are checked for before torchrun starts).
-train-2gpu: $(STAMP)
+train-2gpu: $(STAMP) ## train the paper's network on two GPUs: DATA=dataset root (NPROC=R replicas)
 ifeq ($(NPROC),1)
 	$(PY) -m alexnet train --require-gpus 2 --config $(or $(CONFIG),configs/alexnet-2gpu.toml) $(DATA) $(ARGS)
 else
@@ -50,10 +50,10 @@ else
 	  --config $(or $(CONFIG),configs/alexnet-2gpu.toml) $(DATA) $(ARGS)
 endif
 
-train-1gpu: $(STAMP)
+train-1gpu: $(STAMP) ## train on one GPU (or the CPU): DATA=dataset root
 	$(PY) -m alexnet train --config $(or $(CONFIG),configs/alexnet-1gpu.toml) $(DATA) $(ARGS)
 
-evaluate: $(STAMP)
+evaluate: $(STAMP) ## top-1/top-5 error of CHECKPOINT= (default: the demo's best) on DATA=
 	$(PY) -m alexnet evaluate --checkpoint $(or $(CHECKPOINT),runs/demo/checkpoints/best.pt) $(or $(DATA),$(DEMO_DATA)) $(ARGS)
 
 # ---- the paper's ablations on the demo data (docs/ablations.md) ----
@@ -67,7 +67,7 @@ ABLATIONS     ?= one-tower no-lrn no-overlap no-lighting no-dropout no-flip-crop
 ABLATION_RUNS ?= runs
 SEEDS         ?= 1
 
-ablations-demo: $(STAMP)
+ablations-demo: $(STAMP) ## the paper's ablations on the demo data, then their comparison table
 	@test -d $(DEMO_DATA)/train || $(PY) -m alexnet demo-data --out $(DEMO_DATA)
 	@failed=""; runs=""; for a in baseline $(ABLATIONS); do for s in $$(seq 0 $$(($(SEEDS) - 1))); do \
 	  name=demo-ablation-$$a; test $$s = 0 || name=$$name-seed$$s; run=$(ABLATION_RUNS)/$$name; \
@@ -82,18 +82,21 @@ ablations-demo: $(STAMP)
 	$(PY) -m alexnet compare --baseline $(ABLATION_RUNS)/demo-ablation-baseline $$runs || exit 1; \
 	if [ -n "$$failed" ]; then echo "ablations-demo: these runs failed or stopped early (see above):$$failed" >&2; exit 1; fi
 
-tensorboard: $(STAMP)
+tensorboard: $(STAMP) ## TensorBoard on runs/
 	$(PY) -m tensorboard.main --logdir runs $(ARGS)
 
 # ---- performance (README: Performance; docs/performance.md) ----
 # ARGS= e.g. "--quick", "--no-channels-last --no-tune-malloc" (the plain PyTorch defaults), "--devices cuda:0 cuda:1 --precision bf16"
-bench: $(STAMP)
+bench: $(STAMP) ## the performance benchmarks (ARGS=--quick for a short run)
 	$(PY) benchmarks/bench.py $(ARGS)
 
-# The one-GPU check (under 5 minutes): OUT=folder for gpu_check.json and summary.txt.
-OUT ?= gpu-check
-gpu-check: $(STAMP)
+# The one-GPU check (under 5 minutes): OUT=folder for gpu_check.json and summary.txt (default: git-ignored).
+OUT ?= bench-results/gpu-check
+gpu-check: $(STAMP) ## the one-GPU check, under 5 minutes: OUT=folder for its report
 	$(PY) benchmarks/gpu_check.py $(OUT) $(ARGS)
 
-clean:
+clean: ## remove .venv and the build outputs
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+
+help: ## this list
+	@awk -F ':.*## ' '/^[a-z0-9-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)

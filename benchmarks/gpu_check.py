@@ -602,10 +602,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     (a.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
     text = "\n".join(summary_lines(report))
     (a.out / "summary.txt").write_text(text + "\n")
-    print(text)
-    if "error" in report:
+    if "error" in report:  # said once, on stderr
         print(f"gpu_check: {report['error']}", file=sys.stderr)
         return 2
+    print(text)
     return 0 if report["passed"] else 1
 
 

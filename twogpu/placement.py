@@ -72,6 +72,14 @@ def _check_device(dev: torch.device, name: str) -> None:
             )
 
 
+def check_devices(devices: Sequence[str | torch.device]) -> tuple[torch.device, torch.device]:
+    """Towers a's and b's devices, each one that exists here, or a ``ValueError`` in one line naming
+    the tower whose device does not (e.g. ``cuda:1`` on a machine without CUDA)."""
+    if isinstance(devices, (str, torch.device)) or len(devices) != 2:
+        raise ValueError(f"devices: expected two devices (tower a, tower b), got {devices!r}")
+    return check_device(devices[0], "devices[0] (tower a)"), check_device(devices[1], "devices[1] (tower b)")
+
+
 def resolve_devices(request: str | Sequence[str], *, offset: int = 0) -> TowerDevices:
     """Turn a device request into the two towers' devices.
 
@@ -102,9 +110,7 @@ def resolve_devices(request: str | Sequence[str], *, offset: int = 0) -> TowerDe
             return TowerDevices(a, a, f"auto: {n} GPU(s) visible, both towers on {a}")
         cpu = torch.device("cpu")
         return TowerDevices(cpu, cpu, "auto: no GPU found, both towers on the CPU")
-    if len(request) != 2:
-        raise ValueError(f"devices: expected two devices (tower a, tower b), got {list(request)!r}")
-    a, b = check_device(request[0], "devices[0] (tower a)"), check_device(request[1], "devices[1] (tower b)")
+    a, b = check_devices(request)
     return TowerDevices(a, b, f"tower a on {a}, tower b on {b}")
 
 

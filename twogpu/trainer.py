@@ -285,7 +285,7 @@ class Trainer:
             self.epoch,
             self.step,
             self.last_checkpoint,
-            f"finished {self.epoch} epochs ({self.step} steps) in "
+            f"finished {self.epoch} epoch{'s' if self.epoch != 1 else ''} ({self.step} steps) in "
             f"{format_duration(self.wall_time_s)}; last checkpoint {self.last_checkpoint}",
         )
 

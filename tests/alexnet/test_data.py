@@ -416,8 +416,9 @@ def test_bad_inputs_are_skipped_counted_and_logged_once(tmp_path, caplog):
         assert (
             sum(name in r.getMessage() and r.getMessage().startswith("skipping") for r in caplog.records) == 1
         )
-    assert sum("epoch 0: skipped 3" in r.getMessage() for r in caplog.records) == 1
+    # epochs counted from 1, as the trainer's progress lines count them ("epoch 1/90 ...")
     assert sum("epoch 1: skipped 3" in r.getMessage() for r in caplog.records) == 1
+    assert sum("epoch 2: skipped 3" in r.getMessage() for r in caplog.records) == 1
     assert p.bad_input_summary() == "skipped 3 unusable file(s): 2 not-an-image, 1 truncated"
 
 

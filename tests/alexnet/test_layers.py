@@ -169,10 +169,18 @@ def spatial_norm_by_loops(a: torch.Tensor, size: int, alpha: float, beta: float,
 def fake_cuda_bf16_autocast():
     """Fake CUDA tensors (no GPU needed) under CUDA's bf16 autocast policy — the one that promotes
     ``pow`` to float32. ``torch.autocast("cuda")`` disables itself without a GPU, so the policy is
-    switched on with the lower-level calls it makes."""
+    switched on with the lower-level calls it makes; the fake devices pass the model's check that
+    its devices exist here."""
+    from unittest import mock
+
+    import twogpu.placement
+
     fake = pytest.importorskip("torch._subclasses.fake_tensor", reason="FakeTensorMode is a private API")
     prev, dtype = torch.is_autocast_enabled("cuda"), torch.get_autocast_dtype("cuda")
-    with fake.FakeTensorMode(allow_non_fake_inputs=True):
+    with (
+        fake.FakeTensorMode(allow_non_fake_inputs=True),
+        mock.patch.object(twogpu.placement, "_check_device", lambda dev, name: None),
+    ):
         torch.set_autocast_dtype("cuda", torch.bfloat16)
         torch.set_autocast_enabled("cuda", True)
         torch.autocast_increment_nesting()

@@ -235,3 +235,71 @@ def test_resize_is_resumable_after_an_interruption(tmp_path, monkeypatch):
 def test_resize_refuses_to_overwrite_its_source(tmp_path):
     make_tree(tmp_path / "src")
     assert main(["prepare", "--resize", "256", str(tmp_path / "src"), str(tmp_path / "src")]) == 2
+
+
+@pytest.mark.parametrize("keep", [100, 700, 0.5])
+def test_a_truncated_train_archive_is_one_line_and_leaves_nothing(tmp_path, capsys, keep):
+    """A download that stopped (cut inside the first header, inside a class, half way): one line
+    naming the archive, no traceback, and no empty DST/train (nor DST) left behind."""
+    src, dst = tmp_path / "src", tmp_path / "imagenet"
+    official_files(src)
+    whole = (src / prepare.TRAIN_TAR).read_bytes()
+    (src / prepare.TRAIN_TAR).write_bytes(whole[: int(keep * len(whole)) if keep < 1 else keep])
+    assert main(["prepare", str(src), str(dst)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{src / prepare.TRAIN_TAR} is incomplete or damaged" in err and "download it again" in err
+    assert not dst.exists()
+
+
+def test_an_interrupted_extraction_leaves_no_half_class(tmp_path, monkeypatch, capsys):
+    """Ctrl-C inside a class: that class's partial folder goes, classes done earlier stay, and a
+    fresh destination is not left behind."""
+    src, dst = tmp_path / "src", tmp_path / "imagenet"
+    official_files(src)
+    extractall = tarfile.TarFile.extractall
+
+    def interrupted(self, path, *args, **kwargs):
+        (Path(path) / "part.JPEG").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tarfile.TarFile, "extractall", interrupted)
+    assert main(["prepare", str(src), str(dst)]) == 130
+    assert not dst.exists()
+    monkeypatch.setattr(tarfile.TarFile, "extractall", extractall)
+    assert prepare.prepare_imagenet(src, dst)["train_classes"] == 2
+    (dst / "train" / "n02000002" / prepare.DONE).unlink()  # as if the second class was never finished
+    monkeypatch.setattr(tarfile.TarFile, "extractall", interrupted)
+    assert main(["prepare", str(src), str(dst)]) == 130
+    assert len(list((dst / "train" / "n01000001").glob("*.JPEG"))) == 2
+    assert [p.name for p in (dst / "train").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_truncated_val_archive_or_devkit_is_one_line(tmp_path, capsys):
+    src = tmp_path / "src"
+    official_files(src)
+    (src / prepare.TRAIN_TAR).unlink()
+    for name in (prepare.VAL_TAR, prepare.DEVKIT):
+        official = (src / name).read_bytes()
+        (src / name).write_bytes(official[: len(official) // 2])
+        assert main(["prepare", str(src), str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and f"{src / name} is incomplete or damaged" in err, err
+        # no half-extracted validation images; the class names read from the devkit are kept
+        left = [p.name for p in (tmp_path / "out").iterdir()] if (tmp_path / "out").exists() else []
+        assert left in ([], ["meta.bin"]), left
+        (src / name).write_bytes(official)
+
+
+def test_a_file_where_a_folder_belongs_is_named_as_such(tmp_path, capsys):
+    a_file = tmp_path / "imagenet.tar"
+    a_file.write_bytes(b"")
+    for argv in (
+        ["prepare", str(a_file), str(tmp_path / "out")],
+        ["prepare", str(a_file), str(tmp_path / "out"), "--resize", "256"],
+        ["prepare", str(tmp_path), str(tmp_path / "out"), "--val-dir", str(a_file)],
+        ["prepare", str(tmp_path), str(a_file), "--val-dir", str(tmp_path)],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{a_file} is a file, not a folder" in err and "does not exist" not in err, err

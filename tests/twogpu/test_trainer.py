@@ -279,3 +279,8 @@ def test_format_duration():
         "2d01h",
     ]
     assert format_duration(float("nan")) == "?"
+
+
+def test_the_final_line_counts_epochs_in_words(tmp_path):
+    assert "finished 1 epoch (5 steps)" in _run(tmp_path / "one", ToyTask(), epochs=1)[1].message
+    assert "finished 2 epochs (10 steps)" in _run(tmp_path / "two", ToyTask(), epochs=2)[1].message

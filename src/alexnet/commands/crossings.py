@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands._args import add_config_args
+from alexnet.commands._args import add_config_args, whole_number
 
 # ------------------------------------------------------------------------------- the command
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
     add_config_args(p)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument(
+        "--batch-size",
+        type=whole_number(1),
+        default=128,
+        metavar="N",
+        help="images per step (the paper's 128), for the bytes per step",
+    )
     p.add_argument("--inference", action="store_true", help="count the forward pass only")
     p.add_argument(
         "--replicas",
-        type=int,
+        type=whole_number(0),
         default=0,
         metavar="R",
-        help="also show the gradient bytes all-reduced per step by R data-parallel replicas",
+        help="also show the gradient bytes all-reduced per step by R data-parallel replicas (0: do not)",
     )
 
 

@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from alexnet.commands._args import add_workers_arg, whole_number
+from alexnet.data.folders import require_output_folder
+
 CLASSES = (
     "red_disc",
     "blue_square",
@@ -200,6 +203,7 @@ def make_demo_data(
     """Write ``out/{train,val}/<class>/<class>_NNNN.jpg`` (and ``out/stats.pt``); returns image counts.
     ``short_side`` is the range of the images' shorter side (ImageNet's photos: ~330-500)."""
     out = Path(out)
+    require_output_folder(out, "--out")
     jobs = []
     for split, per_class in (("train", train_per_class), ("val", val_per_class)):
         for label, name in enumerate(CLASSES):
@@ -233,10 +237,16 @@ def make_demo_data(
 
 def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="data/demo", help="output dataset root")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-per-class", type=int, default=100)
-    p.add_argument("--val-per-class", type=int, default=25)
-    p.add_argument("--workers", type=int, default=-1, help="processes (-1: one per core)")
+    p.add_argument(
+        "--seed", type=whole_number(0), default=0, help="seed of every image (same seed, same files)"
+    )
+    p.add_argument(
+        "--train-per-class", type=whole_number(1), default=100, metavar="N", help="training images per class"
+    )
+    p.add_argument(
+        "--val-per-class", type=whole_number(1), default=25, metavar="N", help="validation images per class"
+    )
+    add_workers_arg(p, "drawing the images")
     p.add_argument("--no-stats", action="store_true", help="do not compute OUT/stats.pt")
 
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from alexnet.commands._args import device_request, whole_number
 from alexnet.data.pipeline import ImagePipeline
 from alexnet.evaluation.checkpoints import (
     checkpoint_stats,
@@ -40,6 +42,7 @@ from alexnet.evaluation.pictures import (
     write_png,
 )
 from twogpu.checkpoint import load_checkpoint
+from twogpu.placement import resolve_devices
 
 
 def make_figures(
@@ -53,7 +56,7 @@ def make_figures(
     max_train: int = 2000,
     max_val: int = 1000,
     thumb: int = 96,
-    device: str = "cpu",
+    devices: Sequence[str] | str = "auto",
     seed: int = 0,
     batch_size: int = 64,
 ) -> list[Path]:
@@ -62,13 +65,14 @@ def make_figures(
 
     Validation images are drawn (seeded, across classes) from the first ``max_val`` of the
     validation set; neighbours are searched among the centre crops of ``max_train`` training images
-    (0 = all)."""
+    (0 = all). ``devices``: as :func:`twogpu.placement.resolve_devices` takes them (checked first)."""
+    tower_devs = resolve_devices(devices)
     checkpoint = resolve_checkpoint(checkpoint)
     state = load_checkpoint(checkpoint)
-    model, cfg = model_from_state(state, (device, device), str(checkpoint))
+    model, cfg = model_from_state(state, tower_devs.pair, str(checkpoint))
     out = Path(out) if out is not None else run_dir_of_checkpoint(checkpoint) / "figures"
     step = int(state.get("step", 0))
-    dev = torch.device(device)
+    dev = tower_devs.a  # the input goes to tower a's device; the model feeds tower b from there
     # Centre crops, no reflections: the pictures show the images as the test views see them.
     data_cfg = dataclasses.replace(cfg.data, root=str(data_root), flip=False, random_crop=False)
     # The mean image the network was trained with, when the checkpoint carries it.
@@ -76,7 +80,7 @@ def make_figures(
         data_cfg,
         batch_size=batch_size,
         seed=seed,
-        device=device,
+        device=dev,
         input_size=cfg.model.input_size,
         stats=checkpoint_stats(state, str(checkpoint), data_cfg.image_size),
     )
@@ -147,23 +151,39 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", default=None, help="output folder for PNGs and TensorBoard images (default: <run>/figures)"
     )
-    p.add_argument("--images", type=int, default=8, help="validation images in Figure 4 (left)")
-    p.add_argument("--queries", type=int, default=5, help="query images in Figure 4 (right)")
-    p.add_argument("--neighbours", type=int, default=6, help="nearest training images per query")
+    p.add_argument(
+        "--images", type=whole_number(1), default=8, metavar="N", help="validation images in Figure 4 (left)"
+    )
+    p.add_argument(
+        "--queries", type=whole_number(1), default=5, metavar="N", help="query images in Figure 4 (right)"
+    )
+    p.add_argument(
+        "--neighbours",
+        type=whole_number(1),
+        default=6,
+        metavar="N",
+        help="nearest training images per query",
+    )
     p.add_argument(
         "--max-train",
-        type=int,
+        type=whole_number(0),
+        metavar="N",
         default=2000,
         help="training images searched for neighbours (centre crops; 0 = all)",
     )
-    p.add_argument("--device", default="cpu", help="device for both towers, e.g. cuda:0")
-    p.add_argument("--seed", type=int, default=0, help="seed choosing the validation images shown")
+    p.add_argument(
+        "--devices",
+        "--device",
+        type=device_request,
+        default="auto",
+        help="'auto', 'single', tower a,tower b (e.g. cuda:0,cuda:1 or cpu,cpu), or one device for both",
+    )
+    p.add_argument(
+        "--seed", type=whole_number(0), default=0, help="seed choosing the validation images shown"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from twogpu.placement import check_device
-
-    device = str(check_device(args.device, "--device"))
     paths = make_figures(
         args.checkpoint,
         args.data,
@@ -172,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         n_queries=args.queries,
         n_neighbours=args.neighbours,
         max_train=args.max_train,
-        device=device,
+        devices=args.devices,
         seed=args.seed,
     )
     for path in paths:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from alexnet.commands._args import add_workers_arg, whole_number
 from alexnet.data.stats import STATS_FILE, compute_stats, save_stats
 
 
@@ -44,11 +45,21 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--out", "-o", default=None, help="output file (default: DATA/stats.pt, where the loader looks)"
     )
     p.add_argument(
-        "--sample", type=int, default=0, help="use a seeded random sample of this many images (0: all)"
+        "--sample",
+        type=whole_number(0),
+        default=0,
+        metavar="N",
+        help="use a seeded random sample of N images (0: all)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the sample")
-    p.add_argument("--image-size", type=int, default=256, help="preprocessed image side (data.image_size)")
-    p.add_argument("--workers", type=int, default=-1, help="decoding processes (-1: one per core)")
+    p.add_argument("--seed", type=whole_number(0), default=0, help="seed of the sample")
+    p.add_argument(
+        "--image-size",
+        type=whole_number(1),
+        default=256,
+        metavar="N",
+        help="preprocessed image side (data.image_size)",
+    )
+    add_workers_arg(p, "decoding the images")
 
 
 def run(args: argparse.Namespace) -> int:

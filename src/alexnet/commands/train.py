@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.commands._args import add_config_args
+from alexnet.commands._args import add_config_args, whole_number
 
 # ------------------------------------------------------------------------------- the command
 
@@ -29,10 +29,10 @@ def add_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--require-gpus",
-        type=int,
+        type=whole_number(0),
         default=0,
         metavar="N",
-        help="exit with an error unless N GPUs are visible (used by `make train-2gpu`)",
+        help="exit with an error unless N GPUs are visible (0: no check; used by `make train-2gpu`)",
     )
 
 

@@ -7,8 +7,8 @@ work starts.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from alexnet.console import alexnet_command
 from alexnet.data.images import is_image_name
@@ -16,6 +16,27 @@ from alexnet.data.images import is_image_name
 
 class DataError(ValueError):
     """A dataset problem found before any work starts (names the folder or file)."""
+
+
+def require_folder(path: Path, what: str, expected: str = "") -> None:
+    """A :class:`DataError` unless ``path`` is a folder, saying which way it is not: a file where a
+    folder belongs, or nothing there. ``what`` names it (e.g. "dataset root"); ``expected``, when
+    given, says what the folder should hold."""
+    if path.is_dir():
+        return
+    why = "is a file, not a folder" if path.exists() else "does not exist"
+    raise DataError(f"{what} {path} {why}" + (f" (expected {expected})" if expected else ""))
+
+
+def require_output_folder(path: Path, what: str) -> None:
+    """A :class:`DataError` when ``path`` cannot be (or become) a folder: it, or the nearest existing
+    folder above it, is a file."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "" if p == path else f": {p}"
+                raise DataError(f"{what} {path}{where} is a file, not a folder")
+            return
 
 
 def find_classes(split_dir: Path) -> list[str]:
@@ -51,12 +72,15 @@ def _names(items: Iterable[str], limit: int = 5) -> str:
 
 def validate_split(split_dir: Path, what: str) -> list[str]:
     """Class folders of one split, or a :class:`DataError` naming what is wrong."""
-    if not split_dir.is_dir():
-        raise DataError(f"{what} folder {split_dir} does not exist (expected {split_dir}/<class>/<image>)")
+    require_folder(split_dir, f"{what} folder", f"{split_dir}/<class>/<image>")
     classes = find_classes(split_dir)
     if not classes:
-        raise DataError(f"{what} folder {split_dir} has no class folders (expected {split_dir}/<class>/<image>)")
-    empty = [c for c in classes if not any(is_image_name(f) for _, _, fs in os.walk(split_dir / c) for f in fs)]
+        raise DataError(
+            f"{what} folder {split_dir} has no class folders (expected {split_dir}/<class>/<image>)"
+        )
+    empty = [
+        c for c in classes if not any(is_image_name(f) for _, _, fs in os.walk(split_dir / c) for f in fs)
+    ]
     if empty:
         raise DataError(f"{what} folder {split_dir}: class folder(s) without images: {_names(empty)}")
     return classes
@@ -70,8 +94,9 @@ def _did_you_mean(root: Path, split_dirs: Sequence[str]) -> str:
     return ""
 
 
-def validate_dataset(root: str | Path, train_dir: str = "train", val_dir: str = "val", *,
-                     need_train: bool = True) -> list[str]:
+def validate_dataset(
+    root: str | Path, train_dir: str = "train", val_dir: str = "val", *, need_train: bool = True
+) -> list[str]:
     """Check the layout of a dataset root before any work starts; returns the sorted class names.
 
     One :class:`DataError` for: unset, missing or empty root; missing or empty split folders (with
@@ -80,15 +105,19 @@ def validate_dataset(root: str | Path, train_dir: str = "train", val_dir: str = 
     must exist.
     """
     if not str(root):
-        raise DataError("data.root is not set: point it at a folder with train/<class>/ and val/<class>/ "
-                        f"(e.g. --set data.root=data/demo after '{alexnet_command('demo-data')}')")
+        raise DataError(
+            "data.root is not set: point it at a folder with train/<class>/ and val/<class>/ "
+            f"(e.g. --set data.root=data/demo after '{alexnet_command('demo-data')}')"
+        )
     root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"dataset root {root} does not exist")
+    require_folder(root, "dataset root")
     splits = [train_dir, val_dir] if need_train else [val_dir]
     if not any(root.iterdir()):
-        raise DataError(f"dataset root {root} is empty (expected " + " and ".join(f"{root}/{s}/<class>/" for s in splits)
-                        + ")")
+        raise DataError(
+            f"dataset root {root} is empty (expected "
+            + " and ".join(f"{root}/{s}/<class>/" for s in splits)
+            + ")"
+        )
     for split in splits:
         if not (root / split).is_dir() and (hint := _did_you_mean(root, splits)):
             raise DataError(f"{root} holds no {split}/ folder.{hint}")

@@ -205,9 +205,9 @@ class ImagePipeline:
         planned = len(self._train_keys.batches)
         for i, batch in enumerate(self._run(self._train_loader)):
             if i == planned - 1:  # the trainer stops asking after the last batch: summarise now
-                self._end_of_pass(f"epoch {epoch}")
+                self._end_of_pass(f"epoch {epoch + 1}")  # counted from 1, as the progress lines count
             yield batch
-        self._end_of_pass(f"epoch {epoch}")  # reached only if batches were dropped (no-op otherwise)
+        self._end_of_pass(f"epoch {epoch + 1}")  # reached only if batches were dropped (no-op otherwise)
 
     # -------------------------------------------------------------------------------------- val
     def val_indices(self, limit: int | None = None) -> list[int]:

@@ -20,6 +20,7 @@ from torch import nn
 from alexnet.config import ModelConfig, model_preset
 from alexnet.models.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
 from twogpu import cross, exchange, feed, gather
+from twogpu.placement import check_devices
 from twogpu.rng import init_generator
 
 CONV1 = (11, 4)
@@ -264,7 +265,7 @@ class AlexNet(nn.Module):
         cfg = resolve_model_config(preset, num_classes, overrides)
         seed = default_seed() if seed is None else seed
         self.cfg = cfg
-        self.devices = (torch.device(devices[0]), torch.device(devices[1]))
+        self.devices = check_devices(devices)  # one clear line for a device that is not here
         self.side_stream: torch.cuda.Stream | None = None  # see use_side_stream
         side5 = pool5_side(cfg)
         self.lrn_halo = cfg.lrn_size // 2 if cfg.lrn and cfg.lrn_across_towers else 0

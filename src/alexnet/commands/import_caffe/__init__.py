@@ -259,6 +259,7 @@ def import_caffe(
     out = Path(out)
     if out.exists() and not force:
         raise ValueError(f"{out} exists; choose another --out or pass --force to replace it")
+    _require_files(model_path, *([mean_path] if mean_path is not None else []))
     mean = read_mean(mean_path) if mean_path is not None else None  # the small file first
     side = model_preset("caffe").input_size
     if mean is not None and mean.shape[-1] < side:
@@ -304,6 +305,17 @@ def import_caffe(
     )
     log(f"wrote {out} (preset 'caffe'{', mean image ' + str(mean_path) if mean_path else ', no mean image'})")
     return out
+
+
+def _require_files(*paths: str | Path) -> None:
+    """One :class:`CaffeFormatError` naming every input that is not a file (all of them at once)."""
+    problems = [
+        f"{p} is a folder, not a file" if Path(p).is_dir() else f"{p} not found"
+        for p in paths
+        if not Path(p).is_file()
+    ]
+    if problems:
+        raise CaffeFormatError("; ".join(problems))
 
 
 def _check_loads(state: dict[str, torch.Tensor], cfg: Config) -> None:

@@ -36,9 +36,10 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from alexnet.commands._args import add_workers_arg, whole_number
 from alexnet.commands.prepare._matlab import read_mat_v5
 from alexnet.console import progress
-from alexnet.data.folders import DataError, find_classes
+from alexnet.data.folders import DataError, find_classes, require_folder, require_output_folder
 from alexnet.data.images import IMAGE_EXTENSIONS, BadImage, SkippedImages, is_image_name, load_image
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -92,8 +93,8 @@ def resize_tree(
     Returns counts: ``written``, ``existing`` (already done by an earlier run), ``skipped`` (bad inputs).
     """
     src, dst = Path(src), Path(dst)
-    if not src.is_dir():
-        raise DataError(f"source folder {src} does not exist")
+    require_folder(src, "source folder")
+    require_output_folder(dst, "destination")
     if src.resolve() == dst.resolve():
         raise DataError(f"--resize writes a copy: the destination must differ from the source {src}")
     rels = _walk_images(src)
@@ -140,7 +141,7 @@ def devkit_ground_truth(devkit: str | Path) -> tuple[dict[str, tuple[str, ...]],
             (base / "ILSVRC2012_validation_ground_truth.txt").read_text(),
         )
     elif devkit.is_file():
-        with tarfile.open(devkit) as tar:
+        with _readable(devkit), tarfile.open(devkit) as tar:
 
             def member(suffix: str) -> bytes:
                 for m in tar.getmembers():
@@ -213,9 +214,8 @@ def extract_train(tar_path: str | Path, dst_train: str | Path) -> int:
     """``ILSVRC2012_img_train.tar`` (one ``<wnid>.tar`` per class) → ``dst_train/<wnid>/``, resumable
     per class (a class is extracted to a temporary folder, then renamed and marked complete)."""
     dst_train = Path(dst_train)
-    dst_train.mkdir(parents=True, exist_ok=True)
     done = 0
-    with tarfile.open(tar_path) as outer:
+    with _readable(tar_path), _leave_nothing_if_failed(dst_train), tarfile.open(tar_path) as outer:
         members = [m for m in outer if m.isfile() and m.name.endswith(".tar")]
         for m in progress(members, total=len(members), desc="train", unit="class"):
             wnid = Path(m.name).stem
@@ -225,14 +225,38 @@ def extract_train(tar_path: str | Path, dst_train: str | Path) -> int:
             for stale in dst_train.glob(f".{wnid}.*"):  # left by an interrupted run
                 shutil.rmtree(stale, ignore_errors=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{wnid}.", dir=dst_train))
-            with tarfile.open(fileobj=io.BufferedReader(outer.extractfile(m))) as inner:  # type: ignore[arg-type]
-                inner.extractall(tmp, filter="data")
+            with _removed_if_failed(tmp):  # never half a class
+                with tarfile.open(fileobj=io.BufferedReader(outer.extractfile(m))) as inner:  # type: ignore[arg-type]
+                    inner.extractall(tmp, filter="data")
             if final.exists():
                 shutil.rmtree(final)  # an unfinished earlier attempt
             os.replace(tmp, final)
             (final / DONE).touch()
             done += 1
     return done
+
+
+@contextlib.contextmanager
+def _readable(archive: str | Path) -> Iterator[None]:
+    """An archive that cannot be read to its end (a download that stopped early, a damaged file) as
+    one :class:`DataError` naming it, instead of tarfile's traceback."""
+    try:
+        yield
+    except (tarfile.ReadError, EOFError, zlib.error) as e:
+        reason = str(e).splitlines()[-1].removeprefix("- method tar: ")
+        raise DataError(f"{archive} is incomplete or damaged ({reason}): download it again") from None
+    except tarfile.TarError as e:  # e.g. a member that the "data" filter refuses
+        raise DataError(f"{archive}: {e}") from None
+
+
+@contextlib.contextmanager
+def _removed_if_failed(folder: Path) -> Iterator[None]:
+    """Remove ``folder`` (ours, being filled) if the block fails."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager
@@ -261,10 +285,11 @@ def prepare_imagenet(
     """Official ILSVRC-2012 files in ``src`` → ``dst/train/<wnid>/`` and ``dst/val/<wnid>/``. Problems
     with the inputs are found before ``dst`` is created; a failure later leaves no empty folders."""
     src, dst = Path(src), Path(dst)
-    if not src.is_dir() and val_dir is None:
-        raise DataError(f"source folder {src} does not exist")
-    if val_dir is not None and not Path(val_dir).is_dir():
-        raise DataError(f"--val-dir {val_dir} does not exist")
+    if val_dir is None:
+        require_folder(src, "source folder")
+    else:
+        require_folder(Path(val_dir), "--val-dir")
+    require_output_folder(dst, "destination")
     if not ((src / TRAIN_TAR).is_file() or (src / VAL_TAR).is_file() or val_dir or (dst / "train").is_dir()):
         raise DataError(f"{src} holds neither {TRAIN_TAR} nor {VAL_TAR}, and no --val-dir was given")
     with _leave_nothing_if_failed(dst):
@@ -297,7 +322,7 @@ def _prepare_imagenet(
     if flat is None and (src / VAL_TAR).is_file():
         flat = dst / ".val_flat"
         if not (flat / DONE).exists():
-            with tarfile.open(src / VAL_TAR) as tar:
+            with _readable(src / VAL_TAR), _removed_if_failed(flat), tarfile.open(src / VAL_TAR) as tar:
                 tar.extractall(flat, filter="data")
             (flat / DONE).touch()
     if flat is not None:
@@ -332,8 +357,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("dst", metavar="DST", help="output dataset root")
     p.add_argument(
         "--resize",
-        type=int,
-        default=0,
+        type=whole_number(1),
+        default=None,
         metavar="N",
         help="write an N×N copy of SRC (shorter side N, central square) instead; resumable",
     )
@@ -347,12 +372,18 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "'<file> <index>', or LOC_val_solution.csv",
     )
     p.add_argument("--devkit", default=None, help="ILSVRC2012_devkit_t12.tar.gz or its extracted folder")
-    p.add_argument("--workers", type=int, default=-1, help="processes for --resize (-1: one per core)")
-    p.add_argument("--quality", type=int, default=95, help="JPEG quality of --resize")
+    add_workers_arg(p, "for --resize")
+    p.add_argument(
+        "--quality",
+        type=whole_number(1, 100),
+        default=95,
+        metavar="Q",
+        help="JPEG quality of --resize, 1 to 100 (above 95 the files grow for little gain)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.resize:
+    if args.resize is not None:
         counts = resize_tree(args.src, args.dst, size=args.resize, workers=args.workers, quality=args.quality)
     else:
         counts = prepare_imagenet(
