@@ -48,3 +48,14 @@ def test_the_readmes_grep_for_the_crossings_works_as_written():
         )
         >= 4
     )
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`alexnet config --explain | head -1`: the reader closes the pipe early; no BrokenPipeError traceback."""
+    out = subprocess.run(
+        ["bash", "-c", f"'{sys.executable}' -m alexnet config --explain | head -1"],
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.count("\n") == 1
+    assert "Traceback" not in out.stderr and "BrokenPipe" not in out.stderr, out.stderr
