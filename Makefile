@@ -82,6 +82,26 @@ ablations-demo: $(STAMP)
 	$(PY) -m alexnet compare --baseline $(ABLATION_RUNS)/demo-ablation-baseline $$runs || exit 1; \
 	if [ -n "$$failed" ]; then echo "ablations-demo: these runs failed or stopped early (see above):$$failed" >&2; exit 1; fi
 
+# ---- Table 2's ensemble on the demo data (docs/ensembles.md) ----
+# Trains ENSEMBLE_N demo networks (configs/demo.toml, train.seed 0..N-1, runs/demo-ensemble-seed<k>)
+# one after another, about 6 minutes each on two CPU cores (N = 3: about 20 minutes), then evaluates
+# them as one ensemble (softmax averaged) into $(ENSEMBLE_RUNS)/demo-ensemble.json. Re-running
+# continues unfinished runs and skips finished ones (--resume). ARGS= goes to each training run.
+ENSEMBLE_N    ?= 3
+ENSEMBLE_RUNS ?= runs
+
+.PHONY: ensemble-demo
+ensemble-demo: $(STAMP)
+	@test -d $(DEMO_DATA)/train || $(PY) -m alexnet demo-data --out $(DEMO_DATA)
+	@runs=""; for s in $$(seq 0 $$(($(ENSEMBLE_N) - 1))); do name=demo-ensemble-seed$$s; \
+	  echo "== ensemble member $$s -> $(ENSEMBLE_RUNS)/$$name"; \
+	  $(PY) -m alexnet train --config configs/demo.toml $(DEMO_DATA) --resume \
+	    --set train.runs_dir='"$(ENSEMBLE_RUNS)"' --set train.seed=$$s --set train.name='"'$$name'"' $(ARGS) \
+	    || exit 1; \
+	  runs="$$runs $(ENSEMBLE_RUNS)/$$name"; \
+	done; \
+	$(PY) -m alexnet evaluate --checkpoint $$runs $(DEMO_DATA) --out $(ENSEMBLE_RUNS)/demo-ensemble.json
+
 tensorboard: $(STAMP)
 	$(PY) -m tensorboard.main --logdir runs $(ARGS)
 

@@ -158,32 +158,30 @@ def format_ensemble(result: dict[str, Any]) -> str:
     best and the mean member, in % with 95 % intervals (``?``: the interval contains 0), beside the
     paper's gain of five CNNs over one."""
     n, members = result["images"], result["members"]
-    width = 30
+
+    def row(label: str, top1: str, top5: str) -> str:
+        return f"  {label:28s}{top1:28s}{top5}"
+
     lines = [f"ensemble of {len(members)} (softmax averaged per image), errors in % [95 % interval]:"]
+    one, many = ensemble.PAPER_ONE_CNN, ensemble.PAPER_ENSEMBLE
+    paper = [f"{100 * (one[k] - many[k]):+.1f} ({100 * one[k]:.1f} → {100 * many[k]:.1f})" for k in one]
     for name in result["ensemble"]:
-        lines.append(f"{VIEW_TITLES[name] + f', {n} images':{width}s}{'top-1 error':24s}top-5 error")
+        lines.append(f"{VIEW_TITLES[name] + f', {n} images':30s}{'top-1 error':28s}top-5 error")
         for i, r in enumerate(members):
-            cells = [_pct_cell(r[name][k], wilson(r[name][k], n)) for k in ("top1_err", "top5_err")]
-            lines.append(f"  {f'member {i + 1}':{width - 2}s}{cells[0]:24s}{cells[1]}")
+            lines.append(row(f"member {i + 1}", *(_pct_cell(r[name][k], wilson(r[name][k], n)) for k in one)))
         e = result["ensemble"][name]
-        cells = [_pct_cell(e[k], e[f"{k}_ci"]) for k in ("top1_err", "top5_err")]
-        lines.append(f"  {'ensemble':{width - 2}s}{cells[0]:24s}{cells[1]}")
+        lines.append(row("ensemble", *(_pct_cell(e[k], e[f"{k}_ci"]) for k in one)))
         for which in ("best", "mean"):
             g = result[f"gain_over_{which}"][name]
-            cells = [_gain_cell(g[k]) for k in ("top1", "top5")]
-            lines.append(f"  {f'gain over the {which} member':{width - 2}s}{cells[0]:24s}{cells[1]}")
-        one, many = ensemble.PAPER_ONE_CNN, ensemble.PAPER_ENSEMBLE
-        cells = [
-            f"{100 * (one[k] - many[k]):+.1f} ({100 * one[k]:.1f} → {100 * many[k]:.1f})"
-            for k in ("top1_err", "top5_err")
-        ]
-        label = f"paper: {ensemble.PAPER_MEMBERS} CNNs over 1"
-        lines.append(f"  {label:{width - 2}s}{cells[0]:24s}{cells[1]}  (Table 2, ILSVRC-2012 val)")
-    lines.append(
-        "gain = a member's error minus the ensemble's (positive: averaging helps); best member per "
-        "column. Intervals: Wilson for errors, Newcombe for gains (conservative: all see the same "
-        "images); ? marks a gain these images cannot tell from 0."
-    )
+            lines.append(row(f"gain over the {which} member", _gain_cell(g["top1"]), _gain_cell(g["top5"])))
+        lines.append(
+            row(f"paper: {ensemble.PAPER_MEMBERS} CNNs over 1", *paper) + "  (Table 2, ILSVRC-2012 val)"
+        )
+    lines += [
+        "gain = a member's error minus the ensemble's (positive: averaging helps), best member per column;",
+        "intervals: Wilson for errors, Newcombe for gains (conservative: all networks see the same images);",
+        "? marks a gain these images cannot tell from 0.",
+    ]
     return "\n".join(lines)
 
 
