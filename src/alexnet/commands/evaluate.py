@@ -344,6 +344,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--checkpoint",
         required=True,
         nargs="+",
+        action="extend",
         metavar="CHECKPOINT",
         help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt, e.g. runs/<name>; "
         "several: evaluate them as an ensemble (softmax averaged, Table 2; needs --out). DATA may follow: "

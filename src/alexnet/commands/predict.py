@@ -172,6 +172,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
         "--checkpoint",
         required=True,
         nargs="+",
+        action="extend",
         metavar="CHECKPOINT",
         help="checkpoint file (.pt), or a run directory for its checkpoints/best.pt; several: an ensemble "
         "(softmax averaged, Table 2), with each member's top-1",
