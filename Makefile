@@ -8,7 +8,7 @@ DATA   ?=
 ARGS   ?=
 NPROC  ?= 1
 
-.PHONY: install test lint demo train-2gpu train-1gpu evaluate tensorboard bench gpu-check clean ablations-demo help
+.PHONY: install test lint demo train-2gpu train-1gpu evaluate tensorboard bench gpu-check clean ablations-demo ensemble-demo help
 
 install: $(STAMP) ## the virtual environment .venv: the package, its pins, the native LRN kernel
 
@@ -81,6 +81,25 @@ ablations-demo: $(STAMP) ## the paper's ablations on the demo data, then their c
 	done; done; \
 	$(PY) -m alexnet compare --baseline $(ABLATION_RUNS)/demo-ablation-baseline $$runs || exit 1; \
 	if [ -n "$$failed" ]; then echo "ablations-demo: these runs failed or stopped early (see above):$$failed" >&2; exit 1; fi
+
+# ---- Table 2's ensemble on the demo data (docs/ensembles.md) ----
+# Trains ENSEMBLE_N demo networks (configs/demo.toml, train.seed 0..N-1, runs/demo-ensemble-seed<k>)
+# one after another, about 6 minutes each on two CPU cores (N = 3: about 20 minutes), then evaluates
+# them as one ensemble (softmax averaged) into $(ENSEMBLE_RUNS)/demo-ensemble.json. Re-running
+# continues unfinished runs and skips finished ones (--resume). ARGS= goes to each training run.
+ENSEMBLE_N    ?= 3
+ENSEMBLE_RUNS ?= runs
+
+ensemble-demo: $(STAMP) ## train N demo networks (seeds 0..N-1) and evaluate them as one ensemble
+	@test -d $(DEMO_DATA)/train || $(PY) -m alexnet demo-data --out $(DEMO_DATA)
+	@runs=""; for s in $$(seq 0 $$(($(ENSEMBLE_N) - 1))); do name=demo-ensemble-seed$$s; \
+	  echo "== ensemble member $$s -> $(ENSEMBLE_RUNS)/$$name"; \
+	  $(PY) -m alexnet train --config configs/demo.toml $(DEMO_DATA) --resume \
+	    --set train.runs_dir='"$(ENSEMBLE_RUNS)"' --set train.seed=$$s --set train.name='"'$$name'"' $(ARGS) \
+	    || exit 1; \
+	  runs="$$runs $(ENSEMBLE_RUNS)/$$name"; \
+	done; \
+	$(PY) -m alexnet evaluate --checkpoint $$runs $(DEMO_DATA) --out $(ENSEMBLE_RUNS)/demo-ensemble.json
 
 tensorboard: $(STAMP) ## TensorBoard on runs/
 	$(PY) -m tensorboard.main --logdir runs $(ARGS)

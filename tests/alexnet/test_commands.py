@@ -112,9 +112,6 @@ EDGES = {
     ("evaluate", "--limit"): ["0"],
     ("predict", "-k"): ["0"],
 }
-# The numeric arguments of evaluate and predict are validated on helper ens's branch: delete this
-# line when it is merged.
-PENDING = {"evaluate", "predict"}
 
 
 def _numeric_options() -> list[tuple[str, str]]:
@@ -135,8 +132,7 @@ def _bad_values() -> list[tuple[str, str, str]]:
     cases = []
     for command, option in _numeric_options():
         for value in ["-5", "2.5", "many", *EDGES.get((command, option), [])]:
-            marks = [pytest.mark.skip(reason="validated on branch ens")] if command in PENDING else []
-            cases.append(pytest.param(command, option, value, marks=marks, id=f"{command} {option} {value}"))
+            cases.append(pytest.param(command, option, value, id=f"{command} {option} {value}"))
     return cases
 
 

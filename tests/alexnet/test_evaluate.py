@@ -10,6 +10,7 @@ import pytest
 import torch
 from tinydata import make_tiny_dataset
 
+from alexnet.cli import main
 from alexnet.commands.evaluate import evaluate
 from alexnet.commands.predict import predict
 from alexnet.config import config_to_dict, load_config
@@ -135,16 +136,16 @@ def test_predict_lists_top5_with_probabilities(tmp_path, data3):
     bad = tmp_path / "not-an-image.jpg"
     bad.write_text("hello")
     image = next((data3 / "val" / "blue").iterdir())
-    results = predict(path, [image, bad])
-    (p1, preds), (p2, err) = results
-    assert [label for label, _ in preds] == ["red thing", "blue thing", "green thing"]
-    probs = [p for _, p in preds]
+    good, bad = predict(path, [image, bad])
+    assert [label for label, _ in good.labels] == ["red thing", "blue thing", "green thing"]
+    probs = [p for _, p in good.labels]
     # logits 10, 3, 2 (fc8 weights are zero): the softmax written out
     z = torch.tensor([10.0, 3.0, 2.0]).exp()
     assert probs == pytest.approx((z / z.sum()).tolist(), rel=1e-5)
-    assert isinstance(err, str) and "not-an-image" in err
+    assert good.members == [] and good.error is None  # one network: no members' top-1
+    assert "not-an-image" in bad.error and bad.labels == []
     # a folder stands for its images (sorted, recursively), a run directory for its best.pt
-    folder = [p for p, _ in predict(tmp_path / "runs" / "x", [data3 / "val"], log=lambda s: None)]
+    folder = [r.path for r in predict(tmp_path / "runs" / "x", [data3 / "val"], log=lambda s: None)]
     assert folder == sorted(str(p) for p in (data3 / "val").rglob("*.jpg")) and len(folder) == 9
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="without image files"):
@@ -165,3 +166,93 @@ def test_cli_reports_a_truncated_checkpoint(tmp_path, data3):
     assert r.returncode == 2 and str(path) in r.stderr and "truncated or corrupt" in r.stderr
     with pytest.raises(CheckpointError):
         load_model(path)
+
+
+# ------------------------------------------------------------- bad input (issue 17): one line, exit 2
+
+
+def _main(capsys, *argv: str) -> tuple[int, str]:
+    """``alexnet ARGV`` in this process: (exit status, stderr)."""
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("evaluate", "--batch-size", "-4"),
+        ("evaluate", "--batch-size", "0"),
+        ("evaluate", "--limit", "0"),
+        ("evaluate", "--limit", "-5"),
+        ("predict", "-k", "-2"),
+        ("predict", "-k", "0"),
+    ],
+)
+def test_counts_below_one_are_refused_and_eval_json_kept(tmp_path, data3, capsys, argv):
+    """Before: 0.00 % error on 0 images, exit 0, the run's eval.json overwritten; --limit -5 evaluated
+    all but 5 images; predict -k -2 a traceback."""
+    path = _checkpoint(tmp_path, data3, favourite=1)
+    eval_json = tmp_path / "runs" / "x" / "eval.json"
+    eval_json.write_text("{}")
+    command, *option = argv
+    target = [str(data3)] if command == "evaluate" else [next((data3 / "val" / "red").iterdir())]
+    rc, err = _main(capsys, command, "--checkpoint", path, *target, *option)
+    assert rc == 2 and err.count("\n") == 1 and option[0] in err and "at least 1" in err, err
+    assert eval_json.read_text() == "{}"
+    with pytest.raises(ValueError, match="at least 1"):
+        evaluate(path, str(data3), devices=("cpu", "cpu"), limit=0, log=lambda s: None)
+
+
+def test_weights_of_another_network_are_refused(tmp_path, data3, capsys):
+    """A file with 'model' and 'config' keys whose weights are another network's (before: the
+    ``Missing key(s)`` traceback of load_state_dict), or of other shapes."""
+    path = _checkpoint(tmp_path, data3, favourite=1)
+    state = torch.load(path, weights_only=True)
+    other = tmp_path / "torchvision.pt"
+    save_atomic(
+        {"model": {"features.0.weight": torch.zeros(64, 3, 11, 11)}, "config": state["config"]}, other
+    )
+    rc, err = _main(capsys, "evaluate", "--checkpoint", other, data3)
+    assert rc == 2 and err.count("\n") == 1 and str(other) in err, err
+    assert "another network" in err and "missing" in err and "features.0.weight" in err
+    state["model"]["a.conv1.weight"] = torch.zeros(96, 3, 11, 11)  # the paper's tower a has 48 kernels
+    save_atomic(state, other)
+    rc, err = _main(capsys, "predict", "--checkpoint", other, next((data3 / "val" / "red").iterdir()))
+    assert rc == 2 and err.count("\n") == 1 and "of another shape (e.g. a.conv1.weight (96, 3, 11, 11)" in err
+
+
+def test_predict_says_not_a_checkpoint(tmp_path, data3, capsys):
+    """An image, or a torch file holding a pickled module, given as the checkpoint: "not a
+    checkpoint", not torch's advice to load it with weights_only=False (which runs its code)."""
+    image = next((data3 / "val" / "red").iterdir())
+    module = tmp_path / "module.pt"
+    torch.save(torch.nn.Linear(2, 2), module)
+    for path in (image, module):
+        rc, err = _main(capsys, "predict", "--checkpoint", path, image)
+        assert rc == 2 and err.count("\n") == 1 and str(path) in err, err
+        assert "not a " in err and "checkpoint" in err
+        assert "weights_only" not in err and "Weights only" not in err and "truncated" not in err
+
+
+def test_evaluate_elsewhere_names_the_checkpoints_relative_data_root(tmp_path, data3, capsys, monkeypatch):
+    """Without DATA, a checkpoint trained on a relative data.root evaluated from another folder:
+    before, only the dataset's missing folder was named, not where the path came from."""
+    path = _checkpoint(tmp_path, data3, favourite=1)
+    state = torch.load(path, weights_only=True)
+    state["config"]["data"]["root"] = "data/demo"
+    save_atomic(state, path)
+    monkeypatch.chdir(tmp_path)
+    rc, err = _main(capsys, "evaluate", "--checkpoint", path)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "data.root 'data/demo'" in err and "relative" in err and "DATA" in err and str(tmp_path) in err
+    rc, err = _main(capsys, "evaluate", "--checkpoint", path, data3, "--no-ten-view", "--limit", "2")
+    assert rc == 0, err  # with DATA it is evaluated
+
+
+def test_predict_without_images(tmp_path, data3, capsys):
+    path = _checkpoint(tmp_path, data3, favourite=1)
+    rc, err = _main(capsys, "predict", "--checkpoint", path)
+    assert rc == 2 and err.count("\n") == 1 and "no image" in err
