@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,10 +35,17 @@ from twogpu.signals import StopRequest
 from twogpu.task import Hook, RunResult, StepOutput, TrainerOptions, TrainTask
 from twogpu.timing import TowerTimer, format_duration
 
-__all__ = ["Hook", "RunResult", "StepOutput", "Trainer", "TrainerOptions", "TrainTask"]
+__all__ = ["Hook", "RunResult", "StepOutput", "Trainer", "TrainerOptions", "TrainTask", "print_line"]
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def print_line(line: str) -> None:
+    """The trainer's console: one line to stdout in a single write, flushed, so that lines of
+    processes sharing a terminal never run together. Callers print on rank 0 only."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def device_memory_mib(device: torch.device) -> float:
     """Peak memory of ``device`` in MiB (CUDA: allocated by PyTorch; CPU: the process's peak RSS)."""
     if device.type == "cuda":
@@ -72,6 +80,20 @@ class _Window:
 
 
 # ---------------------------------------------------------------------------------------- trainer
+_RESUME_KEYS = (
+    "epoch",
+    "step",
+    "step_in_epoch",
+    "images_seen",
+    "wall_time_s",
+    "world_size",
+    "trainer",
+    "hooks",
+    "rng",
+)
+"""What :meth:`Trainer.checkpoint` writes of the trainer's own state, all needed to resume."""
+
+
 class Trainer:
     """Runs a :class:`TrainTask` for ``options.epochs`` epochs (see the module docstring)."""
 
@@ -89,7 +111,7 @@ class Trainer:
         self.is_main = options.rank == 0
         self.hooks = list(hooks) if self.is_main else []
         self.agree = agree or (lambda flag: flag)
-        self._log = log or (lambda text: print(text, flush=True))
+        self._log = log or print_line
         self.checkpoints = (
             CheckpointDir(Path(options.run_dir) / "checkpoints", options.keep_last)
             if options.run_dir is not None
@@ -156,7 +178,7 @@ class Trainer:
             path, state = found
         else:
             path, state = Path(source), load_checkpoint(source)
-        missing = [k for k in ("epoch", "step", "step_in_epoch", "rng") if k not in state]
+        missing = [k for k in _RESUME_KEYS if k not in state]
         if missing:
             raise CheckpointError(f"{path} is not a resumable training checkpoint (missing {missing})")
         self.task.load_state_dict(state)
@@ -169,7 +191,7 @@ class Trainer:
                     f"{aside[0].parent}"
                 )
         self.step_in_epoch = int(state["step_in_epoch"])
-        old_ws = int(state.get("world_size", 1))
+        old_ws = int(state["world_size"])
         if old_ws != self.options.world_size and self.step_in_epoch:
             # the epoch's data order depends on the number of replicas: continue at the same share
             new = self.step_in_epoch * old_ws // self.options.world_size
@@ -178,13 +200,12 @@ class Trainer:
                 f"continuing epoch {self.epoch + 1} at step {new} instead of {self.step_in_epoch}"
             )
             self.step_in_epoch = new
-        self.images_seen = int(state.get("images_seen", 0))
-        self.wall_offset = float(state.get("wall_time_s", 0.0))
-        tr = state.get("trainer", {})
-        self.best = float(tr.get("best", math.inf))
-        self._epoch_acc = {k: float(v) for k, v in tr.get("epoch_acc", {"loss": 0.0, "n": 0.0}).items()}
-        saved_hooks = state.get("hooks", {})
-        for h in self.hooks:
+        self.images_seen = int(state["images_seen"])
+        self.wall_offset = float(state["wall_time_s"])
+        self.best = float(state["trainer"]["best"])
+        self._epoch_acc = {k: float(v) for k, v in state["trainer"]["epoch_acc"].items()}
+        saved_hooks = state["hooks"]
+        for h in self.hooks:  # a hook of this run that the checkpoint's run did not have starts afresh
             if h.name and h.name in saved_hooks:
                 h.load_state_dict(saved_hooks[h.name])
         set_rng_state(state["rng"])

@@ -16,7 +16,7 @@ from alexnet.config import config_to_dict, load_config
 from alexnet.evaluation.checkpoints import load_model
 from alexnet.models.model import AlexNet
 from twogpu import precision
-from twogpu.checkpoint import CheckpointError, save_atomic
+from twogpu.checkpoint import CheckpointError, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def _checkpoint(tmp_path: Path, data: Path, favourite: int | None, mean: float |
             "eigval": torch.ones(3),
             "eigvec": torch.eye(3),
         }
-    save_atomic(state, path)
+    save_checkpoint(state, path)
     return path
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from alexnet.console import progress
+from alexnet.commands._console import progress
 from alexnet.data.pipeline import ImagePipeline
 from alexnet.data.stats import resolve_stats
 from alexnet.evaluation.checkpoints import (

@@ -14,7 +14,7 @@ import torch
 from alexnet.config import Config, config_from_dict
 from alexnet.data.stats import Stats
 from alexnet.models.model import AlexNet
-from twogpu.checkpoint import load_checkpoint
+from twogpu.checkpoint import check_format, load_checkpoint
 
 BEST = "best.pt"
 
@@ -49,6 +49,7 @@ def model_from_state(
     with the checkpoint's resolved config."""
     if "model" not in state or "config" not in state:
         raise ValueError(f"{source} is not an AlexNet training checkpoint (needs 'model' and 'config')")
+    check_format(state, source)
     cfg = config_from_dict(state["config"], source)
     model = AlexNet(devices=tuple(devices), preset=cfg.model)
     target = model.state_dict()
