@@ -32,7 +32,8 @@ from alexnet.hints import alexnet_command
 from alexnet.models.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
 from alexnet.models.model import AlexNet
 from alexnet.models.speed import prepare_for_speed, tune_cpu_allocator
-from alexnet.training.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
+from alexnet.training.optimizer import build_optimizer, load_named_momentum, named_momentum
+from alexnet.training.schedules import schedule_from
 from alexnet.training.stall_warning import StallWarning
 from twogpu import placement, precision
 from twogpu.checkpoint import CheckpointDir
@@ -98,29 +99,18 @@ class AlexNetTask:
         )
         if wrap is not None:
             self.net = wrap(self.net)
-        o = cfg.optim
-        lr = o.lr * (world_size if o.lr_scaling == "linear" else 1)
+        optim = cfg.optim
+        lr = optim.lr * (world_size if optim.lr_scaling == "linear" else 1)
         self.optimizer = build_optimizer(
             self.model,
             lr=lr,
-            momentum=o.momentum,
-            weight_decay=o.weight_decay,
-            bias_lr_mult=o.bias_lr_mult,
-            bias_decay=o.bias_decay,
+            momentum=optim.momentum,
+            weight_decay=optim.weight_decay,
+            bias_lr_mult=optim.bias_lr_mult,
+            bias_decay=optim.bias_decay,
         )
-        self.schedule = LRSchedule(
-            self.optimizer,
-            lr,
-            mode=o.schedule,
-            patience=o.plateau_patience,
-            max_drops=o.max_drops,
-            milestones=o.milestones,
-            min_delta=o.plateau_min_delta,
-            min_epochs=o.plateau_min_epochs,
-            max_epochs=o.plateau_max_epochs,
-            total_steps=cfg.train.epochs * pipeline.steps_per_epoch(),
-            dexp=(o.dexp_factor, o.dexp_steps),
-            dexp_bias=(o.dexp_bias_factor, o.dexp_bias_steps),
+        self.schedule = schedule_from(
+            optim, self.optimizer, lr, total_steps=cfg.train.epochs * pipeline.steps_per_epoch()
         )
         self.generator = torch.Generator(device=self.dev)  # PCA lighting noise, on tower a's device
         self.generator.manual_seed(stream_seed(cfg.train.seed, "lighting", rank=rank))
@@ -168,7 +158,7 @@ class AlexNetTask:
         loss = F.cross_entropy(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.schedule.before_step()  # 'dexp': ε by the fraction of training done
+        self.schedule.before_step()  # 'dexp' sets ε by the fraction of training done
         self.optimizer.step()
         return StepOutput(loss.detach(), int(y.shape[0]), topk_mistakes(logits.detach(), y))
 
@@ -206,7 +196,7 @@ class AlexNetTask:
         }
 
     def end_epoch(self, metrics: Mapping[str, float]) -> None:
-        if self.schedule.step(metrics.get("val_top1_err")):
+        if self.schedule.end_epoch(metrics.get("val_top1_err")):
             self.say(
                 f"learning rate divided by 10 (drop {self.schedule.drops} of at most "
                 f"{self.schedule.max_drops}): ε = {self.schedule.lr:g}"
