@@ -96,8 +96,8 @@ def load_stats(path: str | Path) -> Stats:
     """Read a file written by :func:`save_stats`; a clear ``DataError`` names a bad file."""
     path = Path(path)
     try:
-        d = torch.load(path, map_location="cpu", weights_only=True)
-        mean, eigval, eigvec = (d[k].numpy().astype(np.float32) for k in ("mean", "eigval", "eigvec"))
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        mean, eigval, eigvec = (saved[k].numpy().astype(np.float32) for k in ("mean", "eigval", "eigvec"))
     except FileNotFoundError:
         raise DataError(f"statistics file {path} does not exist (make it with 'alexnet stats')") from None
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same message
@@ -113,7 +113,7 @@ def load_stats(path: str | Path) -> Stats:
             f"statistics file {path}: unexpected shapes mean {mean.shape}, eigval {eigval.shape}, "
             f"eigvec {eigvec.shape}"
         )
-    return Stats(mean, eigval, eigvec, int(d.get("images", 0)), str(path))
+    return Stats(mean, eigval, eigvec, int(saved.get("images", 0)), str(path))
 
 
 def resolve_stats(configured: str, root: str | Path, image_size: int) -> Stats:

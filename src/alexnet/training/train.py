@@ -177,21 +177,21 @@ class AlexNetTask:
         for batch in self.pipeline.val_batches(batch_size=self.cfg.eval.batch_size, limit=limit):
             logits = self.predict(self._input(batch, train=False))
             y = batch.labels.to(self.dev)
-            m = topk_mistakes(logits, y)
+            mistakes = topk_mistakes(logits, y)
             sums += torch.stack(
                 [
                     torch.tensor(float(len(y)), device=self.dev, dtype=torch.float64),
-                    m["top1"].double(),
-                    m["top5"].double(),
+                    mistakes["top1"].double(),
+                    mistakes["top5"].double(),
                     F.cross_entropy(logits, y, reduction="sum").double(),
                 ]
             )
         sums = self.reduce_sum(sums)
-        n = max(float(sums[0]), 1.0)
+        images = max(float(sums[0]), 1.0)
         return {
-            "val_top1_err": float(sums[1]) / n,
-            "val_top5_err": float(sums[2]) / n,
-            "val_loss": float(sums[3]) / n,
+            "val_top1_err": float(sums[1]) / images,
+            "val_top5_err": float(sums[2]) / images,
+            "val_loss": float(sums[3]) / images,
             "val_images": int(sums[0]),
         }
 
