@@ -64,7 +64,7 @@ def test_two_replicas_then_resume_in_one_process(tmp_path):
     assert (ckpt["epoch"], ckpt["step"], ckpt["images_seen"], ckpt["world_size"]) == (1, 2, 8, 2)
     assert len(list((runs / "ddp" / "checkpoints").glob("step-*.pt"))) == 1  # one writer
 
-    cfg = load_config(None, sets)  # one process, epochs=2: continues the same run
+    cfg = load_config(None, sets + once)  # one process, epochs=2: continues the same run
     result = train(cfg, resume="auto", dashboards=False, log=lambda s: None)
     assert result.status == "finished" and result.epoch == 2
     after = load_checkpoint(runs / "ddp" / "checkpoints" / "last.pt")

@@ -58,19 +58,19 @@ class _Decoder(torch.utils.data.Dataset):
     def __getitem__(self, key: _Key):
         index, epoch, kind = key
         path, label = self.samples[index]
-        crop = self.crop_size
-        views = augment.views_for(kind, self.image_size, crop, seed=self.seed, epoch=epoch,  # type: ignore[arg-type]
+        side = self.crop_size
+        views = augment.views_for(kind, self.image_size, side, seed=self.seed, epoch=epoch,  # type: ignore[arg-type]
                                   index=index, random_crop=self.random_crop, flip=self.flip)
         try:
             if kind == "ten":
                 image = load_image(path, self.image_size)                                 # (S, S, 3)
-                crops = np.stack([augment.crop_view(image, v, crop) for v in views])         # (10, 3, C, C)
+                crops = np.stack([augment.crop_view(image, v, side) for v in views])      # (10, 3, C, C)
                 return torch.from_numpy(crops), label, torch.tensor(views, dtype=torch.int64), None
             top, left, flipped = views[0]
-            window = load_image(path, self.image_size, (top, left, crop))                    # (C, C, 3)
+            window = load_image(path, self.image_size, (top, left, side))                 # (C, C, 3)
         except BadImage as e:
             return None, label, None, (e.path, e.kind, e.detail)
-        crop = augment.crop_view(window, (0, 0, flipped), c)                              # (3, C, C)
+        crop = augment.crop_view(window, (0, 0, flipped), side)                           # (3, C, C)
         return torch.from_numpy(crop), label, torch.tensor(views[0], dtype=torch.int64), None
 
 
