@@ -553,15 +553,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--precision",
         choices=precisions.PRECISIONS,
-        default=None,
-        help="arithmetic of every model (twogpu/precision.py; default fp32, TF32 off); bf16 "
+        default="fp32",
+        help="arithmetic of every model (twogpu/precision.py; fp32: TF32 off); bf16 "
         "autocasts on the CPU too here",
-    )
-    ap.add_argument(
-        "--amp",
-        choices=tuple(precisions.LEGACY_AMP),
-        default=None,
-        help="old name: --amp bf16 is --precision bf16, --amp none is --precision fp32",
     )
     ap.add_argument("--compile", action="store_true", help="torch.compile every model")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -577,9 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="folder for the JSON results")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # internal: one model's CPU peak
     a = ap.parse_args(argv)
-    if a.amp is not None and a.precision not in (None, precisions.LEGACY_AMP[a.amp]):
-        ap.error(f"--amp {a.amp} contradicts --precision {a.precision}; use --precision only")
-    prec = a.precision or precisions.LEGACY_AMP.get(a.amp, "fp32")
+    prec = a.precision
     try:
         devices = resolve_devices(a.devices).pair  # a CUDA device without CUDA: one line, no traceback
     except ValueError as e:

@@ -9,6 +9,7 @@ import torch
 
 from alexnet import AlexNet, GroupedAlexNet
 from alexnet.config import Config, config_to_dict, model_preset
+from twogpu.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +28,7 @@ def test_hub_loads_a_checkpoint(tmp_path):
     torch.manual_seed(0)
     source = AlexNet(num_classes=3, preset="caffe")
     ckpt = tmp_path / "c.pt"
-    torch.save(
+    save_checkpoint(
         {
             "model": source.state_dict(),
             "config": config_to_dict(Config(model=model_preset("caffe", num_classes=3))),

@@ -115,3 +115,41 @@ def test_twogpu_never_imports_alexnet():
         if m.startswith("twogpu")
     }
     assert not any(offenders.values()), offenders
+
+
+def test_the_library_never_imports_the_commands_console():
+    """The progress bar and the log handler are the commands' (alexnet.commands._console): library code
+    logs, and takes a progress hook or a line printer as a parameter."""
+    graph = import_graph()
+    assert "alexnet.commands._console" in graph  # the module this test is about exists
+    users = sorted(m for m, ts in graph.items() if "alexnet.commands._console" in ts)
+    assert users and all(_is_command(m) for m in users), users
+
+
+def _prints_outside_main(path: Path) -> list[int]:
+    """Lines of ``print(...)`` calls in ``path`` outside a function named ``main`` (a module's
+    ``python -m`` entry point is a command of its own)."""
+    found: list[int] = []
+
+    def visit(node: ast.AST, in_main: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inside = in_main or (isinstance(child, ast.FunctionDef) and child.name == "main")
+            if isinstance(child, ast.Call) and isinstance(child.func, ast.Name) and child.func.id == "print":
+                if not inside:
+                    found.append(child.lineno)
+            visit(child, inside)
+
+    visit(ast.parse(path.read_text(), str(path)), False)
+    return found
+
+
+def test_the_library_logs_and_never_prints():
+    """One output channel: library modules log (logging.getLogger(__name__)); only commands print, and
+    the trainer's console lines go through the printer the trainer is given (twogpu.trainer.print_line
+    by default), on rank 0 only."""
+    offenders = {
+        m: lines
+        for m, path in _modules().items()
+        if not _is_command(m) and (lines := _prints_outside_main(path))
+    }
+    assert not offenders, offenders

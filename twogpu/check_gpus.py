@@ -16,9 +16,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("gpus", type=int, metavar="N", help="GPUs needed")
     ap.add_argument("--what", default="this run", help="what needs them, for the message")
     ap.add_argument("--hint", default="", help="appended to the message")
-    a = ap.parse_args(argv)
+    args = ap.parse_args(argv)
     try:
-        require_gpus(a.gpus, a.what, a.hint)
+        require_gpus(args.gpus, args.what, args.hint)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

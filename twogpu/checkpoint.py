@@ -5,10 +5,14 @@ over its final name (``os.replace`` is atomic on POSIX), so a run killed mid-wri
 half-written ``step-*.pt`` or ``last.pt`` behind. ``last.pt`` and ``best.pt`` are hard links to (or,
 where links are not possible, copies of) a step file, never symbolic links. Loading always uses
 ``torch.load(..., weights_only=True)``: a checkpoint holds tensors and plain Python values only.
+
+Every checkpoint carries ``format`` (:data:`FORMAT`), the version of its layout: the trainer's keys
+and the task's. A checkpoint of another format, or of none, is refused with a message naming both.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -17,7 +21,13 @@ from typing import Any
 
 import torch
 
+log = logging.getLogger(__name__)
+
 STEP_PATTERN = re.compile(r"^step-(\d{8,})\.pt$")
+
+FORMAT = 1
+"""The layout of the checkpoints this version writes and reads; raise it with any incompatible change
+of the saved keys (the trainer's, or a task's such as the two-tower weights' names or the config)."""
 
 
 class CheckpointError(RuntimeError):
@@ -70,9 +80,34 @@ def _link_atomic(source: Path, target: Path) -> None:
     _fsync_dir(target.parent)
 
 
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` as a checkpoint of :data:`FORMAT` to ``path`` atomically (:func:`save_atomic`)."""
+    return save_atomic({**state, "format": FORMAT}, path)
+
+
+def check_format(state: dict[str, Any], source: str | Path) -> None:
+    """A :class:`CheckpointError` unless ``state`` is a checkpoint of :data:`FORMAT`."""
+    if "format" not in state and "step" not in state:
+        raise CheckpointError(
+            f"{source} is not a checkpoint (no 'format' or 'step' key; it holds {sorted(state)[:6]})"
+        )
+    found = state.get("format", 0)
+    if found != FORMAT:
+        unnumbered = " (no format number)" if "format" not in state else ""
+        raise CheckpointError(
+            f"checkpoint {source} has format {found}{unnumbered}, this version reads format {FORMAT}: "
+            f"it was written by another version of alexnet; use that version, or train or import it again"
+        )
+
+
+class UnreadableCheckpoint(CheckpointError):
+    """``torch.load(weights_only=True)`` could not read the file: cut short, corrupt, not written by
+    ``torch.save``, or holding pickled objects that are never loaded."""
+
+
 def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True``; any failure is a :class:`CheckpointError` naming
-    the file and saying what is wrong with it."""
+    """Read a checkpoint with ``weights_only=True``; any failure, a checkpoint of another format
+    included, is a :class:`CheckpointError` naming the file and saying what is wrong with it."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -84,7 +119,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ...
-        raise CheckpointError(
+        raise UnreadableCheckpoint(
             f"cannot read checkpoint {path} ({size:,} bytes): it is truncated or corrupt "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}). "
             f"Use an older file from {path.parent} instead."
@@ -93,6 +128,7 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
         raise CheckpointError(
             f"{path} is not a training checkpoint (expected a dict, got {type(state).__name__})"
         )
+    check_format(state, path)
     return state
 
 
@@ -123,7 +159,7 @@ class CheckpointDir:
     def save(self, state: dict[str, Any], step: int, *, is_best: bool = False) -> Path:
         """Write ``step-<step>.pt`` atomically, point ``last.pt`` (and ``best.pt`` if ``is_best``) at
         it, then delete step files beyond the newest ``keep_last``."""
-        path = save_atomic(state, self.folder / f"step-{step:08d}.pt")
+        path = save_checkpoint(state, self.folder / f"step-{step:08d}.pt")
         _link_atomic(path, self.last)
         if is_best:
             _link_atomic(path, self.best)
@@ -149,7 +185,7 @@ class CheckpointDir:
 
     def latest_loadable(self, map_location: Any = "cpu") -> tuple[Path, dict[str, Any]] | None:
         """The newest checkpoint that reads back: ``last.pt``, else step files newest first. Corrupt
-        files are reported (printed) and skipped; None when there is no checkpoint at all."""
+        files are reported (logged as warnings) and skipped; None when there is no checkpoint at all."""
         candidates = [self.last] + self.step_files()[::-1]
         errors = []
         for path in candidates:
@@ -159,7 +195,7 @@ class CheckpointDir:
                 return path, load_checkpoint(path, map_location)
             except CheckpointError as e:
                 errors.append(str(e))
-                print(f"warning: {e}", flush=True)
+                log.warning("warning: %s", e)
         if errors:
             raise CheckpointError(
                 "no readable checkpoint in " + str(self.folder) + ":\n  " + "\n  ".join(errors)

@@ -93,21 +93,21 @@ def resolve_devices(request: str | Sequence[str], *, offset: int = 0) -> TowerDe
             raise ValueError(
                 f"devices: expected 'auto', 'single' or a pair like ['cuda:0', 'cuda:1'], got {request!r}"
             )
-        n = visible_gpus()
-        if request == "single" and n:
-            a = torch.device(f"cuda:{min(offset, n - 1)}")
-            return TowerDevices(a, a, f"single: both towers on {a} ({n} GPU(s) visible)")
+        gpus = visible_gpus()
+        if request == "single" and gpus:
+            a = torch.device(f"cuda:{min(offset, gpus - 1)}")
+            return TowerDevices(a, a, f"single: both towers on {a} ({gpus} GPU(s) visible)")
         if request == "single":
             cpu = torch.device("cpu")
             return TowerDevices(cpu, cpu, "single: no GPU found, both towers on the CPU")
-        if n >= offset + 2:
+        if gpus >= offset + 2:
             a, b = torch.device(f"cuda:{offset}"), torch.device(f"cuda:{offset + 1}")
             return TowerDevices(
                 a, b, f"auto: two GPUs found, tower a on {a}, tower b on {b} (as in the paper)"
             )
-        if n >= 1:
-            a = torch.device(f"cuda:{min(offset, n - 1)}")
-            return TowerDevices(a, a, f"auto: {n} GPU(s) visible, both towers on {a}")
+        if gpus >= 1:
+            a = torch.device(f"cuda:{min(offset, gpus - 1)}")
+            return TowerDevices(a, a, f"auto: {gpus} GPU(s) visible, both towers on {a}")
         cpu = torch.device("cpu")
         return TowerDevices(cpu, cpu, "auto: no GPU found, both towers on the CPU")
     a, b = check_devices(request)

@@ -24,8 +24,6 @@ import torch
 
 Precision = Literal["fp32", "tf32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("fp32", "tf32", "bf16")
-LEGACY_AMP = {"none": "fp32", "bf16": "bf16"}
-"""The old ``amp`` setting's values and the precision each means."""
 
 _DESCRIPTION = {
     "fp32": "fp32 (IEEE float32; TF32 off for cuDNN convolutions and matmuls: the paper's arithmetic)",

@@ -213,6 +213,15 @@ def all_reduce_sum(t: torch.Tensor, world: World, device: torch.device | str = "
     return buf.to(t.device)
 
 
+def gather_text(text: str, world: World) -> list[str]:
+    """Every rank's ``text``, in rank order, on every rank (so that rank 0 alone can print them)."""
+    if not world.distributed:
+        return [text]
+    texts: list[str | None] = [None] * world.world_size
+    dist.all_gather_object(texts, text)
+    return [str(t) for t in texts]
+
+
 def allreduce_bytes_per_step(model: nn.Module) -> int:
     """Bytes of gradient each replica contributes to the all-reduce in one step (every trainable
     parameter's gradient once), to set beside the bytes exchanged between the towers."""

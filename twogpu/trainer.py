@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,10 +35,17 @@ from twogpu.signals import StopRequest
 from twogpu.task import Hook, RunResult, StepOutput, TrainerOptions, TrainTask
 from twogpu.timing import TowerTimer, format_duration
 
-__all__ = ["Hook", "RunResult", "StepOutput", "Trainer", "TrainerOptions", "TrainTask"]
+__all__ = ["Hook", "RunResult", "StepOutput", "Trainer", "TrainerOptions", "TrainTask", "print_line"]
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def print_line(line: str) -> None:
+    """The trainer's console: one line to stdout in a single write, flushed, so that lines of
+    processes sharing a terminal never run together. Callers print on rank 0 only."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def device_memory_mib(device: torch.device) -> float:
     """Peak memory of ``device`` in MiB (CUDA: allocated by PyTorch; CPU: the process's peak RSS)."""
     if device.type == "cuda":
@@ -50,14 +58,14 @@ class _Window:
     on their device (no host wait); :meth:`read` brings them to the host once."""
 
     def __init__(self, first_step: int) -> None:
-        self.steps, self.n, self.wait = 0, 0, 0.0
+        self.steps, self.images, self.wait = 0, 0, 0.0
         self.first_step = first_step
         self.t0 = time.perf_counter()
         self._sums: dict[str, torch.Tensor | float] = {}
 
     def add(self, out: StepOutput, wait_s: float) -> None:
         self.steps += 1
-        self.n += out.batch_size
+        self.images += out.batch_size
         self.wait += wait_s
         self._add("loss", out.loss.detach().float() * out.batch_size)
         for k, v in out.mistakes.items():
@@ -72,6 +80,20 @@ class _Window:
 
 
 # ---------------------------------------------------------------------------------------- trainer
+_RESUME_KEYS = (
+    "epoch",
+    "step",
+    "step_in_epoch",
+    "images_seen",
+    "wall_time_s",
+    "world_size",
+    "trainer",
+    "hooks",
+    "rng",
+)
+"""What :meth:`Trainer.checkpoint` writes of the trainer's own state, all needed to resume."""
+
+
 class Trainer:
     """Runs a :class:`TrainTask` for ``options.epochs`` epochs (see the module docstring)."""
 
@@ -89,7 +111,7 @@ class Trainer:
         self.is_main = options.rank == 0
         self.hooks = list(hooks) if self.is_main else []
         self.agree = agree or (lambda flag: flag)
-        self._log = log or (lambda text: print(text, flush=True))
+        self._log = log or print_line
         self.checkpoints = (
             CheckpointDir(Path(options.run_dir) / "checkpoints", options.keep_last)
             if options.run_dir is not None
@@ -156,7 +178,7 @@ class Trainer:
             path, state = found
         else:
             path, state = Path(source), load_checkpoint(source)
-        missing = [k for k in ("epoch", "step", "step_in_epoch", "rng") if k not in state]
+        missing = [k for k in _RESUME_KEYS if k not in state]
         if missing:
             raise CheckpointError(f"{path} is not a resumable training checkpoint (missing {missing})")
         self.task.load_state_dict(state)
@@ -169,7 +191,7 @@ class Trainer:
                     f"{aside[0].parent}"
                 )
         self.step_in_epoch = int(state["step_in_epoch"])
-        old_ws = int(state.get("world_size", 1))
+        old_ws = int(state["world_size"])
         if old_ws != self.options.world_size and self.step_in_epoch:
             # the epoch's data order depends on the number of replicas: continue at the same share
             new = self.step_in_epoch * old_ws // self.options.world_size
@@ -178,13 +200,12 @@ class Trainer:
                 f"continuing epoch {self.epoch + 1} at step {new} instead of {self.step_in_epoch}"
             )
             self.step_in_epoch = new
-        self.images_seen = int(state.get("images_seen", 0))
-        self.wall_offset = float(state.get("wall_time_s", 0.0))
-        tr = state.get("trainer", {})
-        self.best = float(tr.get("best", math.inf))
-        self._epoch_acc = {k: float(v) for k, v in tr.get("epoch_acc", {"loss": 0.0, "n": 0.0}).items()}
-        saved_hooks = state.get("hooks", {})
-        for h in self.hooks:
+        self.images_seen = int(state["images_seen"])
+        self.wall_offset = float(state["wall_time_s"])
+        self.best = float(state["trainer"]["best"])
+        self._epoch_acc = {k: float(v) for k, v in state["trainer"]["epoch_acc"].items()}
+        saved_hooks = state["hooks"]
+        for h in self.hooks:  # a hook of this run that the checkpoint's run did not have starts afresh
             if h.name and h.name in saved_hooks:
                 h.load_state_dict(saved_hooks[h.name])
         set_rng_state(state["rng"])
@@ -241,13 +262,19 @@ class Trainer:
     def _loop(self) -> RunResult:
         opt = self.options
         while self.epoch < opt.epochs:
-            spe = self.task.steps_per_epoch()
-            total_steps = opt.epochs * spe if not opt.max_steps else min(opt.max_steps, opt.epochs * spe)
+            epoch_steps = self.task.steps_per_epoch()
+            total_steps = (
+                opt.epochs * epoch_steps
+                if not opt.max_steps
+                else min(opt.max_steps, opt.epochs * epoch_steps)
+            )
             batches = (
-                self.task.batches(self.epoch, self.step_in_epoch) if self.step_in_epoch < spe else iter(())
+                self.task.batches(self.epoch, self.step_in_epoch)
+                if self.step_in_epoch < epoch_steps
+                else iter(())
             )
             self._window = _Window(self.step)
-            while self.step_in_epoch < spe:
+            while self.step_in_epoch < epoch_steps:
                 if opt.max_steps and self.step >= opt.max_steps:  # e.g. resumed at the limit
                     return RunResult(
                         "max_steps",
@@ -260,14 +287,14 @@ class Trainer:
                 if not self._step(batches):
                     # whole batches of unusable images were dropped: the epoch ends early
                     self.log(
-                        f"epoch {self.epoch + 1} ended after {self.step_in_epoch} of {spe} batches "
+                        f"epoch {self.epoch + 1} ended after {self.step_in_epoch} of {epoch_steps} batches "
                         f"(the data pipeline dropped batches of unusable images)"
                     )
                     break
-                result = self._after_step(spe, total_steps)
+                result = self._after_step(epoch_steps, total_steps)
                 if result is not None:
                     return result
-            bad = self._read_window(spe, total_steps)  # what an early end left unread
+            bad = self._read_window(epoch_steps, total_steps)  # what an early end left unread
             if bad is not None:
                 return self._nonfinite(bad)
             self._end_epoch()
@@ -305,16 +332,16 @@ class Trainer:
         self.images_seen += out.batch_size * self.options.world_size
         return True
 
-    def _after_step(self, spe: int, total_steps: int) -> RunResult | None:
+    def _after_step(self, epoch_steps: int, total_steps: int) -> RunResult | None:
         """At the steps where the loop synchronises (every ``log_every`` steps, the end of the epoch,
         ``max_steps``, a stop request in a single process): read the sums, agree on a non-finite loss
         and on stopping, checkpoint. Elsewhere nothing: the host queues the next step at once."""
         opt = self.options
         at_limit = bool(opt.max_steps) and self.step >= opt.max_steps
-        due = self.step % opt.log_every == 0 or self.step_in_epoch == spe or at_limit
+        due = self.step % opt.log_every == 0 or self.step_in_epoch == epoch_steps or at_limit
         if not (due or (self.stop.requested and opt.world_size == 1)):
             return None
-        bad = self._read_window(spe, total_steps)
+        bad = self._read_window(epoch_steps, total_steps)
         if bad is not None:
             return self._nonfinite(bad)
         stopping = self.agree(self.stop.requested)
@@ -338,26 +365,26 @@ class Trainer:
                 f"reached train.max_steps = {opt.max_steps}; checkpoint {path}",
             )
         if opt.checkpoint_minutes and time.perf_counter() - self._t_last_ckpt > 60 * opt.checkpoint_minutes:
-            if self.step_in_epoch < spe:  # at the end of the epoch its own checkpoint follows
+            if self.step_in_epoch < epoch_steps:  # at the end of the epoch its own checkpoint follows
                 self.checkpoint()
         return None
 
-    def _read_window(self, spe: int, total_steps: int) -> float | None:
+    def _read_window(self, epoch_steps: int, total_steps: int) -> float | None:
         """Bring the window's sums to the host (one wait for the devices), add them to the epoch's,
         log the progress line; returns the window's loss when any rank's is not finite."""
-        w = self._window
-        if not w.steps:
+        window = self._window
+        if not window.steps:
             return None
-        sums = w.read()
+        sums = window.read()
         tower_s = self.timer.collect()
-        elapsed = time.perf_counter() - w.t0
-        loss = sums["loss"] / max(w.n, 1)
+        elapsed = time.perf_counter() - window.t0
+        loss = sums["loss"] / max(window.images, 1)
         if self.agree(not math.isfinite(loss)):
             return loss
-        self._epoch_acc["n"] += w.n
+        self._epoch_acc["n"] += window.images
         for k, v in sums.items():
             self._epoch_acc[k] = self._epoch_acc.get(k, 0.0) + v
-        self._log_window(w, sums, tower_s, elapsed, spe, total_steps)
+        self._log_window(window, sums, tower_s, elapsed, epoch_steps, total_steps)
         self._window = _Window(self.step)
         return None
 
@@ -414,40 +441,41 @@ class Trainer:
 
     def _log_window(
         self,
-        w: _Window,
+        window: _Window,
         sums: Mapping[str, float],
         tower_s: Sequence[float],
         elapsed: float,
-        spe: int,
+        epoch_steps: int,
         total_steps: int,
     ) -> None:
         opt = self.options
-        loss = sums["loss"] / max(w.n, 1)
-        rate = w.n * opt.world_size / max(elapsed, 1e-9)
-        sec_per_step = elapsed / w.steps
+        loss = sums["loss"] / max(window.images, 1)
+        rate = window.images * opt.world_size / max(elapsed, 1e-9)
+        sec_per_step = elapsed / window.steps
         eta = (total_steps - self.step) * sec_per_step
         stats: dict[str, float] = {
             "step": self.step,
-            "epoch": self.epoch + self.step_in_epoch / spe,
+            "epoch": self.epoch + self.step_in_epoch / epoch_steps,
             "loss": loss,
             "lr": self.task.lr(),
             "images_per_s": rate,
-            "data_wait_share": w.wait / max(elapsed, 1e-9),
+            "data_wait_share": window.wait / max(elapsed, 1e-9),
             "step_time_s": sec_per_step,
-            "window_steps": w.steps,
+            "window_steps": window.steps,
         }
         mistakes = [k for k in sums if k != "loss"]
         for k in mistakes:
-            stats[f"{k}_err"] = sums[k] / max(w.n, 1)
+            stats[f"{k}_err"] = sums[k] / max(window.images, 1)
         for name, seconds in zip(self.TOWERS, tower_s):
-            stats[f"step_time_s/{name}"] = seconds / w.steps
+            stats[f"step_time_s/{name}"] = seconds / window.steps
         for dev in dict.fromkeys(self.task.devices):
             stats[f"memory_mib/{dev}"] = device_memory_mib(dev)
         errs = "  ".join(
             f"{k}_err {stats[f'{k}_err']:.3f}" for k in mistakes
         )  # an error, named as in metrics
         self.log(
-            f"epoch {self.epoch + 1}/{opt.epochs}  step {self.step_in_epoch}/{spe} ({self.step} total)  "
+            f"epoch {self.epoch + 1}/{opt.epochs}  "
+            f"step {self.step_in_epoch}/{epoch_steps} ({self.step} total)  "
             f"loss {loss:.4f}  {errs}  {rate:.1f} img/s  data wait {100 * stats['data_wait_share']:.0f}%  "
             f"lr {stats['lr']:.3g}  ETA {format_duration(eta)}"
         )

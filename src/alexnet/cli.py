@@ -104,6 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from alexnet.commands._console import show_library_logs
+
+    show_library_logs()  # the library logs; the command's terminal shows it
     try:
         return _module(args.command).run(args)
     except ValueError as e:  # ConfigError, DataError, bad devices: a message, not a traceback

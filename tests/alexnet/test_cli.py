@@ -51,7 +51,8 @@ def test_the_readmes_grep_for_the_crossings_works_as_written():
 
 
 def test_output_into_a_closed_pipe_ends_quietly():
-    """`alexnet config --explain | head -1`: the reader closes the pipe early; no BrokenPipeError traceback."""
+    """`alexnet config --explain | head -1`: the reader closes the pipe early; no BrokenPipeError
+    traceback."""
     out = subprocess.run(
         ["bash", "-c", f"'{sys.executable}' -m alexnet config --explain | head -1"],
         capture_output=True,

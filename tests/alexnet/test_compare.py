@@ -13,6 +13,7 @@ import pytest
 from alexnet.cli import main
 from alexnet.commands.compare import compare
 from alexnet.config import Config, config_to_toml
+from twogpu.checkpoint import save_checkpoint
 
 
 def make_run(
@@ -203,14 +204,13 @@ def test_run_from_an_older_config_schema_is_still_compared(tmp_path, capsys):
 
 
 def test_checkpoint_config_wins_over_a_rewritten_config_toml(tmp_path, capsys):
-    import torch
 
     from alexnet.config import config_to_dict
 
     make_run(tmp_path, "base", BASE, [epoch(1, 0.5, 0.2)])
     run = make_run(tmp_path, "nolrn", no_lrn(), [epoch(1, 0.6, 0.3)])
     (run / "checkpoints").mkdir()
-    torch.save(
+    save_checkpoint(
         {"model": {}, "config": config_to_dict(no_lrn()), "epoch": 1, "step": 10},
         run / "checkpoints" / "last.pt",
     )

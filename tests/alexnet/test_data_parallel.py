@@ -1,5 +1,6 @@
-"""`alexnet train` as data-parallel replicas under torchrun (gloo, CPU): only rank 0 writes, the
-global batch is batch_size × replicas, and a checkpoint of a 2-replica run resumes in 1 process."""
+"""`alexnet train` as data-parallel replicas under torchrun (gloo, CPU): only rank 0 writes and prints
+(each line once), the global batch is batch_size × replicas, and a checkpoint of a 2-replica run
+resumes in 1 process."""
 
 import os
 import subprocess
@@ -43,7 +44,8 @@ def test_two_replicas_then_resume_in_one_process(tmp_path):
         "alexnet",
         "train",
     ]
-    for s in sets + ["train.epochs=1"]:  # the last --set of a key wins
+    once = ["optim.schedule=\"milestones\"", "optim.milestones=[1]"]  # a drop after epoch 1
+    for s in sets + once + ["train.epochs=1"]:  # the last --set of a key wins
         cmd += ["--set", s]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400, env=env)
@@ -55,12 +57,14 @@ def test_two_replicas_then_resume_in_one_process(tmp_path):
         "replica 1",
     ]
     assert "replica 1: replica 1" not in run.stdout  # each replica names itself once
+    for start in ("devices:", "data-parallel:", "epoch 1/1  step", "epoch 1 done", "learning rate divided"):
+        assert sum(line.startswith(start) for line in lines) == 1, (start, run.stdout)
     ckpt = load_checkpoint(runs / "ddp" / "checkpoints" / "last.pt")
     # 8 images, 2 per replica per step, 2 replicas: 2 steps make the epoch, 8 images seen.
     assert (ckpt["epoch"], ckpt["step"], ckpt["images_seen"], ckpt["world_size"]) == (1, 2, 8, 2)
     assert len(list((runs / "ddp" / "checkpoints").glob("step-*.pt"))) == 1  # one writer
 
-    cfg = load_config(None, sets)  # one process, epochs=2: continues the same run
+    cfg = load_config(None, sets + once)  # one process, epochs=2: continues the same run
     result = train(cfg, resume="auto", dashboards=False, log=lambda s: None)
     assert result.status == "finished" and result.epoch == 2
     after = load_checkpoint(runs / "ddp" / "checkpoints" / "last.pt")

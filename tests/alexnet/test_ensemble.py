@@ -17,7 +17,7 @@ from alexnet.config import config_to_dict, load_config
 from alexnet.data.pipeline import ImagePipeline
 from alexnet.evaluation.checkpoints import load_model
 from alexnet.models.model import AlexNet
-from twogpu.checkpoint import save_atomic
+from twogpu.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ("c0", "c1", "c2", "c3", "c4", "c5", "c6")
@@ -61,7 +61,7 @@ def _member(path: Path, data: Path, seed: int, *extra: str, classes=CLASSES, fc8
         "classes": list(classes),
         "class_names": [f"{c} thing" for c in classes],
     }
-    save_atomic(state, path)
+    save_checkpoint(state, path)
     return path
 
 
@@ -170,7 +170,7 @@ def test_predict_averages_the_members_and_shows_each_top1(tmp_path, data7):
         half = state["model"]["a.fc8.bias"].numel()  # tower a's share of fc8
         state["model"]["a.fc8.bias"] = torch.tensor(bias[:half])
         state["model"]["b.fc8.bias"] = torch.tensor(bias[half:])
-        save_atomic(state, path)
+        save_checkpoint(state, path)
         paths.append(path)
     image = next((data7 / "val" / "c0").iterdir())
     (result,) = predict(paths, [image], k=3, log=lambda s: None)

@@ -17,7 +17,7 @@ from alexnet.config import config_to_dict, load_config
 from alexnet.evaluation.checkpoints import load_model
 from alexnet.models.model import AlexNet
 from twogpu import precision
-from twogpu.checkpoint import CheckpointError, save_atomic
+from twogpu.checkpoint import CheckpointError, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -57,7 +57,7 @@ def _checkpoint(tmp_path: Path, data: Path, favourite: int | None, mean: float |
             "eigval": torch.ones(3),
             "eigvec": torch.eye(3),
         }
-    save_atomic(state, path)
+    save_checkpoint(state, path)
     return path
 
 
@@ -212,14 +212,14 @@ def test_weights_of_another_network_are_refused(tmp_path, data3, capsys):
     path = _checkpoint(tmp_path, data3, favourite=1)
     state = torch.load(path, weights_only=True)
     other = tmp_path / "torchvision.pt"
-    save_atomic(
+    save_checkpoint(
         {"model": {"features.0.weight": torch.zeros(64, 3, 11, 11)}, "config": state["config"]}, other
     )
     rc, err = _main(capsys, "evaluate", "--checkpoint", other, data3)
     assert rc == 2 and err.count("\n") == 1 and str(other) in err, err
     assert "another network" in err and "missing" in err and "features.0.weight" in err
     state["model"]["a.conv1.weight"] = torch.zeros(96, 3, 11, 11)  # the paper's tower a has 48 kernels
-    save_atomic(state, other)
+    save_checkpoint(state, other)
     rc, err = _main(capsys, "predict", "--checkpoint", other, next((data3 / "val" / "red").iterdir()))
     assert rc == 2 and err.count("\n") == 1 and "of another shape (e.g. a.conv1.weight (96, 3, 11, 11)" in err
 
@@ -243,7 +243,7 @@ def test_evaluate_elsewhere_names_the_checkpoints_relative_data_root(tmp_path, d
     path = _checkpoint(tmp_path, data3, favourite=1)
     state = torch.load(path, weights_only=True)
     state["config"]["data"]["root"] = "data/demo"
-    save_atomic(state, path)
+    save_checkpoint(state, path)
     monkeypatch.chdir(tmp_path)
     rc, err = _main(capsys, "evaluate", "--checkpoint", path)
     assert rc == 2 and err.count("\n") == 1, err

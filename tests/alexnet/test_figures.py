@@ -23,6 +23,7 @@ from alexnet.evaluation.pictures import (
     write_png,
 )
 from alexnet.models.model import AlexNet
+from twogpu.checkpoint import save_checkpoint
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -152,7 +153,7 @@ def test_make_figures_end_to_end(tmp_path):
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
     ckpt.parent.mkdir(parents=True)
     torch.manual_seed(0)
-    torch.save(
+    save_checkpoint(
         {"model": AlexNet(num_classes=2).state_dict(), "config": config_to_dict(cfg), "epoch": 1, "step": 10},
         ckpt,
     )

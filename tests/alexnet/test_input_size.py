@@ -199,7 +199,7 @@ def test_evaluate_predict_and_figures_use_the_checkpoints_input_size(tmp_path, s
     from alexnet.commands.figures import make_figures
     from alexnet.commands.predict import predict
     from alexnet.config import config_to_dict
-    from twogpu.checkpoint import save_atomic
+    from twogpu.checkpoint import save_checkpoint
 
     data = make_tiny_dataset(tmp_path / "data", classes=("blue", "green", "red"), train_n=2, val_n=2)
     cfg = load_config(
@@ -214,7 +214,7 @@ def test_evaluate_predict_and_figures_use_the_checkpoints_input_size(tmp_path, s
     )
     model = AlexNet(devices=("cpu", "cpu"), preset=cfg.model, seed=0)
     path = tmp_path / "run" / "checkpoints" / "best.pt"
-    save_atomic(
+    save_checkpoint(
         {
             "model": model.state_dict(),
             "config": config_to_dict(cfg),

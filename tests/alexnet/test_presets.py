@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from alexnet.config import (
     PRESETS,
@@ -20,7 +19,6 @@ from alexnet.config import (
     provenance_markdown,
 )
 from alexnet.config.presets import PRESET_FILES, check_tables
-from alexnet.training.optim import LRSchedule, PaperSGD, dexp_rates, param_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -113,43 +111,6 @@ def test_cuda_convnet_file_shows_the_released_values():
         c.model.spatial_norm_k,
     ) == (5, 1e-3, 0.75, 1.0)
     assert c.model.fc8_placement == "a" and (c.train.epochs, c.train.batch_size) == (90, 128)
-
-
-# ----------------------------------------------------------------------------------- dexp schedule
-def test_dexp_rates_by_hand():
-    w = dexp_rates(0.02, 250, 4)
-    expect = [0.02, 0.02 / 250 ** (1 / 3), 0.02 / 250 ** (2 / 3), 0.02 / 250]
-    assert w == pytest.approx(expect, rel=1e-12)
-    assert dexp_rates(0.04, 25, 2) == pytest.approx([0.04, 0.0016], rel=1e-12)
-
-
-def test_dexp_schedule_sets_weights_and_biases_over_the_quarters_of_training():
-    model = torch.nn.Linear(2, 2)
-    groups = param_groups(
-        model, lr=0.02, weight_decay=0.0005, momentum=0.9, bias_lr_mult=2.0, bias_decay=False
-    )
-    opt = PaperSGD(groups, lr=0.02)
-    total = 400
-    sched = LRSchedule(opt, 0.02, mode="dexp", total_steps=total, dexp=(250.0, 4), dexp_bias=(25.0, 2))
-    seen = []
-    for _ in range(total):
-        sched.before_step()
-        seen.append((opt.param_groups[0]["lr"], opt.param_groups[1]["lr"]))
-    w = [0.02, 0.02 / 250 ** (1 / 3), 0.02 / 250 ** (2 / 3), 0.02 / 250]
-    # step s (0-based) trains at progress s / total; lr.cu: rate i while progress <= (i + 1) / 4
-    for s, (lw, lb) in enumerate(seen):
-        quarter = 0 if s <= 100 else 1 if s <= 200 else 2 if s <= 300 else 3
-        assert lw == pytest.approx(w[quarter], rel=1e-12), s
-        assert lb == pytest.approx(0.04 if s <= 200 else 0.0016, rel=1e-12), s
-    # Resume: the step count travels with the schedule's state.
-    again = LRSchedule(opt, 0.02, mode="dexp", total_steps=total, dexp=(250.0, 4), dexp_bias=(25.0, 2))
-    state = sched.state_dict()
-    state["steps_done"] = 250
-    again.load_state_dict(state)
-    again.before_step()
-    assert opt.param_groups[0]["lr"] == pytest.approx(w[2]) and opt.param_groups[1]["lr"] == pytest.approx(
-        0.0016
-    )
 
 
 # ------------------------------------------------------------------------------ documentation

@@ -31,7 +31,7 @@ def make_folder(root, n_per_class=3, size=256):
 def test_mean_image_and_covariance_equal_a_direct_numpy_computation(tmp_path):
     arrays = make_folder(tmp_path).astype(np.float64)  # (6, 256, 256, 3)
     (tmp_path / "train" / "a" / "junk.jpg").write_text("not an image")  # skipped, not counted
-    stats, skipped = compute_stats(tmp_path / "train", workers=0, show_progress=False, batch_size=4)
+    stats, skipped = compute_stats(tmp_path / "train", workers=0, batch_size=4)
     assert stats.images == 6 and list(skipped.values()) == ["not-an-image"]
     np.testing.assert_allclose(stats.mean, arrays.mean(0).transpose(2, 0, 1), atol=1e-4)
     cov = np.cov((arrays / 255.0).reshape(-1, 3), rowvar=False, bias=True)
@@ -44,8 +44,8 @@ def test_mean_image_and_covariance_equal_a_direct_numpy_computation(tmp_path):
 
 def test_seeded_sample(tmp_path):
     make_folder(tmp_path, n_per_class=4)
-    a, _ = compute_stats(tmp_path / "train", sample=3, seed=1, workers=0, show_progress=False)
-    b, _ = compute_stats(tmp_path / "train", sample=3, seed=1, workers=0, show_progress=False)
+    a, _ = compute_stats(tmp_path / "train", sample=3, seed=1, workers=0)
+    b, _ = compute_stats(tmp_path / "train", sample=3, seed=1, workers=0)
     assert a.images == 3 and np.array_equal(a.mean, b.mean)
 
 

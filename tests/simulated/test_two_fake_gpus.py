@@ -20,7 +20,7 @@ from alexnet.commands.predict import predict
 from alexnet.config import load_config
 from alexnet.models.crossings import crossing_report
 from alexnet.models.model import AlexNet
-from alexnet.training.optim import build_optimizer
+from alexnet.training.optimizer import build_optimizer
 from alexnet.training.train import train
 from twogpu.checkpoint import load_checkpoint
 

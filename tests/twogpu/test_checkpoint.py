@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from twogpu import checkpoint as ck
-from twogpu.checkpoint import CheckpointDir, CheckpointError, load_checkpoint, save_atomic
+from twogpu.checkpoint import CheckpointDir, CheckpointError, load_checkpoint, save_atomic, save_checkpoint
 
 
 def _state(step):
@@ -19,14 +19,14 @@ def _state(step):
 
 
 def test_round_trip(tmp_path):
-    path = save_atomic(_state(4), tmp_path / "c.pt")
+    path = save_checkpoint(_state(4), tmp_path / "c.pt")
     back = load_checkpoint(path)
     assert back["step"] == 4 and torch.equal(back["model"]["a.w"], torch.full((3,), 4.0))
     assert back["rng"] == [3, [1, 2, 3], None]
 
 
 def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
-    path = save_atomic(_state(1), tmp_path / "c.pt")
+    path = save_checkpoint(_state(1), tmp_path / "c.pt")
 
     def broken_save(obj, f):
         f.write(b"partial")
@@ -34,14 +34,14 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ck.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        save_atomic(_state(2), path)
+        save_checkpoint(_state(2), path)
     assert os.listdir(tmp_path) == ["c.pt"]  # no temp file left behind
     assert load_checkpoint(path)["step"] == 1
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
 def test_damaged_file_gives_clear_error_naming_it(tmp_path, damage):
-    path = save_atomic(_state(1), tmp_path / "c.pt")
+    path = save_checkpoint(_state(1), tmp_path / "c.pt")
     data = path.read_bytes()
     path.write_bytes(
         {"truncate": data[: len(data) // 2], "garbage": b"\x00not a checkpoint" * 10, "empty": b""}[damage]
@@ -77,7 +77,7 @@ def test_keep_last_best_and_last(tmp_path):
     assert not d.last.is_symlink() and not d.best.is_symlink()
 
 
-def test_latest_loadable_skips_a_corrupt_last(tmp_path, capsys):
+def test_latest_loadable_skips_a_corrupt_last(tmp_path, caplog):
     d = CheckpointDir(tmp_path, keep_last=3)
     for step in (1, 2):
         d.save(_state(step), step)
@@ -89,7 +89,7 @@ def test_latest_loadable_skips_a_corrupt_last(tmp_path, capsys):
     d.last.write_bytes(b"junk")
     path, state = d.latest_loadable()
     assert path.name == "step-00000001.pt" and state["step"] == 1
-    assert "last.pt" in capsys.readouterr().out
+    assert any("last.pt" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
     assert CheckpointDir(tmp_path / "empty").latest_loadable() is None
 
 
@@ -102,3 +102,28 @@ def test_resuming_an_older_step_sets_newer_files_aside(tmp_path):
     assert all(p.exists() for p in moved) and moved[0].parent.name.startswith("abandoned-")
     ckpts.save({"step": 11}, 11)  # retention no longer deletes the new file as 'older'
     assert [p.name for p in ckpts.step_files()] == ["step-00000010.pt", "step-00000011.pt"]
+
+
+@pytest.mark.parametrize("saved", [None, 0, 2])
+def test_a_checkpoint_of_another_format_is_refused_naming_both(tmp_path, saved):
+    """Written without a format number (format 0) or with another number: refused, the message naming
+    the file, its format and the one this version reads."""
+    state = _state(3) if saved is None else {**_state(3), "format": saved}
+    save_atomic(state, tmp_path / "old.pt")
+    found = 0 if saved is None else saved
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path / "old.pt")
+    assert f"checkpoint {tmp_path / 'old.pt'} has format {found}" in str(info.value)
+    assert f"this version reads format {ck.FORMAT}" in str(info.value)
+
+
+def test_every_saved_checkpoint_carries_the_format(tmp_path):
+    assert load_checkpoint(save_checkpoint(_state(1), tmp_path / "c.pt"))["format"] == ck.FORMAT
+    d = CheckpointDir(tmp_path / "run")
+    assert torch.load(d.save({"step": 5}, 5), weights_only=True)["format"] == ck.FORMAT
+
+
+def test_a_dict_that_is_no_checkpoint_is_named_so(tmp_path):
+    torch.save({"mean": torch.zeros(3)}, tmp_path / "stats.pt")
+    with pytest.raises(CheckpointError, match=r"stats.pt is not a checkpoint"):
+        load_checkpoint(tmp_path / "stats.pt")

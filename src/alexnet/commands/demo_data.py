@@ -223,7 +223,7 @@ def make_demo_data(
     if stats:
         from alexnet.data.stats import STATS_FILE, compute_stats, save_stats
 
-        computed, _ = compute_stats(out / "train", workers=min(workers, 2), show_progress=False)
+        computed, _ = compute_stats(out / "train", workers=min(workers, 2))
         save_stats(computed, out / STATS_FILE)
     return {
         "classes": len(CLASSES),

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from alexnet.commands._args import whole_number
+from alexnet.commands._console import progress
 from alexnet.config import Config
-from alexnet.console import progress
 from alexnet.data.pipeline import ImagePipeline
 from alexnet.data.stats import resolve_stats
 from alexnet.evaluation import ensemble

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from alexnet.commands._args import add_workers_arg, whole_number
+from alexnet.commands._console import progress
 from alexnet.data.stats import STATS_FILE, compute_stats, save_stats
 
 
@@ -26,7 +27,14 @@ def stats_command(
     data = Path(data)
     source = data / train_dir if (data / train_dir).is_dir() else data
     root = source.parent if source.name == train_dir else data  # where the loader looks: <root>/stats.pt
-    stats, skipped = compute_stats(source, image_size=image_size, sample=sample, seed=seed, workers=workers)
+    stats, skipped = compute_stats(
+        source,
+        image_size=image_size,
+        sample=sample,
+        seed=seed,
+        workers=workers,
+        progress=lambda batches, n: progress(batches, total=n, desc="stats", unit="batch"),
+    )
     path = save_stats(stats, Path(out) if out else root / STATS_FILE)
     print(f"statistics of {stats.images} images of {source} -> {path}")
     print("mean RGB (0..255): " + ", ".join(f"{v:.2f}" for v in stats.mean.mean(axis=(1, 2))))

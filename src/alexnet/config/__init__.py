@@ -12,7 +12,6 @@ from alexnet.config.loader import (
     read_preset,
     toml_string,
     toml_value,
-    upgrade,
 )
 from alexnet.config.presets import PRESETS, Sourced, model_preset, preset_values, provenance_markdown
 from alexnet.config.schema import (
@@ -49,5 +48,4 @@ __all__ = [
     "read_preset",
     "toml_string",
     "toml_value",
-    "upgrade",
 ]

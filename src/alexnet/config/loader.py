@@ -3,7 +3,7 @@ the resolved config as a dict or TOML text.
 
 Unknown sections or keys and wrong types are errors that name the file and key, raised before any
 work starts. The resolved config (every field, defaults included) is written into the run directory
-and into every checkpoint; :func:`config_from_dict` reads those back (also from earlier versions).
+and into every checkpoint; :func:`config_from_dict` reads those back.
 """
 
 from __future__ import annotations
@@ -18,15 +18,6 @@ from typing import Any, Literal
 
 from alexnet.config.presets import model_preset
 from alexnet.config.schema import SECTIONS, Config, ConfigError, ModelConfig
-
-RENAMED = {"data.crop_size": "model.input_size", "train.amp": "train.precision"}
-"""Keys of earlier versions and the key that replaced them (:func:`upgrade` moves saved values)."""
-RENAMED_WHY = {
-    "data.crop_size": "224: the paper's and cuda-convnet2's input, 227: Caffe's",
-    "train.amp": "amp 'none' is precision 'fp32', 'bf16' stays 'bf16'",
-}
-RENAMED_VALUES = {"train.amp": {"none": "fp32", "bf16": "bf16"}}
-"""Renamed keys whose values changed name too (old value → new value)."""
 
 
 # ------------------------------------------------------------------------------------------ TOML
@@ -61,7 +52,7 @@ def toml_value(value: Any) -> str:
 # ---------------------------------------------------------------------------------------- checks
 def check_keys(data: Mapping[str, Any], source: str) -> None:
     """Unknown sections or keys in ``data`` (one TOML file, or the merged dict), reported against
-    ``source``; a renamed key names its replacement."""
+    ``source``."""
     for name, values in data.items():
         if name not in SECTIONS:
             raise ConfigError(
@@ -72,11 +63,6 @@ def check_keys(data: Mapping[str, Any], source: str) -> None:
             raise ConfigError(f"{source}: [{name}] must be a table of keys, got {values!r}")
         known = {f.name for f in dataclasses.fields(SECTIONS[name])}
         unknown = sorted(set(values) - known)
-        for k in unknown:
-            if f"{name}.{k}" in RENAMED:
-                raise ConfigError(
-                    f"{source}: {name}.{k} is now {RENAMED[f'{name}.{k}']} ({RENAMED_WHY[f'{name}.{k}']})"
-                )
         if unknown:
             raise ConfigError(
                 f"{source}: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
@@ -136,25 +122,8 @@ def _build_section(cls: type, values: Mapping[str, Any], source: str, section: s
 
 
 # --------------------------------------------------------------------------------------- reading
-def upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A config dict saved by an earlier version (a checkpoint's, a run's config.toml) in today's keys:
-    ``data.crop_size`` (227 then) becomes ``model.input_size``, ``train.amp`` ('none'/'bf16')
-    ``train.precision`` ('fp32'/'bf16'). Today's dicts come back unchanged."""
-    out = {s: dict(v) if isinstance(v, Mapping) else v for s, v in data.items()}
-    for old, new in RENAMED.items():
-        (s_old, k_old), (s_new, k_new) = old.split("."), new.split(".")
-        table = out.get(s_old)
-        if isinstance(table, dict) and k_old in table:
-            value = table.pop(k_old)
-            value = RENAMED_VALUES.get(old, {}).get(value, value)
-            out.setdefault(s_new, {}).setdefault(k_new, value)
-    return out
-
-
 def config_from_dict(data: Mapping[str, Any], source: str = "<config>") -> Config:
-    """Build a validated :class:`Config` from nested sections (as read from TOML or a checkpoint);
-    a config saved by an earlier version is read in today's keys (:func:`upgrade`)."""
-    data = upgrade(data)
+    """Build a validated :class:`Config` from nested sections (as read from TOML or a checkpoint)."""
     check_keys(data, source)
     built = {name: _build_section(cls, data.get(name, {}), source, name) for name, cls in SECTIONS.items()}
     try:

@@ -293,8 +293,7 @@ class TrainConfig:
         "fp32",
         "Arithmetic (twogpu/precision.py), logged at start: 'fp32' the paper's IEEE float32 (TF32 off "
         "for cuDNN convolutions and matmuls); 'tf32' float32 with TF32 tensor cores allowed (GPUs); "
-        "'bf16' bfloat16 autocast on GPUs (normalisations and loss in float32). Replaces the old key "
-        "'amp' ('none' = 'fp32', 'bf16' = 'bf16'): checkpoints that have it are read as precision.",
+        "'bf16' bfloat16 autocast on GPUs (normalisations and loss in float32).",
     )
     compile: bool = _f(False, "Wrap each tower in torch.compile.")
 

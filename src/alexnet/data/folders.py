@@ -10,8 +10,8 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from alexnet.console import alexnet_command
 from alexnet.data.images import is_image_name
+from alexnet.hints import alexnet_command
 
 
 class DataError(ValueError):

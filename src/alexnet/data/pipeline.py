@@ -58,19 +58,19 @@ class _Decoder(torch.utils.data.Dataset):
     def __getitem__(self, key: _Key):
         index, epoch, kind = key
         path, label = self.samples[index]
-        c = self.crop_size
-        views = augment.views_for(kind, self.image_size, c, seed=self.seed, epoch=epoch,  # type: ignore[arg-type]
+        side = self.crop_size
+        views = augment.views_for(kind, self.image_size, side, seed=self.seed, epoch=epoch,  # type: ignore[arg-type]
                                   index=index, random_crop=self.random_crop, flip=self.flip)
         try:
             if kind == "ten":
                 image = load_image(path, self.image_size)                                 # (S, S, 3)
-                crops = np.stack([augment.crop_view(image, v, c) for v in views])         # (10, 3, C, C)
+                crops = np.stack([augment.crop_view(image, v, side) for v in views])      # (10, 3, C, C)
                 return torch.from_numpy(crops), label, torch.tensor(views, dtype=torch.int64), None
             top, left, flipped = views[0]
-            window = load_image(path, self.image_size, (top, left, c))                    # (C, C, 3)
+            window = load_image(path, self.image_size, (top, left, side))                 # (C, C, 3)
         except BadImage as e:
             return None, label, None, (e.path, e.kind, e.detail)
-        crop = augment.crop_view(window, (0, 0, flipped), c)                              # (3, C, C)
+        crop = augment.crop_view(window, (0, 0, flipped), side)                           # (3, C, C)
         return torch.from_numpy(crop), label, torch.tensor(views[0], dtype=torch.int64), None
 
 
@@ -152,8 +152,8 @@ class ImagePipeline:
 
     # ---------------------------------------------------------------------------------- loaders
     def _decoder(self, samples: Sequence[tuple[str, int]]) -> _Decoder:
-        c = self.cfg
-        return _Decoder(samples, c.image_size, self.input_size, self.seed, c.random_crop, c.flip)
+        cfg = self.cfg
+        return _Decoder(samples, cfg.image_size, self.input_size, self.seed, cfg.random_crop, cfg.flip)
 
     def _loader(self, decoder: _Decoder, keys: _Keys, persistent: bool) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
@@ -243,10 +243,10 @@ class ImagePipeline:
 
     def _stats_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if device not in self._device_stats:
-            s = self.stats
-            self._device_stats[device] = (torch.as_tensor(s.mean, dtype=torch.float32).to(device),
-                                          torch.as_tensor(s.eigval, dtype=torch.float32).to(device),
-                                          torch.as_tensor(s.eigvec, dtype=torch.float32).to(device))
+            stats = self.stats
+            self._device_stats[device] = (torch.as_tensor(stats.mean, dtype=torch.float32).to(device),
+                                          torch.as_tensor(stats.eigval, dtype=torch.float32).to(device),
+                                          torch.as_tensor(stats.eigvec, dtype=torch.float32).to(device))
         return self._device_stats[device]
 
     def to_model_input(self, batch: Batch, device: torch.device, *, train: bool,

@@ -15,7 +15,7 @@ import torch
 from alexnet.config import Config, config_from_dict
 from alexnet.data.stats import Stats
 from alexnet.models.model import AlexNet
-from twogpu.checkpoint import CheckpointError, load_checkpoint
+from twogpu.checkpoint import CheckpointError, UnreadableCheckpoint, check_format, load_checkpoint
 
 BEST = "best.pt"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -59,9 +59,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         return load_checkpoint(path)
-    except CheckpointError:
-        if path.is_file() and path.stat().st_size > 0:
-            _explain_unreadable(path)
+    except UnreadableCheckpoint:
+        _explain_unreadable(path)
         raise
 
 
@@ -99,6 +98,7 @@ def model_from_state(
     with the checkpoint's resolved config."""
     if "model" not in state or "config" not in state:
         raise ValueError(f"{source} is not an AlexNet training checkpoint (needs 'model' and 'config')")
+    check_format(state, source)
     cfg = config_from_dict(state["config"], source)
     model = AlexNet(devices=tuple(devices), preset=cfg.model)
     target = model.state_dict()

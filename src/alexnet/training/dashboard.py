@@ -86,58 +86,58 @@ class TensorBoardHook(Hook):
             self.writer._projector_config = ProjectorConfig(embeddings=kept)
 
     def on_log(self, trainer: Trainer, stats: Mapping[str, float]) -> None:
-        w, step = self.writer, trainer.step
-        assert w is not None
-        w.add_scalar("train/loss", stats["loss"], step)
+        writer, step = self.writer, trainer.step
+        assert writer is not None
+        writer.add_scalar("train/loss", stats["loss"], step)
         for k in ("top1", "top5"):
             if f"{k}_err" in stats:
-                w.add_scalar(f"train/{k}_err", stats[f"{k}_err"], step)
-        w.add_scalar("train/lr", stats["lr"], step)
-        w.add_scalar("speed/images_per_s", stats["images_per_s"], step)
-        w.add_scalar("speed/data_wait_share", stats["data_wait_share"], step)
+                writer.add_scalar(f"train/{k}_err", stats[f"{k}_err"], step)
+        writer.add_scalar("train/lr", stats["lr"], step)
+        writer.add_scalar("speed/images_per_s", stats["images_per_s"], step)
+        writer.add_scalar("speed/data_wait_share", stats["data_wait_share"], step)
         for key, value in stats.items():
             if key.startswith("step_time_s/"):
-                w.add_scalar(f"speed/step_time_s_tower_{key.split('/', 1)[1]}", value, step)
+                writer.add_scalar(f"speed/step_time_s_tower_{key.split('/', 1)[1]}", value, step)
             elif key.startswith("memory_mib/"):
-                w.add_scalar(f"memory_mib/{key.split('/', 1)[1].replace(':', '_')}", value, step)
+                writer.add_scalar(f"memory_mib/{key.split('/', 1)[1].replace(':', '_')}", value, step)
 
     def on_epoch(self, trainer: Trainer, metrics: Mapping[str, float]) -> None:
-        w, step = self.writer, trainer.step
-        assert w is not None
+        writer, step = self.writer, trainer.step
+        assert writer is not None
         for split in ("train", "val"):
             for k in ("top1", "top5"):
                 if f"{split}_{k}_err" in metrics:
-                    w.add_scalar(f"error/{split}_{k}_err", metrics[f"{split}_{k}_err"], step)
-        w.add_scalar("epoch/train_loss", metrics["train_loss"], step)
+                    writer.add_scalar(f"error/{split}_{k}_err", metrics[f"{split}_{k}_err"], step)
+        writer.add_scalar("epoch/train_loss", metrics["train_loss"], step)
         if "val_loss" in metrics:
-            w.add_scalar("epoch/val_loss", metrics["val_loss"], step)
-        w.add_scalar("epoch/lr", metrics["lr"], step)
+            writer.add_scalar("epoch/val_loss", metrics["val_loss"], step)
+        writer.add_scalar("epoch/lr", metrics["lr"], step)
         for m in HPARAM_METRICS:
             key = m.split("/", 1)[1]
             if key in metrics:
-                w.add_scalar(m, metrics[key], step)
+                writer.add_scalar(m, metrics[key], step)
         self._weights(step)
         self._validation_images(step)
-        w.flush()
+        writer.flush()
 
     def _weights(self, step: int) -> None:
-        w = self.writer
-        assert w is not None
+        writer = self.writer
+        assert writer is not None
         state = self.task.two_tower_state()
         grads = self.task.two_tower_grads()
         for tower in ("a", "b"):
             key = f"{tower}.conv1.weight"
             if key in state:
-                w.add_image(
+                writer.add_image(
                     f"conv1_kernels/tower_{tower}", kernel_grid([state[key]]), step, dataformats="HWC"
                 )
             for layer in LAYERS:
                 for kind in ("weight", "bias"):
                     name = f"{tower}.{layer}.{kind}"
                     if name in state:
-                        w.add_histogram(f"weights/{tower}/{layer}.{kind}", _sample(state[name]), step)
+                        writer.add_histogram(f"weights/{tower}/{layer}.{kind}", _sample(state[name]), step)
                     if name in grads:
-                        w.add_histogram(f"grads/{tower}/{layer}.{kind}", _sample(grads[name]), step)
+                        writer.add_histogram(f"grads/{tower}/{layer}.{kind}", _sample(grads[name]), step)
 
     def _validation_images(self, step: int) -> None:
         n = self.cfg.train.dashboard_images
@@ -146,16 +146,16 @@ class TensorBoardHook(Hook):
         sample = self.task.sample_validation(16 * n)
         if not sample:
             return
-        w = self.writer
-        assert w is not None
+        writer = self.writer
+        assert writer is not None
         names = self.task.pipeline.class_names
         shown = across_classes(sample["labels"], n)  # as Figure 4: different classes, not the first files
         panel = top5_panel(sample["images"][shown], sample["probs"][shown], sample["labels"][shown], names)
-        w.add_image("validation/top5", panel, step, dataformats="HWC")
+        writer.add_image("validation/top5", panel, step, dataformats="HWC")
         thumbs = torch.nn.functional.interpolate(
             sample["images"].float() / 255, size=(64, 64), mode="bilinear", align_corners=False
         )
-        w.add_embedding(
+        writer.add_embedding(
             sample["fc7"],
             metadata=[names[int(i)] for i in sample["labels"]],
             label_img=thumbs,

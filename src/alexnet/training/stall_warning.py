@@ -43,4 +43,4 @@ class StallWarning(Hook):
         return {"run": self.run, "warned": self.warned}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.run, self.warned = int(state.get("run", 0)), bool(state.get("warned", False))
+        self.run, self.warned = int(state["run"]), bool(state["warned"])

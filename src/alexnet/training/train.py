@@ -24,23 +24,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
-from alexnet.console import alexnet_command
-from alexnet.console import say as print_line
 from alexnet.data.pipeline import ImagePipeline
 from alexnet.evaluation.features import Fc7Capture
 from alexnet.evaluation.metrics import topk_mistakes
 from alexnet.evaluation.network import network_for, network_inputs
+from alexnet.hints import alexnet_command
 from alexnet.models.grouped import GroupedAlexNet, to_grouped_state, to_two_tower_state
 from alexnet.models.model import AlexNet
 from alexnet.models.speed import prepare_for_speed, tune_cpu_allocator
-from alexnet.training.optim import LRSchedule, build_optimizer, load_named_momentum, named_momentum
+from alexnet.training.optimizer import build_optimizer, load_named_momentum, named_momentum
+from alexnet.training.schedules import schedule_from
 from alexnet.training.stall_warning import StallWarning
 from twogpu import peer_check, placement, precision
 from twogpu.checkpoint import CheckpointDir
 from twogpu.files import write_text_atomic
 from twogpu.placement import TowerDevices, resolve_devices
 from twogpu.rng import device_streams, stream_seed, use_streams
-from twogpu.trainer import Hook, RunResult, StepOutput, Trainer, TrainerOptions
+from twogpu.trainer import Hook, RunResult, StepOutput, Trainer, TrainerOptions, print_line
+
+
+def _silent(line: str) -> None:
+    """The console of ranks > 0: every line is rank 0's to print."""
 
 
 class TrainError(RuntimeError):
@@ -71,8 +75,11 @@ class AlexNetTask:
         world_size: int = 1,
         wrap: Callable[[nn.Module], nn.Module] | None = None,
         reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        say: Callable[[str], None] = print_line,
     ) -> None:
+        """``say`` prints one console line (a learning-rate drop, a resume note); rank 0 only."""
         self.cfg, self.pipeline, self.rank, self.world_size = cfg, pipeline, rank, world_size
+        self.say = say if rank == 0 else _silent
         self.tower_devices = devices
         self.devices = devices.pair
         self.dev = devices.a
@@ -92,29 +99,18 @@ class AlexNetTask:
         )
         if wrap is not None:
             self.net = wrap(self.net)
-        o = cfg.optim
-        lr = o.lr * (world_size if o.lr_scaling == "linear" else 1)
+        optim = cfg.optim
+        lr = optim.lr * (world_size if optim.lr_scaling == "linear" else 1)
         self.optimizer = build_optimizer(
             self.model,
             lr=lr,
-            momentum=o.momentum,
-            weight_decay=o.weight_decay,
-            bias_lr_mult=o.bias_lr_mult,
-            bias_decay=o.bias_decay,
+            momentum=optim.momentum,
+            weight_decay=optim.weight_decay,
+            bias_lr_mult=optim.bias_lr_mult,
+            bias_decay=optim.bias_decay,
         )
-        self.schedule = LRSchedule(
-            self.optimizer,
-            lr,
-            mode=o.schedule,
-            patience=o.plateau_patience,
-            max_drops=o.max_drops,
-            milestones=o.milestones,
-            min_delta=o.plateau_min_delta,
-            min_epochs=o.plateau_min_epochs,
-            max_epochs=o.plateau_max_epochs,
-            total_steps=cfg.train.epochs * pipeline.steps_per_epoch(),
-            dexp=(o.dexp_factor, o.dexp_steps),
-            dexp_bias=(o.dexp_bias_factor, o.dexp_bias_steps),
+        self.schedule = schedule_from(
+            optim, self.optimizer, lr, total_steps=cfg.train.epochs * pipeline.steps_per_epoch()
         )
         self.generator = torch.Generator(device=self.dev)  # PCA lighting noise, on tower a's device
         self.generator.manual_seed(stream_seed(cfg.train.seed, "lighting", rank=rank))
@@ -162,7 +158,7 @@ class AlexNetTask:
         loss = F.cross_entropy(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.schedule.before_step()  # 'dexp': ε by the fraction of training done
+        self.schedule.before_step()  # 'dexp' sets ε by the fraction of training done
         self.optimizer.step()
         return StepOutput(loss.detach(), int(y.shape[0]), topk_mistakes(logits.detach(), y))
 
@@ -181,30 +177,29 @@ class AlexNetTask:
         for batch in self.pipeline.val_batches(batch_size=self.cfg.eval.batch_size, limit=limit):
             logits = self.predict(self._input(batch, train=False))
             y = batch.labels.to(self.dev)
-            m = topk_mistakes(logits, y)
+            mistakes = topk_mistakes(logits, y)
             sums += torch.stack(
                 [
                     torch.tensor(float(len(y)), device=self.dev, dtype=torch.float64),
-                    m["top1"].double(),
-                    m["top5"].double(),
+                    mistakes["top1"].double(),
+                    mistakes["top5"].double(),
                     F.cross_entropy(logits, y, reduction="sum").double(),
                 ]
             )
         sums = self.reduce_sum(sums)
-        n = max(float(sums[0]), 1.0)
+        images = max(float(sums[0]), 1.0)
         return {
-            "val_top1_err": float(sums[1]) / n,
-            "val_top5_err": float(sums[2]) / n,
-            "val_loss": float(sums[3]) / n,
+            "val_top1_err": float(sums[1]) / images,
+            "val_top5_err": float(sums[2]) / images,
+            "val_loss": float(sums[3]) / images,
             "val_images": int(sums[0]),
         }
 
     def end_epoch(self, metrics: Mapping[str, float]) -> None:
-        if self.schedule.step(metrics.get("val_top1_err")):
-            print(
+        if self.schedule.end_epoch(metrics.get("val_top1_err")):
+            self.say(
                 f"learning rate divided by 10 (drop {self.schedule.drops} of at most "
-                f"{self.schedule.max_drops}): ε = {self.schedule.lr:g}",
-                flush=True,
+                f"{self.schedule.max_drops}): ε = {self.schedule.lr:g}"
             )
 
     def lr(self) -> float:
@@ -246,14 +241,14 @@ class AlexNetTask:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        saved = state.get("config", {}).get("model")
+        saved = state["config"]["model"]
         mine = config_to_dict(self.cfg)["model"]
-        if saved is not None and saved != mine:
+        if saved != mine:
             diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
             raise TrainError(
                 f"the checkpoint's network differs from the config's in model.{', model.'.join(diff)}"
             )
-        if list(state.get("classes", self.pipeline.classes)) != list(self.pipeline.classes):
+        if list(state["classes"]) != list(self.pipeline.classes):
             raise TrainError("the checkpoint was trained on different class folders than data.root holds")
         weights, momentum = state["model"], state["optimizer"]["momentum"]
         if self.grouped:
@@ -273,10 +268,9 @@ class AlexNetTask:
         if saved_light.numel() == self.generator.get_state().numel():
             self.generator.set_state(saved_light)
         else:  # resumed on another kind of device: the generator's state does not carry over
-            print(
+            self.say(
                 f"resume: the lighting-noise generator was saved on another kind of device; it is "
-                f"re-seeded from (seed, step {int(state['step'])})",
-                flush=True,
+                f"re-seeded from (seed, step {int(state['step'])})"
             )
             self.generator.manual_seed(
                 stream_seed(self.cfg.train.seed, "lighting", rank=self.rank, step=int(state["step"]))
@@ -336,8 +330,9 @@ def train(
     hooks: Sequence[Hook] = (),
 ) -> RunResult:
     """Train with ``cfg``; ``resume`` is None (new run), ``"auto"`` (this run's newest checkpoint)
-    or a checkpoint path. Returns the :class:`~twogpu.trainer.RunResult`."""
-    say = log or print_line
+    or a checkpoint path. ``log`` prints one console line (default: stdout); only rank 0 prints.
+    Returns the :class:`~twogpu.trainer.RunResult`."""
+    say = (log or print_line) if rank == 0 else _silent
     main = rank == 0
     run_dir = run_dir_of(cfg)
     if resume is None and CheckpointDir(run_dir / "checkpoints").step_files():
@@ -351,15 +346,14 @@ def train(
     except peer_check.PeerCopyError as e:
         raise TrainError(str(e)) from None
     arithmetic = precision.configure(cfg.train.precision)
-    if main:
-        say(f"devices: {devices.reason}")
-        if copies:
-            say(copies)
-        say(f"precision: {arithmetic}")
-        if "cpu" in (devices.a.type, devices.b.type):
-            from alexnet.models import native
+    say(f"devices: {devices.reason}")
+    if copies:
+        say(copies)
+    say(f"precision: {arithmetic}")
+    if main and "cpu" in (devices.a.type, devices.b.type):
+        from alexnet.models import native
 
-            say(f"LRN on the CPU: {native.status()}")
+        say(f"LRN on the CPU: {native.status()}")
     pipeline = ImagePipeline(
         cfg.data,
         batch_size=cfg.train.batch_size,
@@ -370,22 +364,19 @@ def train(
         input_size=cfg.model.input_size,
     )
     if pipeline.num_classes != cfg.model.num_classes:
-        if main:
-            say(
-                f"model.num_classes set to {pipeline.num_classes}, the number of class folders in "
-                f"{cfg.data.root}"
-            )
+        say(
+            f"model.num_classes set to {pipeline.num_classes}, the number of class folders in {cfg.data.root}"
+        )
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=pipeline.num_classes))
     task = AlexNetTask(
-        cfg, pipeline, devices, rank=rank, world_size=world_size, wrap=wrap, reduce_sum=reduce_sum
+        cfg, pipeline, devices, rank=rank, world_size=world_size, wrap=wrap, reduce_sum=reduce_sum, say=say
     )
-    if main:
-        what = "grouped twin (one device)" if task.grouped else "two towers"
-        say(
-            f"run directory {run_dir}; {what}; {pipeline.num_classes} classes, "
-            f"{len(pipeline.train_samples)} training / {len(pipeline.val_samples)} validation images, "
-            f"{pipeline.steps_per_epoch()} steps per epoch of {cfg.train.batch_size}"
-        )
+    what = "grouped twin (one device)" if task.grouped else "two towers"
+    say(
+        f"run directory {run_dir}; {what}; {pipeline.num_classes} classes, "
+        f"{len(pipeline.train_samples)} training / {len(pipeline.val_samples)} validation images, "
+        f"{pipeline.steps_per_epoch()} steps per epoch of {cfg.train.batch_size}"
+    )
     hooks = list(hooks)
     if cfg.train.stall_warn_steps:
         hooks.append(StallWarning(cfg.model.num_classes, cfg.train.stall_warn_steps))
@@ -407,7 +398,7 @@ def train(
     )
     trainer = Trainer(task, options, hooks=hooks, agree=agree, log=say)
     if resume is not None:
-        if trainer.resume(resume) is None and main:
+        if trainer.resume(resume) is None:
             say(f"no checkpoint in {run_dir / 'checkpoints'} yet: starting from the beginning")
     if world_size > 1 and reduce_sum is not None:
         steps = reduce_sum(torch.tensor([float(trainer.step), float(trainer.step) ** 2], dtype=torch.float64))
@@ -426,7 +417,7 @@ def train(
         for h in hooks:
             getattr(h, "close", lambda: None)()
     summary = pipeline.bad_input_summary()
-    if summary and main:
+    if summary:
         say(summary)
     if main:
         best = run_dir / "checkpoints" / "best.pt"
@@ -466,13 +457,14 @@ def train_data_parallel(
     world = replicas.init_from_env(timeout_s=cfg.train.dist_timeout_s, device=devices.a)
     try:
         comm = devices.a if world.backend == "nccl" else torch.device("cpu")
-        say = log or print_line
-        if world.is_main:
-            say(
-                f"data-parallel: {world.world_size} replica(s), backend {world.backend}, global batch "
-                f"{cfg.train.batch_size * world.world_size}"
-            )
-        say(devices.reason)  # "replica r ...: tower a on ..."
+        say = (log or print_line) if world.is_main else _silent
+        placements = replicas.gather_text(devices.reason, world)  # "replica r ...: tower a on ..."
+        say(
+            f"data-parallel: {world.world_size} replica(s), backend {world.backend}, global batch "
+            f"{cfg.train.batch_size * world.world_size}"
+        )
+        for line in placements:
+            say(line)
 
         def reduce_sum(t: torch.Tensor) -> torch.Tensor:
             return replicas.all_reduce_sum(t, world, comm)
@@ -486,7 +478,7 @@ def train_data_parallel(
             wrap=lambda m: replicas.wrap(m, world),
             agree=lambda f: replicas.agree_any(f, world, comm),
             reduce_sum=reduce_sum,
-            log=say if world.is_main else (lambda s: None),
+            log=say,
         )
     except BaseException:
         replicas.shutdown(world, clean=False)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alexnet.config import Config, ConfigError, config_from_dict, config_to_dict, load_config, upgrade
+from alexnet.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
 
 IGNORED_KEYS = frozenset(
     {
@@ -101,7 +101,10 @@ def _checkpoint_config(run: Path) -> dict[str, dict[str, Any]] | None:
             try:
                 import torch
 
+                from twogpu.checkpoint import check_format
+
                 state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+                check_format(state, ckpt)
                 return config_to_dict(config_from_dict(state["config"], str(ckpt)))
             except Exception as e:  # unreadable or foreign checkpoint: fall back to config.toml
                 print(
@@ -122,21 +125,17 @@ def read_run(path: str | Path) -> RunRecord:
     try:
         config = config_to_dict(load_config(cfg_path))
     except ConfigError as e:
-        # A run from another version of the config schema: renamed keys are read in today's names
-        # (upgrade); failing that, compare what it says over the defaults.
+        # A run from another version of the config schema: compare what it says over the defaults.
         try:
-            raw = upgrade(tomllib.loads(cfg_path.read_text()))
+            raw = tomllib.loads(cfg_path.read_text())
         except tomllib.TOMLDecodeError as err:
             raise ValueError(f"{cfg_path}: not valid TOML: {err}") from None
-        try:
-            config = config_to_dict(config_from_dict(raw, str(cfg_path)))
-        except ConfigError:
-            config = config_to_dict(Config())
-            for section, values in raw.items():
-                if isinstance(values, dict):
-                    config.setdefault(section, {}).update(values)
-            notes.append(f"config read without validation ({e})")
-            print(f"alexnet compare: {cfg_path}: read without validation: {e}", file=sys.stderr)
+        config = config_to_dict(Config())
+        for section, values in raw.items():
+            if isinstance(values, dict):
+                config.setdefault(section, {}).update(values)
+        notes.append(f"config read without validation ({e})")
+        print(f"alexnet compare: {cfg_path}: read without validation: {e}", file=sys.stderr)
     ckpt_config = _checkpoint_config(path)
     if ckpt_config is not None:
         drift = config_diff(ckpt_config, config)

@@ -30,7 +30,7 @@ import torch
 from alexnet.commands.import_caffe._caffemodel import CaffeFormatError, CaffeLayer, read_blob, read_net
 from alexnet.config import Config, DataConfig, config_to_dict, model_preset
 from alexnet.models.grouped import to_two_tower_state
-from twogpu.checkpoint import save_atomic
+from twogpu.checkpoint import save_checkpoint
 
 # AlexNet's layers in Caffe's order (models/bvlc_alexnet/deploy.prototxt): (type, name or None when
 # any name will do). Layers without weights of other types (data, loss, softmax, split) are ignored.
@@ -297,7 +297,7 @@ def import_caffe(
         "imported_from": {"caffemodel": str(model_path), "mean": str(mean_path or "")},
         **extra,
     }
-    save_atomic(checkpoint, out)
+    save_checkpoint(checkpoint, out)
     total = sum(t.numel() for t in state.values())
     log(
         f"{model_path}: AlexNet, {num_classes} classes, {total:,} parameters; LRN n={model_cfg.lrn_size} "
@@ -345,7 +345,7 @@ def add_args(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.console import alexnet_command
+    from alexnet.hints import alexnet_command
 
     out = import_caffe(args.model, args.out, args.mean, force=args.force)
     print(

@@ -37,8 +37,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from alexnet.commands._args import add_workers_arg, whole_number
+from alexnet.commands._console import progress
 from alexnet.commands.prepare._matlab import read_mat_v5
-from alexnet.console import progress
 from alexnet.data.folders import DataError, find_classes, require_folder, require_output_folder
 from alexnet.data.images import IMAGE_EXTENSIONS, BadImage, SkippedImages, is_image_name, load_image
 

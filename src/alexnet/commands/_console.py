@@ -1,13 +1,12 @@
-"""What the commands write on the terminal: a dependency-free progress bar, whole lines, and the
-commands they suggest, spelled so that they work as typed."""
+"""What the commands show on the terminal: a dependency-free progress bar, and the library's log
+records as plain lines on stderr."""
 
 from __future__ import annotations
 
-import shlex
+import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -49,24 +48,23 @@ def progress(
     show(final=True)
 
 
-def say(line: str) -> None:
-    """Print one line to stdout in a single write, so lines of concurrent processes (data-parallel
-    replicas sharing a terminal) never run together."""
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+class _Plain(logging.Handler):
+    """Writes a record's message alone, one line to stderr (whatever ``sys.stderr`` is at the time)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - logging must never end a command
+            self.handleError(record)
 
 
-def alexnet_command(*args: str) -> str:
-    """``alexnet ARGS`` as it can be typed in a fresh shell in the current folder, where the virtual
-    environment need not be active: this installation's ``alexnet`` script by its path (e.g.
-    ``.venv/bin/alexnet``, relative when it lies below the current folder), or, without the
-    script, ``<this python> -m alexnet``."""
-    python = Path(sys.executable)
-    script = python.parent / "alexnet"
-    exe = script if script.is_file() else python
-    try:
-        shown = str(exe.relative_to(Path.cwd()))
-    except ValueError:
-        shown = str(exe)
-    head = [shown] if exe == script else [shown, "-m", "alexnet"]
-    return shlex.join([*head, *args])
+def show_library_logs(level: int = logging.INFO) -> None:
+    """Show what the library logs (``alexnet.*``, ``twogpu.*``: warnings such as skipped images or a
+    missing statistics file) on stderr, plainly, from ``level`` up. Other packages' loggers are left
+    as they are. Idempotent."""
+    for name in ("alexnet", "twogpu"):
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(isinstance(h, _Plain) for h in logger.handlers):
+            logger.addHandler(_Plain())
