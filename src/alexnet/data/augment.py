@@ -32,7 +32,8 @@ Krizhevsky's released code does.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 import torch
@@ -58,8 +59,16 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([_TAG_ORDER, _seed(seed), epoch]).permutation(n)
 
 
-def train_crop(seed: int, epoch: int, index: int, image_size: int, crop_size: int, *,
-               random_crop: bool = True, flip: bool = True) -> Crop:
+def train_crop(
+    seed: int,
+    epoch: int,
+    index: int,
+    image_size: int,
+    crop_size: int,
+    *,
+    random_crop: bool = True,
+    flip: bool = True,
+) -> Crop:
     """A random ``crop_size`` window of the ``image_size`` square and a coin flip (section 4.1)."""
     rng = sample_rng(seed, epoch, index)
     span = image_size - crop_size + 1
@@ -89,7 +98,7 @@ def crop_view(image: np.ndarray, view: Crop, crop_size: int) -> np.ndarray:
     top, left, flipped = view
     if top < 0 or left < 0 or top + crop_size > image.shape[0] or left + crop_size > image.shape[1]:
         raise ValueError(f"crop {view} of size {crop_size} leaves the {image.shape[:2]} image")
-    window = image[top:top + crop_size, left:left + crop_size]
+    window = image[top : top + crop_size, left : left + crop_size]
     if flipped:
         window = window[:, ::-1]
     return np.ascontiguousarray(window.transpose(2, 0, 1))  # (3, C, C)
@@ -103,60 +112,73 @@ def mean_windows(mean: torch.Tensor, crops: torch.Tensor, crop_size: int) -> tor
     """
     ar = torch.arange(crop_size, device=mean.device)
     top, left, flipped = crops[:, 0:1], crops[:, 1:2], crops[:, 2:3].bool()
-    rows = top + ar                                                        # (M, C)
-    cols = torch.where(flipped, left + (crop_size - 1 - ar), left + ar)    # (M, C)
-    out = mean[:, rows[:, :, None], cols[:, None, :]]                      # (3, M, C, C)
-    return out.permute(1, 0, 2, 3)                                         # (M, 3, C, C)
+    rows = top + ar  # (M, C)
+    cols = torch.where(flipped, left + (crop_size - 1 - ar), left + ar)  # (M, C)
+    out = mean[:, rows[:, :, None], cols[:, None, :]]  # (3, M, C, C)
+    return out.permute(1, 0, 2, 3)  # (M, 3, C, C)
 
 
-def _cpu_input(views: torch.Tensor, mean: torch.Tensor, crops: torch.Tensor,
-               offsets: torch.Tensor | None) -> torch.Tensor:
+def _cpu_input(
+    views: torch.Tensor, mean: torch.Tensor, crops: torch.Tensor, offsets: torch.Tensor | None
+) -> torch.Tensor:
     """CPU path of :func:`model_input`: ``views[k] - window k of mean (+ offset k)``, one pass per view,
     in numpy. Many small torch ops would each enter the intra-op thread pool, which on a busy machine
     costs ~100× the arithmetic; numpy's element-wise ops are single-threaded, and a mirrored window is
     just a negative-stride view."""
     m, _, c, _ = views.shape
-    src = views.numpy()                                       # (M, 3, C, C) uint8
-    mean_np = mean.numpy()                                    # (3, S, S) float32
+    src = views.numpy()  # (M, 3, C, C) uint8
+    mean_np = mean.numpy()  # (3, S, S) float32
     off = None if offsets is None else offsets.numpy()[:, :, None, None]
     out = np.empty(src.shape, dtype=np.float32)
     for k, (top, left, flipped) in enumerate(crops.tolist()):
-        window = mean_np[:, top:top + c, left:left + c]
+        window = mean_np[:, top : top + c, left : left + c]
         np.subtract(src[k], window[:, :, ::-1] if flipped else window, out=out[k])
         if off is not None:
             out[k] += off[k]
     return torch.from_numpy(out)
 
 
-def lighting_offsets(alpha: torch.Tensor, eigval: torch.Tensor, eigvec: torch.Tensor,
-                     formula: Literal["paper", "cuda-convnet"] = "paper") -> torch.Tensor:
+def lighting_offsets(
+    alpha: torch.Tensor,
+    eigval: torch.Tensor,
+    eigvec: torch.Tensor,
+    formula: Literal["paper", "cuda-convnet"] = "paper",
+) -> torch.Tensor:
     """Per-image RGB offsets in 0..255 units, (N, 3), from ``alpha`` (N, 3) ~ N(0, σ²).
 
     ``eigval`` (3,) are the eigenvalues of the RGB covariance of 0..1-scaled pixels, ``eigvec``
     (3, 3) holds the eigenvectors in its columns. See the module docstring for the two formulas.
     """
     if formula == "paper":
-        weights = alpha * eigval                       # (N, 3)   α_i λ_i
+        weights = alpha * eigval  # (N, 3)   α_i λ_i
     elif formula == "cuda-convnet":
-        weights = alpha * eigval.clamp_min(0).sqrt()   # (N, 3)   α_i √λ_i
+        weights = alpha * eigval.clamp_min(0).sqrt()  # (N, 3)   α_i √λ_i
     else:
         raise ValueError(f"unknown lighting formula {formula!r}")
-    return 255.0 * weights @ eigvec.T                  # (N, 3)   Σ_i w_i p_i
+    return 255.0 * weights @ eigvec.T  # (N, 3)   Σ_i w_i p_i
 
 
-def image_offsets(n: int, eigval: torch.Tensor, eigvec: torch.Tensor, lighting_std: float, *,
-                  formula: Literal["paper", "cuda-convnet"] = "paper",
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def image_offsets(
+    n: int,
+    eigval: torch.Tensor,
+    eigvec: torch.Tensor,
+    lighting_std: float,
+    *,
+    formula: Literal["paper", "cuda-convnet"] = "paper",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Section 4.1's PCA lighting: one RGB offset per image, (n, 3), on ``eigval``'s device, from
     α ~ N(0, σ²) drawn with ``generator``."""
     alpha = torch.randn(n, 3, generator=generator, device=eigval.device) * lighting_std
     return lighting_offsets(alpha, eigval, eigvec.to(eigval.device), formula)
 
 
-def mean_crops(crops: torch.Tensor, image_size: int, crop_size: int,
-               mean_window: Literal["crop", "centre"]) -> torch.Tensor:
+def mean_crops(
+    crops: torch.Tensor, image_size: int, crop_size: int, mean_window: Literal["crop", "centre"]
+) -> torch.Tensor:
     """The windows of the mean image to subtract from views cut at ``crops`` (..., 3): the views' own
-    (``"crop"``) or the unmirrored centre window for all (``"centre"``, cuda-convnet2's ``data_mean_crop``)."""
+    (``"crop"``) or the unmirrored centre window for all (``"centre"``, cuda-convnet2's
+    ``data_mean_crop``)."""
     if mean_window == "crop":
         return crops
     if mean_window != "centre":
@@ -165,11 +187,20 @@ def mean_crops(crops: torch.Tensor, image_size: int, crop_size: int,
     return torch.tensor([c, c, 0], dtype=crops.dtype, device=crops.device).expand(crops.shape)
 
 
-def model_input(images: torch.Tensor, crops: torch.Tensor, mean: torch.Tensor, *,
-                eigval: torch.Tensor | None = None, eigvec: torch.Tensor | None = None,
-                lighting_std: float = 0.0, formula: Literal["paper", "cuda-convnet"] = "paper",
-                generator: torch.Generator | None = None, offsets: torch.Tensor | None = None,
-                mean_window: Literal["crop", "centre"] = "crop", rescale: bool = False) -> torch.Tensor:
+def model_input(
+    images: torch.Tensor,
+    crops: torch.Tensor,
+    mean: torch.Tensor,
+    *,
+    eigval: torch.Tensor | None = None,
+    eigvec: torch.Tensor | None = None,
+    lighting_std: float = 0.0,
+    formula: Literal["paper", "cuda-convnet"] = "paper",
+    generator: torch.Generator | None = None,
+    offsets: torch.Tensor | None = None,
+    mean_window: Literal["crop", "centre"] = "crop",
+    rescale: bool = False,
+) -> torch.Tensor:
     """uint8 views → float32 network input on ``mean``'s device.
 
     ``images`` (N, 3, C, C) or (N, V, 3, C, C) uint8, ``crops`` (N, 3) or (N, V, 3). Subtracts the
@@ -183,12 +214,13 @@ def model_input(images: torch.Tensor, crops: torch.Tensor, mean: torch.Tensor, *
     shape = images.shape
     c = shape[-1]
     crops = mean_crops(crops, mean.shape[-1], c, mean_window)
-    views = images.reshape(-1, 3, c, c)                                          # (M, 3, C, C)
+    views = images.reshape(-1, 3, c, c)  # (M, 3, C, C)
     if offsets is None and lighting_std > 0:
         if eigval is None or eigvec is None:
             raise ValueError("lighting needs the eigenvalues and eigenvectors")
-        offsets = image_offsets(shape[0], eigval.to(device), eigvec, lighting_std, formula=formula,
-                                generator=generator)                             # (N, 3)
+        offsets = image_offsets(
+            shape[0], eigval.to(device), eigvec, lighting_std, formula=formula, generator=generator
+        )  # (N, 3)
     if offsets is not None:
         offsets = offsets.to(device).repeat_interleave(views.shape[0] // shape[0], dim=0)  # (M, 3)
     if device.type == "cpu":
@@ -203,9 +235,17 @@ def model_input(images: torch.Tensor, crops: torch.Tensor, mean: torch.Tensor, *
     return flat.reshape(shape)
 
 
-def views_for(kind: Literal["train", "centre", "ten"], image_size: int, crop_size: int, *,
-              seed: int = 0, epoch: int = 0, index: int = 0, random_crop: bool = True,
-              flip: bool = True) -> Sequence[Crop]:
+def views_for(
+    kind: Literal["train", "centre", "ten"],
+    image_size: int,
+    crop_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    index: int = 0,
+    random_crop: bool = True,
+    flip: bool = True,
+) -> Sequence[Crop]:
     """The views a sample gets: one random training view, the centre, or the ten test views."""
     if kind == "train":
         return [train_crop(seed, epoch, index, image_size, crop_size, random_crop=random_crop, flip=flip)]

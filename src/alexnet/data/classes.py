@@ -17,8 +17,8 @@ sorted wnid), but no list of the wnids themselves. So:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 WNID = re.compile(r"^n\d{8}$")
 
@@ -26,6 +26,7 @@ WNID = re.compile(r"^n\d{8}$")
 def imagenet_categories() -> list[str]:
     """The 1000 ImageNet class names in sorted-wnid order (from torchvision's weights metadata)."""
     from torchvision.models import AlexNet_Weights
+
     return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
 
 
@@ -35,6 +36,7 @@ def _from_meta_bin(classes: Sequence[str], root: Path) -> list[str] | None:
         return None
     try:
         import torch
+
         wnid_to_classes, _val_wnids = torch.load(meta, weights_only=True)
     except Exception:  # noqa: BLE001 - an unreadable meta.bin just means no names from it
         return None

@@ -18,8 +18,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff",
-                              ".webp", ".gif"})
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".gif"}
+)
 """Files with these extensions (any case) are dataset images; other files are ignored."""
 
 
@@ -54,13 +55,13 @@ def _to_rgb(img: Image.Image, path: str) -> Image.Image:
     if mode.startswith("I") or mode == "F":
         arr = np.asarray(img, dtype=np.float64)
         if mode.startswith("I;16") or (mode == "I" and arr.max(initial=0) > 255):
-            arr = arr / 257.0                      # 0..65535 → 0..255
+            arr = arr / 257.0  # 0..65535 → 0..255
         elif mode == "F" and arr.max(initial=0) <= 1.0:
-            arr = arr * 255.0                      # 0..1 floats
+            arr = arr * 255.0  # 0..1 floats
         gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
         return Image.fromarray(gray).convert("RGB")
     try:
-        return img.convert("RGB")                  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX, ...
+        return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX, ...
     except (ValueError, OSError) as e:
         raise BadImage("unsupported-mode", path, f"cannot convert mode {mode} to RGB ({e})") from None
 
@@ -76,7 +77,11 @@ def resize_centre(img: Image.Image, size: int, window: tuple[int, int, int] | No
     """
     w, h = img.size
     if (w, h) == (size, size):
-        return img if window is None else img.crop((window[1], window[0], window[1] + window[2], window[0] + window[2]))
+        return (
+            img
+            if window is None
+            else img.crop((window[1], window[0], window[1] + window[2], window[0] + window[2]))
+        )
     s = min(w, h)
     x0, y0 = (w - s) / 2, (h - s) / 2
     if window is None:
@@ -87,7 +92,9 @@ def resize_centre(img: Image.Image, size: int, window: tuple[int, int, int] | No
     return img.resize((crop, crop), Image.Resampling.BILINEAR, box=box)
 
 
-def load_image(path: str | os.PathLike, size: int = 256, window: tuple[int, int, int] | None = None) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike, size: int = 256, window: tuple[int, int, int] | None = None
+) -> np.ndarray:
     """Decode ``path`` to the paper's preprocessed (size, size, 3) uint8 RGB image, or only its
     ``window = (top, left, crop)``: a (crop, crop, 3) array (see :func:`resize_centre`).
 
@@ -112,7 +119,7 @@ def load_image(path: str | os.PathLike, size: int = 256, window: tuple[int, int,
     with img:
         try:
             if img.format == "JPEG":
-                img.draft(None, (size, size))      # keeps both sides >= size
+                img.draft(None, (size, size))  # keeps both sides >= size
             img.load()
             img = ImageOps.exif_transpose(img) or img
         except Image.DecompressionBombError as e:
@@ -140,7 +147,7 @@ class SkippedImages:
     """The unusable files met so far: each path is logged once, with its kind and detail."""
 
     def __init__(self) -> None:
-        self.kinds: dict[str, str] = {}            # path -> kind
+        self.kinds: dict[str, str] = {}  # path -> kind
 
     def record(self, path: str, kind: str, detail: str) -> bool:
         """Note one failure; True (and a warning) the first time ``path`` is seen."""
@@ -158,5 +165,6 @@ class SkippedImages:
         if not self.kinds:
             return ""
         counts = Counter(self.kinds.values())
-        return (f"skipped {len(self.kinds)} unusable file(s): "
-                + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+        return f"skipped {len(self.kinds)} unusable file(s): " + ", ".join(
+            f"{n} {k}" for k, n in sorted(counts.items())
+        )
