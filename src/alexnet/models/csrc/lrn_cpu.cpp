@@ -3,6 +3,9 @@
 //   b_i = a_i * s_i^-β,   s_i = k + α Σ_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a_j²
 //   ∂L/∂a_m = g_m s_m^-β − 2αβ a_m Σ_{i: |i-m| ≤ n/2} g_i a_i s_i^(−β−1)
 //
+// With relu=true the input is a = max(z, 0) of the maps z below (the conv layer's ReLU, fused:
+// no pass for the ReLU, none for its gradient, which is 0 where z <= 0).
+//
 // (the window is symmetric because n is odd, so "the i whose window holds m" are m's own window).
 // N is the number of maps in one group (one tower); windows never cross a group boundary.
 //
@@ -36,6 +39,7 @@ struct Params {
   int64_t half;   // n / 2
   int64_t per;    // maps per group
   double alpha, beta, k;
+  bool relu;      // normalise max(a, 0): the ReLU below the LRN, fused
 };
 
 // Σ_{d<size} padded[i + d·stride]: the window sum over a zero-padded column of maps (stride 1:
@@ -52,6 +56,26 @@ inline T window(const T* __restrict padded, int64_t i, int64_t stride, int64_t s
   return acc;
 }
 
+// The LRN's input: a, or max(a, 0) with the ReLU fused (NaN stays NaN, as in torch.relu).
+template <bool RELU, typename T>
+inline T input(T a) {
+  if constexpr (RELU) {
+    return a < T(0) ? T(0) : a;
+  } else {
+    return a;
+  }
+}
+
+// The ReLU's gradient fused: 0 where a <= 0 (as torch's threshold_backward), else the value.
+template <bool RELU, typename T>
+inline T through_relu(T a, T value) {
+  if constexpr (RELU) {
+    return a <= T(0) ? T(0) : value;
+  } else {
+    return value;
+  }
+}
+
 // s^-β from s⁻¹. For the paper's β = 0.75 (P075): sqrt(s⁻¹ · sqrt(s⁻¹)), two square roots that
 // vectorise, instead of pow.
 template <bool P075, typename T>
@@ -63,19 +87,21 @@ inline T scale_of(T inv, T beta) {
   }
 }
 
-// Calls f(std::integral_constant<int, N>, std::bool_constant<P075>) for the compiled variant.
+// Calls f(N, P075, RELU) (std::integral_constant / std::bool_constant) for the compiled variant:
+// the paper's n = 5 and β = 0.75 as constants, or any odd n and β (pow) read at run time; each
+// with or without the fused ReLU.
 template <typename F>
 inline void dispatch(const Params& p, F&& f) {
-  const bool p075 = p.beta == 0.75;
-  if (p.size == 5 && p075) f(std::integral_constant<int, 5>{}, std::true_type{});
-  else if (p.size == 5) f(std::integral_constant<int, 5>{}, std::false_type{});
-  else if (p075) f(std::integral_constant<int, 0>{}, std::true_type{});
-  else f(std::integral_constant<int, 0>{}, std::false_type{});
+  const bool paper = p.size == 5 && p.beta == 0.75;
+  if (paper && p.relu) f(std::integral_constant<int, 5>{}, std::true_type{}, std::true_type{});
+  else if (paper) f(std::integral_constant<int, 5>{}, std::true_type{}, std::false_type{});
+  else if (p.relu) f(std::integral_constant<int, 0>{}, std::false_type{}, std::true_type{});
+  else f(std::integral_constant<int, 0>{}, std::false_type{}, std::false_type{});
 }
 
 // ---- channels_last (NHWC): row r = pixel · groups + group holds `per` contiguous maps ----
 
-template <int N, bool P075, typename T>
+template <int N, bool P075, bool RELU, typename T>
 void forward_channels_last(const T* x, T* y, int64_t rows, const Params& p) {
   at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(p.per + 2 * p.half, T(0));  // squares, zero-padded by half each side
@@ -85,16 +111,19 @@ void forward_channels_last(const T* x, T* y, int64_t rows, const Params& p) {
     for (int64_t r = begin; r < end; ++r) {
       const T* __restrict xr = x + r * p.per;
       T* __restrict yr = y + r * p.per;
-      for (int64_t c = 0; c < p.per; ++c) sq[c] = xr[c] * xr[c];
+      for (int64_t c = 0; c < p.per; ++c) {
+        const T a = input<RELU>(xr[c]);
+        sq[c] = a * a;
+      }
       for (int64_t c = 0; c < p.per; ++c) {
         const T inv = T(1) / (k + alpha * window<N>(pad, c, 1, p.size));
-        yr[c] = xr[c] * scale_of<P075>(inv, beta);
+        yr[c] = input<RELU>(xr[c]) * scale_of<P075>(inv, beta);
       }
     }
   });
 }
 
-template <int N, bool P075, typename T>
+template <int N, bool P075, bool RELU, typename T>
 void backward_channels_last(const T* gy, const T* x, T* gx, int64_t rows, const Params& p) {
   const int64_t padded = p.per + 2 * p.half;
   at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
@@ -109,14 +138,20 @@ void backward_channels_last(const T* gy, const T* x, T* gx, int64_t rows, const 
       const T* __restrict xr = x + r * p.per;
       const T* __restrict gr = gy + r * p.per;
       T* __restrict out = gx + r * p.per;
-      for (int64_t c = 0; c < p.per; ++c) sq[c] = xr[c] * xr[c];
+      for (int64_t c = 0; c < p.per; ++c) {
+        const T a = input<RELU>(xr[c]);
+        sq[c] = a * a;
+      }
       for (int64_t c = 0; c < p.per; ++c) {
         const T inv = T(1) / (k + alpha * window<N>(pad, c, 1, p.size));
         const T sc = scale_of<P075>(inv, beta);
         scale[c] = sc;
-        t[c] = gr[c] * xr[c] * sc * inv;  // g a s^-β / s
+        t[c] = gr[c] * input<RELU>(xr[c]) * sc * inv;  // g a s^-β / s
       }
-      for (int64_t c = 0; c < p.per; ++c) out[c] = gr[c] * scale[c] + coef * xr[c] * window<N>(tpad, c, 1, p.size);
+      for (int64_t c = 0; c < p.per; ++c) {
+        const T a = input<RELU>(xr[c]);
+        out[c] = through_relu<RELU>(xr[c], gr[c] * scale[c] + coef * a * window<N>(tpad, c, 1, p.size));
+      }
     }
   });
 }
@@ -127,16 +162,19 @@ constexpr int64_t TILE = 64;  // 64..256 measured alike
 
 // The squares of one (image, group) block's maps (map stride hw), pixels [p0, p0 + w), into the
 // rows of `pad` after its `half` zero rows.
-template <typename T>
+template <bool RELU, typename T>
 inline void tile_squares(const T* x, int64_t hw, int64_t p0, int64_t w, const Params& p, T* pad) {
   for (int64_t c = 0; c < p.per; ++c) {
     const T* __restrict xr = x + c * hw + p0;
     T* __restrict row = pad + (p.half + c) * TILE;
-    for (int64_t i = 0; i < w; ++i) row[i] = xr[i] * xr[i];
+    for (int64_t i = 0; i < w; ++i) {
+      const T a = input<RELU>(xr[i]);
+      row[i] = a * a;
+    }
   }
 }
 
-template <int N, bool P075, typename T>
+template <int N, bool P075, bool RELU, typename T>
 void forward_contiguous(const T* x, T* y, int64_t blocks, int64_t hw, const Params& p) {
   const int64_t tiles = (hw + TILE - 1) / TILE;
   at::parallel_for(0, blocks * tiles, 4, [&](int64_t begin, int64_t end) {
@@ -145,21 +183,21 @@ void forward_contiguous(const T* x, T* y, int64_t blocks, int64_t hw, const Para
     const T alpha = T(p.alpha), k = T(p.k), beta = T(p.beta);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t base = (u / tiles) * p.per * hw, p0 = (u % tiles) * TILE, w = std::min(TILE, hw - p0);
-      tile_squares(x + base, hw, p0, w, p, pad);
+      tile_squares<RELU>(x + base, hw, p0, w, p, pad);
       for (int64_t c = 0; c < p.per; ++c) {
         const T* __restrict xr = x + base + c * hw + p0;
         const T* __restrict rows = pad + c * TILE;
         T* __restrict yr = y + base + c * hw + p0;
         for (int64_t i = 0; i < w; ++i) {
           const T inv = T(1) / (k + alpha * window<N>(rows, i, TILE, p.size));
-          yr[i] = xr[i] * scale_of<P075>(inv, beta);
+          yr[i] = input<RELU>(xr[i]) * scale_of<P075>(inv, beta);
         }
       }
     }
   });
 }
 
-template <int N, bool P075, typename T>
+template <int N, bool P075, bool RELU, typename T>
 void backward_contiguous(const T* gy, const T* x, T* gx, int64_t blocks, int64_t hw, const Params& p) {
   const int64_t tiles = (hw + TILE - 1) / TILE, padded = (p.per + 2 * p.half) * TILE;
   at::parallel_for(0, blocks * tiles, 4, [&](int64_t begin, int64_t end) {
@@ -170,7 +208,7 @@ void backward_contiguous(const T* gy, const T* x, T* gx, int64_t blocks, int64_t
     const T alpha = T(p.alpha), k = T(p.k), beta = T(p.beta), coef = T(-2.0 * p.alpha * p.beta);
     for (int64_t u = begin; u < end; ++u) {
       const int64_t base = (u / tiles) * p.per * hw, p0 = (u % tiles) * TILE, w = std::min(TILE, hw - p0);
-      tile_squares(x + base, hw, p0, w, p, pad);
+      tile_squares<RELU>(x + base, hw, p0, w, p, pad);
       for (int64_t c = 0; c < p.per; ++c) {
         const T* __restrict xr = x + base + c * hw + p0;
         const T* __restrict gr = gy + base + c * hw + p0;
@@ -180,7 +218,7 @@ void backward_contiguous(const T* gy, const T* x, T* gx, int64_t blocks, int64_t
         for (int64_t i = 0; i < w; ++i) {
           const T inv = T(1) / (k + alpha * window<N>(rows, i, TILE, p.size));
           sc[i] = scale_of<P075>(inv, beta);
-          t[i] = gr[i] * xr[i] * sc[i] * inv;  // g a s^-β / s
+          t[i] = gr[i] * input<RELU>(xr[i]) * sc[i] * inv;  // g a s^-β / s
         }
       }
       for (int64_t c = 0; c < p.per; ++c) {
@@ -189,7 +227,10 @@ void backward_contiguous(const T* gy, const T* x, T* gx, int64_t blocks, int64_t
         const T* __restrict sc = scale + c * TILE;
         const T* __restrict rows = tpad + c * TILE;
         T* __restrict out = gx + base + c * hw + p0;
-        for (int64_t i = 0; i < w; ++i) out[i] = gr[i] * sc[i] + coef * xr[i] * window<N>(rows, i, TILE, p.size);
+        for (int64_t i = 0; i < w; ++i) {
+          const T a = input<RELU>(xr[i]);
+          out[i] = through_relu<RELU>(xr[i], gr[i] * sc[i] + coef * a * window<N>(rows, i, TILE, p.size));
+        }
       }
     }
   });
@@ -197,7 +238,8 @@ void backward_contiguous(const T* gy, const T* x, T* gx, int64_t blocks, int64_t
 
 // ---- entry points ----
 
-Params check(const at::Tensor& x, int64_t size, double alpha, double beta, double k, int64_t groups) {
+Params check(const at::Tensor& x, int64_t size, double alpha, double beta, double k, int64_t groups,
+             bool relu) {
   TORCH_CHECK(x.device().is_cpu(), "alexnet_native LRN: expected a CPU tensor");
   TORCH_CHECK(x.dim() == 4, "alexnet_native LRN: expected (N, C, H, W), got ", x.dim(), " dims");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
@@ -205,7 +247,7 @@ Params check(const at::Tensor& x, int64_t size, double alpha, double beta, doubl
   TORCH_CHECK(size >= 1 && size % 2 == 1, "alexnet_native LRN: size must be odd, got ", size);
   TORCH_CHECK(groups >= 1 && x.size(1) % groups == 0, "alexnet_native LRN: ", x.size(1),
               " channels cannot be split into ", groups, " groups");
-  return Params{size, size / 2, x.size(1) / groups, alpha, beta, k};
+  return Params{size, size / 2, x.size(1) / groups, alpha, beta, k, relu};
 }
 
 // The layout the kernels run in: NCHW-contiguous, else channels_last-contiguous, else a copy.
@@ -216,8 +258,8 @@ at::MemoryFormat layout_of(const at::Tensor& x) {
 }
 
 at::Tensor lrn_forward(const at::Tensor& input, int64_t size, double alpha, double beta, double k,
-                       int64_t groups) {
-  const Params p = check(input, size, alpha, beta, k, groups);
+                       int64_t groups, bool relu) {
+  const Params p = check(input, size, alpha, beta, k, groups, relu);
   const at::MemoryFormat fmt = layout_of(input);
   const at::Tensor x = input.contiguous(fmt);
   at::Tensor y = at::empty_like(x, x.options(), fmt);
@@ -225,19 +267,19 @@ at::Tensor lrn_forward(const at::Tensor& input, int64_t size, double alpha, doub
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "alexnet_lrn_forward", [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    dispatch(p, [&](auto size, auto p075) {
+    dispatch(p, [&](auto size, auto p075, auto relu) {
       if (fmt == at::MemoryFormat::ChannelsLast)
-        forward_channels_last<size(), p075()>(xp, yp, n * hw * groups, p);
+        forward_channels_last<size(), p075(), relu()>(xp, yp, n * hw * groups, p);
       else
-        forward_contiguous<size(), p075()>(xp, yp, n * groups, hw, p);
+        forward_contiguous<size(), p075(), relu()>(xp, yp, n * groups, hw, p);
     });
   });
   return y;
 }
 
 at::Tensor lrn_backward(const at::Tensor& grad_out, const at::Tensor& input, int64_t size, double alpha,
-                        double beta, double k, int64_t groups) {
-  const Params p = check(input, size, alpha, beta, k, groups);
+                        double beta, double k, int64_t groups, bool relu) {
+  const Params p = check(input, size, alpha, beta, k, groups, relu);
   TORCH_CHECK(grad_out.sizes() == input.sizes() && grad_out.scalar_type() == input.scalar_type(),
               "alexnet_native LRN: gradient and input differ in shape or dtype");
   const at::MemoryFormat fmt = layout_of(input);
@@ -249,11 +291,11 @@ at::Tensor lrn_backward(const at::Tensor& grad_out, const at::Tensor& input, int
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
-    dispatch(p, [&](auto size, auto p075) {
+    dispatch(p, [&](auto size, auto p075, auto relu) {
       if (fmt == at::MemoryFormat::ChannelsLast)
-        backward_channels_last<size(), p075()>(gp, xp, gxp, n * hw * groups, p);
+        backward_channels_last<size(), p075(), relu()>(gp, xp, gxp, n * hw * groups, p);
       else
-        backward_contiguous<size(), p075()>(gp, xp, gxp, n * groups, hw, p);
+        backward_contiguous<size(), p075(), relu()>(gp, xp, gxp, n * groups, hw, p);
     });
   });
   return gx;
@@ -262,8 +304,10 @@ at::Tensor lrn_backward(const at::Tensor& grad_out, const at::Tensor& input, int
 }  // namespace
 
 TORCH_LIBRARY(alexnet_native, m) {
-  m.def("lrn_forward(Tensor x, int size, float alpha, float beta, float k, int groups) -> Tensor");
-  m.def("lrn_backward(Tensor grad, Tensor x, int size, float alpha, float beta, float k, int groups) -> Tensor");
+  m.def("lrn_forward(Tensor x, int size, float alpha, float beta, float k, int groups, bool relu=False) -> Tensor");
+  m.def(
+      "lrn_backward(Tensor grad, Tensor x, int size, float alpha, float beta, float k, int groups, "
+      "bool relu=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(alexnet_native, CPU, m) {
