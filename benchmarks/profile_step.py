@@ -7,8 +7,9 @@ AlexNet side by side, as a Markdown table (docs/cpu-profile.md).
 Each round profiles one step of every model in turn (``torch.profiler``, CPU, ``record_shapes``),
 after two untimed warm-up steps each, with the same batch, threads, optimizer and input as
 ``benchmarks/bench.py``. Per operator it prints the median over rounds of its self time per step
-(an operator's own time, children excluded, so the rows add up to the step), and its share of the
-model's step. The machine may be shared: read the columns against each other, not as absolutes.
+(an operator's own time, children excluded), its share of the model's step, and the step as the
+sum of the medians (so the rows add up to it). The machine may be shared: read the columns against
+each other, not as absolutes.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _self_ms(prof: profile) -> dict[str, float]:
 def profile_steps(
     batch: int, rounds: int, *, channels_last: bool, infer: bool
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """(model → operator → median self ms per step, model → median profiled step ms)."""
+    """(model → operator → median self ms per step, model → the sum of those medians: the step)."""
     cpu = torch.device("cpu")
     models = build_models((cpu, cpu), channels_last=channels_last, compile=False)
     torch.manual_seed(0)
@@ -58,19 +59,15 @@ def profile_steps(
         for step in steps.values():
             step()
     per_op: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in steps}
-    totals: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(rounds):
+    for r in range(rounds):
         for name, step in steps.items():
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
                 step()
             ops = _self_ms(prof)
-            totals[name].append(sum(ops.values()))
             for op in set(ops) | set(per_op[name]):
-                per_op[name][op].append(ops.get(op, 0.0))
-    return (
-        {k: {op: median(v) for op, v in ops.items()} for k, ops in per_op.items()},
-        {k: median(v) for k, v in totals.items()},
-    )
+                per_op[name][op] += [0.0] * (r - len(per_op[name][op])) + [ops.get(op, 0.0)]
+    medians = {k: {op: median(v) for op, v in ops.items()} for k, ops in per_op.items()}
+    return medians, {k: sum(ops.values()) for k, ops in medians.items()}
 
 
 def markdown(ops: dict[str, dict[str, float]], totals: dict[str, float], top: int) -> str:
