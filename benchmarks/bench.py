@@ -276,10 +276,10 @@ def lrn_section(
     device: torch.device, batch: int, *, reps: int, warmup: int, iters: int, channels_last: bool
 ) -> dict:
     """LRN (forward + backward) on conv1's output (N, 96, 55, 55): ours as the network runs it (the
-    fused native kernel on the CPU when it is available), ours in eager PyTorch, nn.LocalResponseNorm,
-    and conv1 (forward + weight gradient)."""
+    fused native kernel on the CPU when it is available, with conv1's ReLU fused in), ours in eager
+    PyTorch, nn.LocalResponseNorm, and conv1 (forward + weight gradient)."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    ours = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)  # the grouped twin's LRN1
+    ours = LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2, relu=True)  # LRN1 as the network runs it
     eager_window = "shift" if device.type != "cpu" else ("conv" if channels_last else "mm")
     ours_eager = lambda t: local_response_norm(t, 5, 1e-4, 0.75, 2.0, 2, window=eager_window)  # noqa: E731
     torch_lrn = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)  # same α once divided by n
@@ -325,6 +325,26 @@ def lrn_section(
     }
 
 
+def plain_defaults_section(batch: int, *, reps: int, warmup: int, out_dir: Path) -> dict:
+    """The training step and inference with plain PyTorch defaults (NCHW, glibc's allocator as it
+    comes: ``--no-channels-last --no-tune-malloc``), in a fresh process because the allocator
+    setting is process-wide and irreversible; only those two sections, same batch and threads."""
+    out = out_dir / "plain-defaults"
+    cmd = [sys.executable, __file__, "--steps-only", "--no-channels-last", "--no-tune-malloc", "--no-loader"]
+    cmd += ["--devices", "cpu", "cpu", "--batch", str(batch), "--reps", str(reps), "--warmup", str(warmup)]
+    cmd += ["--threads", str(torch.get_num_threads()), "--out", str(out)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        return {"skipped": "the plain-defaults run took over 1800 s"}
+    if proc.returncode != 0 or not (out / "bench.json").exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        return {"skipped": f"the plain-defaults run failed (exit {proc.returncode}): {tail[0]}"}
+    r = json.loads((out / "bench.json").read_text())
+    keys = ("train_img_s", "train_ratio_to_torchvision", "infer_img_s", "infer_ratio_to_torchvision")
+    return {k: r[k] for k in keys}
+
+
 def loader_section(device: torch.device, quick: bool, out_dir: Path) -> dict:
     """Run benchmarks/bench_loader.py (the data pipeline's benchmark) if it is there."""
     script = ROOT / "benchmarks" / "bench_loader.py"
@@ -359,7 +379,10 @@ def run(
     quick: bool,
     out_dir: Path,
     tune_malloc: bool = False,
+    steps_only: bool = False,
 ) -> dict:
+    """Every section; with ``steps_only`` just the training-step and inference ratios (the
+    plain-defaults run, :func:`plain_defaults_section`)."""
     dev = devices[0]
     result: dict = {
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -419,7 +442,7 @@ def run(
 
     # peak memory of one training step per model
     result["peak_memory_bytes"] = {k: peak_memory(s, all_devs) for k, s in steps.items()}
-    if any(d.type == "cpu" for d in devices):
+    if any(d.type == "cpu" for d in devices) and not steps_only:
         for k in steps:
             result["peak_memory_bytes"][k]["cpu_rss_growth"] = cpu_peak_rss(
                 k, devices, batch, channels_last=channels_last, tune_malloc=tune_malloc
@@ -434,6 +457,8 @@ def run(
     result["infer_img_s"] = infer
     result["infer_ratio_to_torchvision"] = ratios(t)
     del steps, infers, models, inputs
+    if steps_only:
+        return result
 
     # the device's matmul ceiling, and the share of it the steps achieve
     if dev.type == "cuda":
@@ -523,6 +548,34 @@ def table(r: dict) -> str:
     return "\n".join(lines)
 
 
+def targets(r: dict) -> str:
+    """The ratios issue 18 asks for, each beside its target (same-run ratios to torchvision)."""
+    tr, inf = r["train_ratio_to_torchvision"], r["infer_ratio_to_torchvision"]
+    ours = [k for k in ("two-tower", "grouped") if k in tr]
+
+    def row(label: str, ratios: dict[str, float], target: str) -> str:
+        cells = ", ".join(f"{k} {ratios[k]:.2f}x" for k in ours if k in ratios)
+        return f"  {label:<44} {cells:<34} (target {target})"
+
+    lines = ["", "same-run ratios to torchvision's AlexNet (issue 18, item 1):"]
+    lines.append(row("training step", tr, ">= 0.95x"))
+    lines.append(row("inference", inf, ">= 0.95x"))
+    plain = r.get("plain_defaults")
+    if plain is None:
+        lines.append("  plain PyTorch defaults: not run (--no-plain-defaults, or not the default settings)")
+    elif "skipped" in plain:
+        lines.append(f"  plain PyTorch defaults: skipped ({plain['skipped']})")
+    else:
+        label = "training step, plain defaults (NCHW, glibc)"
+        lines.append(row(label, plain["train_ratio_to_torchvision"], ">= 0.92x"))
+        lines.append(row("inference, plain defaults", plain["infer_ratio_to_torchvision"], "-"))
+    lrn = r["lrn"]
+    lines.append(
+        f"  {'LRN1 forward+backward / conv1':<44} {lrn['ours_over_conv1']:.2f}x{'':<29} (target <= 0.25x)"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -566,10 +619,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="alexnet.models.speed.tune_cpu_allocator() for the whole process, every model alike, when "
         "a tower is on the CPU (on by default, like the trainer's train.cpu_allocator_cache)",
     )
+    ap.add_argument(
+        "--plain-defaults",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time the training step and inference with plain PyTorch defaults (NCHW, untuned "
+        "allocator) in a second process (default: on when both towers are on the CPU with "
+        "channels_last and the tuned allocator)",
+    )
     ap.add_argument("--no-loader", action="store_true", help="skip the loader benchmark")
     ap.add_argument("--quick", action="store_true", help="short run: fewer repetitions, batch 16 on the CPU")
     ap.add_argument("--out", default=str(ROOT / "bench-results"), help="folder for the JSON results")
     ap.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)  # internal: one model's CPU peak
+    ap.add_argument("--steps-only", action="store_true", help=argparse.SUPPRESS)  # internal: plain defaults
     a = ap.parse_args(argv)
     prec = a.precision
     try:
@@ -605,9 +667,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         quick=a.quick,
         out_dir=out_dir,
         tune_malloc=tuned,
+        steps_only=a.steps_only,
     )
     r["settings"]["tune_malloc"] = tuned
-    print(table(r))
+    plain = a.plain_defaults
+    if plain is None:
+        plain = devices == (torch.device("cpu"),) * 2 and a.channels_last and bool(tuned)
+    if plain and not a.steps_only:
+        r["plain_defaults"] = plain_defaults_section(batch, reps=reps, warmup=warmup, out_dir=out_dir)
+    if not a.steps_only:
+        print(table(r))
+        print(targets(r))
     stamp = r["date"].replace(":", "").replace("+0000", "Z")
     for path in (out_dir / f"bench-{stamp}.json", out_dir / "bench.json"):
         path.write_text(json.dumps(r, indent=2))

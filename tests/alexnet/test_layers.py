@@ -65,6 +65,23 @@ def test_lrn_matches_formula_forward_and_gradient(window, towers, alpha_per_size
     torch.testing.assert_close(have, want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lrn_with_fused_relu_is_relu_then_formula(window, channels_last):
+    torch.manual_seed(3)
+    a = torch.randn(2, 14, 4, 3, dtype=torch.float64) * 60  # negative inputs: the ReLU matters
+    if channels_last:
+        a = a.contiguous(memory_format=torch.channels_last)
+    a.requires_grad_()
+    expected = lrn_by_loops(torch.relu(a), 5, 1e-4, 0.75, 2.0, 2)
+    got = local_response_norm(a, 5, 1e-4, 0.75, 2.0, 2, window=window, relu=True)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(expected)
+    (want,) = torch.autograd.grad(expected, a, g)
+    (have,) = torch.autograd.grad(got, a, g)
+    torch.testing.assert_close(have, want, rtol=1e-10, atol=1e-12)
+
+
 def test_lrn_module_default_path_and_alpha_conventions():
     torch.manual_seed(1)
     a = torch.randn(2, 10, 5, 5, dtype=torch.float64) * 80

@@ -67,6 +67,28 @@ def test_fused_matches_formula_and_its_gradient(per, groups, n, alpha, beta, k, 
     torch.testing.assert_close(gh, gw, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("n,beta", [(5, 0.75), (3, 0.6)])
+def test_fused_relu_matches_relu_then_formula(layout, n, beta):
+    """relu=True is the conv layer's ReLU then the LRN: forward, and the gradient through both
+    (zero where the input is negative), against the formula applied to torch.relu of the input."""
+    torch.manual_seed(11)
+    base = torch.randn(2, 12, 5, 67, dtype=torch.float64) * 40  # half the inputs negative
+    if layout == "channels_last":
+        base = base.contiguous(memory_format=torch.channels_last)
+    elif layout == "strided":
+        base = torch.randn(2, 12, 67, 5, dtype=torch.float64).transpose(2, 3) * 40
+    a = base.detach().requires_grad_()
+    want = lrn_formula(torch.relu(a), n, 1e-3, beta, 2.0, 2)
+    got = local_response_norm(a, n, 1e-3, beta, 2.0, 2, window="fused", relu=True)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(want)
+    (gw,) = torch.autograd.grad(want, a, g)
+    (gh,) = torch.autograd.grad(got, a, g)
+    assert (gh[a < 0] == 0).all() and (gh[a > 0] != 0).all()
+    torch.testing.assert_close(gh, gw, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fused_float32_on_conv1_sized_maps(channels_last):
     torch.manual_seed(5)

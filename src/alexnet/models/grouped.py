@@ -64,19 +64,20 @@ class GroupedAlexNet(nn.Module):
         lrn_groups = 1 if cfg.lrn_across_towers else 2  # Caffe's norm1/norm2: over all channels
         lrn = (
             (
-                lambda: LocalResponseNorm(
+                lambda relu: LocalResponseNorm(
                     cfg.lrn_size,
                     cfg.lrn_alpha,
                     cfg.lrn_beta,
                     cfg.lrn_k,
                     cfg.lrn_alpha_per_size,
                     groups=lrn_groups,
+                    relu=relu,  # the conv layer's ReLU, fused into the LRN
                 )
             )
             if cfg.lrn
-            else nn.Identity
+            else lambda relu: nn.Identity()
         )
-        self.lrn1, self.lrn2 = lrn(), lrn()
+        self.lrn1, self.lrn2 = lrn(not cfg.lrn1_before_relu), lrn(True)
         self.norm2 = (
             SpatialResponseNorm(
                 cfg.spatial_norm_size, cfg.spatial_norm_alpha, cfg.spatial_norm_beta, cfg.spatial_norm_k
@@ -104,9 +105,10 @@ class GroupedAlexNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.cfg)
         x = self.conv1(self.pad1(x))  # (N, 96, 55, 55)
-        x = F.relu_(self.lrn1(x)) if self.cfg.lrn1_before_relu else self.lrn1(F.relu_(x))
+        relu = F.relu_ if not self.cfg.lrn else lambda t: t  # else the LRNs apply the ReLUs (fused)
+        x = F.relu_(self.lrn1(x)) if self.cfg.lrn1_before_relu else self.lrn1(relu(x))
         x = self.pool(x)  # (N, 96, 27, 27)
-        x = self.norm2(self.lrn2(F.relu_(self.conv2(x))))  # (N, 256, 27, 27)
+        x = self.norm2(self.lrn2(relu(self.conv2(x))))  # (N, 256, 27, 27)
         x = self.pool(x)  # (N, 256, 13, 13)
         x = F.relu_(self.conv3(x))  # (N, 384, 13, 13)
         x = F.relu_(self.conv4(x))  # (N, 384, 13, 13)

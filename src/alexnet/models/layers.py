@@ -118,22 +118,23 @@ class _LRNFunction(torch.autograd.Function):
 
 class _FusedLRNFunction(torch.autograd.Function):
     """The same function and gradient as :class:`_LRNFunction`, each one fused native CPU kernel
-    (``alexnet/csrc/lrn_cpu.cpp``): one pass over memory each way; only the input is saved."""
+    (``alexnet/csrc/lrn_cpu.cpp``): one pass over memory each way; only the input is saved. With
+    ``relu`` the kernels normalise ``max(x, 0)`` and return the gradient through the ReLU too."""
 
     @staticmethod
     def forward(
-        ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int
+        ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int, relu: bool
     ) -> torch.Tensor:
         ctx.save_for_backward(x)
-        ctx.params = (size, alpha, beta, k, groups)
-        return torch.ops.alexnet_native.lrn_forward(x, size, alpha, beta, k, groups)
+        ctx.params = (size, alpha, beta, k, groups, relu)
+        return torch.ops.alexnet_native.lrn_forward(x, size, alpha, beta, k, groups, relu)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         _no_double_backward()
         (x,) = ctx.saved_tensors
         grad = torch.ops.alexnet_native.lrn_backward(grad_out, x, *ctx.params)
-        return grad, None, None, None, None, None
+        return grad, None, None, None, None, None, None
 
 
 def _fused_ok(x: torch.Tensor) -> bool:
@@ -154,9 +155,12 @@ def local_response_norm(
     k: float,
     groups: int = 1,
     window: str = "auto",
+    relu: bool = False,
 ) -> torch.Tensor:
     """The paper's LRN with α applied exactly as given (no division by ``size``), within each of
-    ``groups`` equal blocks of channels (a block = one tower's maps).
+    ``groups`` equal blocks of channels (a block = one tower's maps). With ``relu`` it normalises
+    ``max(x, 0)``: the ReLU of the layer below, fused into the CPU kernel (no pass over memory for
+    the ReLU or its gradient; a separate ``F.relu`` on the eager paths).
 
     ``window`` chooses the implementation: ``"fused"`` (one native CPU kernel each way,
     ``alexnet.models.native``; compiled on first use), ``"mm"`` (eager, the window sum a banded matrix
@@ -188,8 +192,9 @@ def local_response_norm(
             f"got {x.dtype} on {x.device}; kernel: {native.status()}"
         )
     if method == "fused":
-        apply = lambda: _FusedLRNFunction.apply(x, size, alpha, beta, k, groups)  # noqa: E731
+        apply = lambda: _FusedLRNFunction.apply(x, size, alpha, beta, k, groups, relu)  # noqa: E731
     else:
+        x = F.relu(x) if relu else x
         apply = lambda: _LRNFunction.apply(x, size, alpha, beta, k, groups, method)  # noqa: E731
     if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
         with torch.autocast(x.device.type, enabled=False):
@@ -205,6 +210,8 @@ class LocalResponseNorm(nn.Module):
     ``alpha`` is the α of the paper's formula. With ``alpha_per_size=True`` the sum is scaled by
     α/n instead (Krizhevsky's cuda-convnet, Caffe and ``nn.LocalResponseNorm``). ``groups`` keeps the
     window inside each tower's maps when both towers' channels are stacked (the grouped twin).
+    ``relu=True`` normalises ``max(x, 0)``: the ReLU of the conv layer below (section 3.1) fused in,
+    the same numbers as ``ReLU`` then LRN, one pass over memory fewer each way on the CPU.
     """
 
     def __init__(
@@ -215,20 +222,21 @@ class LocalResponseNorm(nn.Module):
         k: float = 2.0,
         alpha_per_size: bool = False,
         groups: int = 1,
+        relu: bool = False,
     ) -> None:
         super().__init__()
         if size < 1 or size % 2 == 0:
             raise ValueError(f"LRN size must be a positive odd number, got {size}")
-        self.size, self.beta, self.k, self.groups = size, beta, k, groups
+        self.size, self.beta, self.k, self.groups, self.relu = size, beta, k, groups, relu
         self.alpha = alpha / size if alpha_per_size else alpha  # the α that multiplies the plain sum
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups)
+        return local_response_norm(x, self.size, self.alpha, self.beta, self.k, self.groups, relu=self.relu)
 
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, alpha={self.alpha:g} (applied to the plain sum), beta={self.beta}, "
-            f"k={self.k}, groups={self.groups}"
+            f"k={self.k}, groups={self.groups}" + (", relu=True (ReLU fused before)" if self.relu else "")
         )
 
 

@@ -97,9 +97,9 @@ class Tower(nn.Module):
         pad = conv1_pad(cfg.input_size)
         self.pad1 = nn.ZeroPad2d((0, pad, 0, pad)) if pad else nn.Identity()  # right, bottom
         self.conv1 = nn.Conv2d(3, w.conv1, kernel_size=11, stride=4)
-        self.lrn1 = self._lrn()
+        self.lrn1 = self._lrn(relu=not cfg.lrn1_before_relu)
         self.conv2 = nn.Conv2d(w.conv1, w.conv2, kernel_size=5, padding=2)
-        self.lrn2 = self._lrn()
+        self.lrn2 = self._lrn(relu=True)
         self.norm2 = (
             SpatialResponseNorm(
                 cfg.spatial_norm_size, cfg.spatial_norm_alpha, cfg.spatial_norm_beta, cfg.spatial_norm_k
@@ -117,27 +117,35 @@ class Tower(nn.Module):
         self.drop7 = Dropout(cfg.dropout, cfg.dropout_style)
         self.fc8 = nn.Linear(fc8_in, fc8_out) if fc8_out else None
 
-    def _lrn(self) -> nn.Module:
+    def _lrn(self, relu: bool) -> nn.Module:
+        """The LRN; ``relu``: it applies the ReLU of the conv layer below itself (fused, one pass
+        over memory fewer each way on the CPU; same numbers as ReLU then LRN)."""
         c = self.cfg
         if not c.lrn:
             return nn.Identity()
-        return LocalResponseNorm(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k, c.lrn_alpha_per_size)
+        return LocalResponseNorm(
+            c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k, c.lrn_alpha_per_size, relu=relu
+        )
 
     def lower(self, x: torch.Tensor) -> torch.Tensor:
         """conv1 → pool2, on this tower's own maps only."""
         return self.pool2(self.conv2_maps(self.conv1_maps(x)))
 
     def conv1_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """conv1 (and its ReLU unless the LRN comes first): the maps conv1's LRN normalises."""
+        """conv1 (its ReLU comes after the LRN, or is fused into it): the maps conv1's LRN takes."""
         x = self.conv1(self.pad1(x))  # (N, 48, 55, 55) from 224 + 3 or 227
-        return x if self.cfg.lrn1_before_relu else F.relu_(x)
+        return x if self.cfg.lrn1_before_relu else self._relu_unless_fused(x)
 
     def conv2_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """conv1's LRN → pool1 → conv2 → ReLU: the maps conv2's LRN normalises."""
+        """conv1's LRN (with conv1's ReLU) → pool1 → conv2: the maps conv2's LRN takes."""
         x = self._norm(self.lrn1, x)  # (N, 48, 55, 55)
         if self.cfg.lrn1_before_relu:
             x = F.relu_(x)
-        return F.relu_(self.conv2(self.pool(x)))  # (N, 128, 27, 27)
+        return self._relu_unless_fused(self.conv2(self.pool(x)))  # (N, 128, 27, 27)
+
+    def _relu_unless_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """The ReLU of conv1 or conv2, unless the LRN after it applies it (``_lrn(relu=True)``)."""
+        return x if self.cfg.lrn else F.relu_(x)
 
     def pool2(self, x: torch.Tensor) -> torch.Tensor:
         """conv2's LRN → pool2."""

@@ -3,7 +3,8 @@
 The source is compiled once per machine, PyTorch version and source text with the system C++
 compiler against the installed PyTorch headers (about 10 s on two cores; ``make install`` does it
 up front), cached as a shared library, and loaded with ``torch.ops.load_library``. It registers
-``torch.ops.alexnet_native.lrn_forward`` / ``lrn_backward`` (CPU, float32/float64).
+``torch.ops.alexnet_native.lrn_forward`` / ``lrn_backward`` (CPU, float32/float64; ``relu=True``
+normalises ``max(x, 0)``: the ReLU below the LRN fused, forward and backward).
 
 Nothing here is required: without a compiler, or with ``ALEXNET_NATIVE=0``, :func:`load` returns
 False once, with a warning that says why, and the LRN runs its eager PyTorch path (same numbers,
@@ -81,6 +82,7 @@ def compile_command(source: Path, output: Path, cxx: str) -> list[str]:
         "-fPIC",
         "-shared",
         "-fno-math-errno",
+        "-fno-trapping-math",  # as PyTorch builds: lets the fused ReLU's select vectorise; same results
         "-w",
         f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
         *_isa_flags(),
@@ -180,10 +182,10 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 def _register_fakes() -> None:
     """Shape-and-layout-only versions of the ops, so ``torch.compile`` can trace through them."""
 
-    def fake_forward(x, size, alpha, beta, k, groups):
+    def fake_forward(x, size, alpha, beta, k, groups, relu=False):
         return torch.empty_like(x, memory_format=_layout(x))
 
-    def fake_backward(grad, x, size, alpha, beta, k, groups):
+    def fake_backward(grad, x, size, alpha, beta, k, groups, relu=False):
         return torch.empty_like(x, memory_format=_layout(x))
 
     for name, fake in (("lrn_forward", fake_forward), ("lrn_backward", fake_backward)):

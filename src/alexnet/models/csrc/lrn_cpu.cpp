@@ -3,13 +3,19 @@
 //   b_i = a_i * s_i^-β,   s_i = k + α Σ_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a_j²
 //   ∂L/∂a_m = g_m s_m^-β − 2αβ a_m Σ_{i: |i-m| ≤ n/2} g_i a_i s_i^(−β−1)
 //
+// With relu=true the input is a = max(z, 0) of the maps z below (the conv layer's ReLU, fused:
+// no pass for the ReLU, none for its gradient, which is 0 where z <= 0).
+//
 // (the window is symmetric because n is odd, so "the i whose window holds m" are m's own window).
 // N is the number of maps in one group (one tower); windows never cross a group boundary.
 //
 // One pass over memory each way: the forward reads a and writes b; the backward reads a and g and
 // writes ∂L/∂a, recomputing s from a (cheap: the window lives in L1), so nothing but the input is
-// kept for backward. Plain IEEE arithmetic (sqrt and division, no fast-math, no approximate rsqrt):
-// results differ from the formula only by float rounding.
+// kept for backward. Each row of maps (channels_last: one pixel's maps of one group; NCHW: a tile
+// of pixels of each map) is squared into a zero-padded buffer, then normalised in one fused loop
+// that the compiler vectorises (the paper's n = 5 and β = 0.75 are compiled as constants). Plain
+// IEEE arithmetic (sqrt and division, no fast-math, no approximate rsqrt): results differ from
+// the formula only by float rounding.
 //
 // Built on first use by alexnet/native.py; loaded with torch.ops.load_library. Registers
 // torch.ops.alexnet_native.lrn_forward and .lrn_backward.
@@ -23,6 +29,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -32,83 +39,118 @@ struct Params {
   int64_t half;   // n / 2
   int64_t per;    // maps per group
   double alpha, beta, k;
+  bool relu;      // normalise max(a, 0): the ReLU below the LRN, fused
 };
 
-// From s (= k + α Σ a²) in place: s ← 1/s and scale ← s^-β. For the paper's β = 0.75,
-// s^-β = sqrt(s⁻¹ · sqrt(s⁻¹)): one division and two square roots, all of which vectorise.
-template <typename T>
-inline void invert_and_scale(T* s, T* scale, int64_t n, double beta) {
-  for (int64_t i = 0; i < n; ++i) s[i] = T(1) / s[i];
-  if (beta == 0.75) {
-    for (int64_t i = 0; i < n; ++i) scale[i] = std::sqrt(s[i] * std::sqrt(s[i]));
+// Σ_{d<size} padded[i + d·stride]: the window sum over a zero-padded column of maps (stride 1:
+// channels_last rows; stride TILE: NCHW tiles). N = 5 (the paper's n) is unrolled at compile time
+// so the loop around it vectorises; N = 0 reads `size` at run time. Same order of additions.
+template <int N, typename T>
+inline T window(const T* __restrict padded, int64_t i, int64_t stride, int64_t size) {
+  T acc = padded[i];
+  if constexpr (N > 0) {
+    for (int d = 1; d < N; ++d) acc += padded[i + d * stride];
   } else {
-    const T b = T(beta);
-    for (int64_t i = 0; i < n; ++i) scale[i] = std::pow(s[i], b);
+    for (int64_t d = 1; d < size; ++d) acc += padded[i + d * stride];
+  }
+  return acc;
+}
+
+// The LRN's input: a, or max(a, 0) with the ReLU fused (NaN stays NaN, as in torch.relu).
+template <bool RELU, typename T>
+inline T input(T a) {
+  if constexpr (RELU) {
+    return a < T(0) ? T(0) : a;
+  } else {
+    return a;
   }
 }
 
-// out[c] = Σ_{d<size} padded[c + d] for c < n: the window sum of a zero-padded run.
-template <typename T>
-inline void window_sum(const T* padded, T* out, int64_t n, int64_t size) {
-  for (int64_t c = 0; c < n; ++c) out[c] = padded[c];
-  for (int64_t d = 1; d < size; ++d)
-    for (int64_t c = 0; c < n; ++c) out[c] += padded[c + d];
+// The ReLU's gradient fused: 0 where a <= 0 (as torch's threshold_backward), else the value.
+template <bool RELU, typename T>
+inline T through_relu(T a, T value) {
+  if constexpr (RELU) {
+    return a <= T(0) ? T(0) : value;
+  } else {
+    return value;
+  }
 }
 
-// ---- channels_last (NHWC): one pixel's maps of one group are contiguous ----
-
-template <typename T>
-struct RowBuffers {  // per thread: padded squares / terms, 1/s, s^-β, window sums
-  std::vector<T> pad, s, scale, inner;
-  explicit RowBuffers(const Params& p)
-      : pad(p.per + 2 * p.half, T(0)), s(p.per), scale(p.per), inner(p.per) {}
-};
-
-// 1/s (s = k + α Σ a²) and s^-β for one row of `per` maps.
-template <typename T>
-inline void row_norm(const T* x, const Params& p, RowBuffers<T>& b) {
-  const int64_t per = p.per;
-  T* sq = b.pad.data() + p.half;
-  for (int64_t c = 0; c < per; ++c) sq[c] = x[c] * x[c];
-  window_sum(b.pad.data(), b.s.data(), per, p.size);
-  const T alpha = T(p.alpha), k = T(p.k);
-  for (int64_t c = 0; c < per; ++c) b.s[c] = k + alpha * b.s[c];
-  invert_and_scale(b.s.data(), b.scale.data(), per, p.beta);
+// s^-β from s⁻¹. For the paper's β = 0.75 (P075): sqrt(s⁻¹ · sqrt(s⁻¹)), two square roots that
+// vectorise, instead of pow.
+template <bool P075, typename T>
+inline T scale_of(T inv, T beta) {
+  if constexpr (P075) {
+    return std::sqrt(inv * std::sqrt(inv));
+  } else {
+    return std::pow(inv, beta);
+  }
 }
 
-template <typename T>
-void forward_channels_last(const T* x, T* y, int64_t pixels, int64_t groups, const Params& p) {
-  at::parallel_for(0, pixels, 64, [&](int64_t begin, int64_t end) {
-    RowBuffers<T> b(p);
-    for (int64_t px = begin; px < end; ++px) {
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t off = (px * groups + g) * p.per;
-        row_norm(x + off, p, b);
-        const T* xr = x + off;
-        T* yr = y + off;
-        for (int64_t c = 0; c < p.per; ++c) yr[c] = xr[c] * b.scale[c];
+// Calls f(N, P075, RELU) (std::integral_constant / std::bool_constant) for the compiled variant:
+// the paper's n = 5 and β = 0.75 as constants, or any odd n and β (pow) read at run time; each
+// with or without the fused ReLU.
+template <typename F>
+inline void dispatch(const Params& p, F&& f) {
+  const bool paper = p.size == 5 && p.beta == 0.75;
+  if (paper && p.relu) f(std::integral_constant<int, 5>{}, std::true_type{}, std::true_type{});
+  else if (paper) f(std::integral_constant<int, 5>{}, std::true_type{}, std::false_type{});
+  else if (p.relu) f(std::integral_constant<int, 0>{}, std::false_type{}, std::true_type{});
+  else f(std::integral_constant<int, 0>{}, std::false_type{}, std::false_type{});
+}
+
+// ---- channels_last (NHWC): row r = pixel · groups + group holds `per` contiguous maps ----
+
+template <int N, bool P075, bool RELU, typename T>
+void forward_channels_last(const T* x, T* y, int64_t rows, const Params& p) {
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(p.per + 2 * p.half, T(0));  // squares, zero-padded by half each side
+    T* __restrict pad = buf.data();
+    T* __restrict sq = pad + p.half;
+    const T alpha = T(p.alpha), k = T(p.k), beta = T(p.beta);
+    for (int64_t r = begin; r < end; ++r) {
+      const T* __restrict xr = x + r * p.per;
+      T* __restrict yr = y + r * p.per;
+      for (int64_t c = 0; c < p.per; ++c) {
+        const T a = input<RELU>(xr[c]);
+        sq[c] = a * a;
+      }
+      for (int64_t c = 0; c < p.per; ++c) {
+        const T inv = T(1) / (k + alpha * window<N>(pad, c, 1, p.size));
+        yr[c] = input<RELU>(xr[c]) * scale_of<P075>(inv, beta);
       }
     }
   });
 }
 
-template <typename T>
-void backward_channels_last(const T* gy, const T* x, T* gx, int64_t pixels, int64_t groups,
-                            const Params& p) {
-  const T coef = T(-2.0 * p.alpha * p.beta);
-  at::parallel_for(0, pixels, 64, [&](int64_t begin, int64_t end) {
-    RowBuffers<T> b(p);
-    for (int64_t px = begin; px < end; ++px) {
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t off = (px * groups + g) * p.per;
-        const T* xr = x + off;
-        const T* gr = gy + off;
-        T* out = gx + off;
-        row_norm(xr, p, b);
-        T* t = b.pad.data() + p.half;  // g a s^-β / s, zero-padded (pad's squares are done with)
-        for (int64_t c = 0; c < p.per; ++c) t[c] = gr[c] * xr[c] * b.scale[c] * b.s[c];
-        window_sum(b.pad.data(), b.inner.data(), p.per, p.size);
-        for (int64_t c = 0; c < p.per; ++c) out[c] = gr[c] * b.scale[c] + coef * xr[c] * b.inner[c];
+template <int N, bool P075, bool RELU, typename T>
+void backward_channels_last(const T* gy, const T* x, T* gx, int64_t rows, const Params& p) {
+  const int64_t padded = p.per + 2 * p.half;
+  at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(2 * padded + p.per, T(0));  // squares, terms (both zero-padded), s^-β
+    T* __restrict pad = buf.data();
+    T* __restrict tpad = pad + padded;
+    T* __restrict scale = tpad + padded;
+    T* __restrict sq = pad + p.half;
+    T* __restrict t = tpad + p.half;
+    const T alpha = T(p.alpha), k = T(p.k), beta = T(p.beta), coef = T(-2.0 * p.alpha * p.beta);
+    for (int64_t r = begin; r < end; ++r) {
+      const T* __restrict xr = x + r * p.per;
+      const T* __restrict gr = gy + r * p.per;
+      T* __restrict out = gx + r * p.per;
+      for (int64_t c = 0; c < p.per; ++c) {
+        const T a = input<RELU>(xr[c]);
+        sq[c] = a * a;
+      }
+      for (int64_t c = 0; c < p.per; ++c) {
+        const T inv = T(1) / (k + alpha * window<N>(pad, c, 1, p.size));
+        const T sc = scale_of<P075>(inv, beta);
+        scale[c] = sc;
+        t[c] = gr[c] * input<RELU>(xr[c]) * sc * inv;  // g a s^-β / s
+      }
+      for (int64_t c = 0; c < p.per; ++c) {
+        const T a = input<RELU>(xr[c]);
+        out[c] = through_relu<RELU>(xr[c], gr[c] * scale[c] + coef * a * window<N>(tpad, c, 1, p.size));
       }
     }
   });
@@ -118,89 +160,77 @@ void backward_channels_last(const T* gy, const T* x, T* gx, int64_t pixels, int6
 
 constexpr int64_t TILE = 64;  // 64..256 measured alike
 
-template <typename T>
-struct TileBuffers {  // per thread: (per + 2·half) padded rows of TILE, plus per-channel 1/s and s^-β
-  std::vector<T> pad, s, scale, acc;
-  explicit TileBuffers(const Params& p)
-      : pad((p.per + 2 * p.half) * TILE, T(0)), s(p.per * TILE), scale(p.per * TILE), acc(TILE) {}
-};
-
-// acc[0..w) = Σ_{d<size} rows[(c + d)·TILE + ...]
-template <typename T>
-inline void tile_window_sum(const T* rows, T* acc, int64_t c, int64_t w, int64_t size) {
-  const T* r = rows + c * TILE;
-  for (int64_t i = 0; i < w; ++i) acc[i] = r[i];
-  for (int64_t d = 1; d < size; ++d) {
-    const T* rd = r + d * TILE;
-    for (int64_t i = 0; i < w; ++i) acc[i] += rd[i];
+// The squares of one (image, group) block's maps (map stride hw), pixels [p0, p0 + w), into the
+// rows of `pad` after its `half` zero rows.
+template <bool RELU, typename T>
+inline void tile_squares(const T* x, int64_t hw, int64_t p0, int64_t w, const Params& p, T* pad) {
+  for (int64_t c = 0; c < p.per; ++c) {
+    const T* __restrict xr = x + c * hw + p0;
+    T* __restrict row = pad + (p.half + c) * TILE;
+    for (int64_t i = 0; i < w; ++i) {
+      const T a = input<RELU>(xr[i]);
+      row[i] = a * a;
+    }
   }
 }
 
-// Fills 1/s and s^-β (per × TILE) for the maps of one group starting at x (map stride hw), pixels
-// [p0, p0 + w).
-template <typename T>
-inline void tile_norm(const T* x, int64_t hw, int64_t p0, int64_t w, const Params& p, TileBuffers<T>& b) {
-  T* sq = b.pad.data() + p.half * TILE;
-  for (int64_t c = 0; c < p.per; ++c) {
-    const T* xr = x + c * hw + p0;
-    T* row = sq + c * TILE;
-    for (int64_t i = 0; i < w; ++i) row[i] = xr[i] * xr[i];
-  }
-  const T alpha = T(p.alpha), k = T(p.k);
-  for (int64_t c = 0; c < p.per; ++c) {
-    T* s = b.s.data() + c * TILE;
-    tile_window_sum(b.pad.data(), s, c, w, p.size);
-    for (int64_t i = 0; i < w; ++i) s[i] = k + alpha * s[i];
-    invert_and_scale(s, b.scale.data() + c * TILE, w, p.beta);
-  }
-}
-
-template <typename T>
-void forward_contiguous(const T* x, T* y, int64_t n, int64_t groups, int64_t hw, const Params& p) {
-  const int64_t tiles = (hw + TILE - 1) / TILE, units = n * groups * tiles;
-  at::parallel_for(0, units, 4, [&](int64_t begin, int64_t end) {
-    TileBuffers<T> b(p);
+template <int N, bool P075, bool RELU, typename T>
+void forward_contiguous(const T* x, T* y, int64_t blocks, int64_t hw, const Params& p) {
+  const int64_t tiles = (hw + TILE - 1) / TILE;
+  at::parallel_for(0, blocks * tiles, 4, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf((p.per + 2 * p.half) * TILE, T(0));
+    T* pad = buf.data();
+    const T alpha = T(p.alpha), k = T(p.k), beta = T(p.beta);
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t ng = u / tiles, p0 = (u % tiles) * TILE, w = std::min(TILE, hw - p0);
-      const int64_t base = ng * p.per * hw;  // (image, group) block
-      tile_norm(x + base, hw, p0, w, p, b);
+      const int64_t base = (u / tiles) * p.per * hw, p0 = (u % tiles) * TILE, w = std::min(TILE, hw - p0);
+      tile_squares<RELU>(x + base, hw, p0, w, p, pad);
       for (int64_t c = 0; c < p.per; ++c) {
-        const T* xr = x + base + c * hw + p0;
-        const T* sc = b.scale.data() + c * TILE;
-        T* yr = y + base + c * hw + p0;
-        for (int64_t i = 0; i < w; ++i) yr[i] = xr[i] * sc[i];
+        const T* __restrict xr = x + base + c * hw + p0;
+        const T* __restrict rows = pad + c * TILE;
+        T* __restrict yr = y + base + c * hw + p0;
+        for (int64_t i = 0; i < w; ++i) {
+          const T inv = T(1) / (k + alpha * window<N>(rows, i, TILE, p.size));
+          yr[i] = input<RELU>(xr[i]) * scale_of<P075>(inv, beta);
+        }
       }
     }
   });
 }
 
-template <typename T>
-void backward_contiguous(const T* gy, const T* x, T* gx, int64_t n, int64_t groups, int64_t hw,
-                         const Params& p) {
-  const int64_t tiles = (hw + TILE - 1) / TILE, units = n * groups * tiles;
-  const T coef = T(-2.0 * p.alpha * p.beta);
-  at::parallel_for(0, units, 4, [&](int64_t begin, int64_t end) {
-    TileBuffers<T> b(p);
+template <int N, bool P075, bool RELU, typename T>
+void backward_contiguous(const T* gy, const T* x, T* gx, int64_t blocks, int64_t hw, const Params& p) {
+  const int64_t tiles = (hw + TILE - 1) / TILE, padded = (p.per + 2 * p.half) * TILE;
+  at::parallel_for(0, blocks * tiles, 4, [&](int64_t begin, int64_t end) {
+    std::vector<T> buf(2 * padded + p.per * TILE, T(0));  // squares, terms (zero-padded), s^-β
+    T* pad = buf.data();
+    T* tpad = pad + padded;
+    T* scale = tpad + padded;
+    const T alpha = T(p.alpha), k = T(p.k), beta = T(p.beta), coef = T(-2.0 * p.alpha * p.beta);
     for (int64_t u = begin; u < end; ++u) {
-      const int64_t ng = u / tiles, p0 = (u % tiles) * TILE, w = std::min(TILE, hw - p0);
-      const int64_t base = ng * p.per * hw;
-      tile_norm(x + base, hw, p0, w, p, b);
-      T* t = b.pad.data() + p.half * TILE;  // g a s^-β / s over the squares' rows
+      const int64_t base = (u / tiles) * p.per * hw, p0 = (u % tiles) * TILE, w = std::min(TILE, hw - p0);
+      tile_squares<RELU>(x + base, hw, p0, w, p, pad);
       for (int64_t c = 0; c < p.per; ++c) {
-        const T* xr = x + base + c * hw + p0;
-        const T* gr = gy + base + c * hw + p0;
-        const T* sc = b.scale.data() + c * TILE;
-        const T* inv = b.s.data() + c * TILE;
-        T* row = t + c * TILE;
-        for (int64_t i = 0; i < w; ++i) row[i] = gr[i] * xr[i] * sc[i] * inv[i];
+        const T* __restrict xr = x + base + c * hw + p0;
+        const T* __restrict gr = gy + base + c * hw + p0;
+        const T* __restrict rows = pad + c * TILE;
+        T* __restrict sc = scale + c * TILE;
+        T* __restrict t = tpad + (p.half + c) * TILE;
+        for (int64_t i = 0; i < w; ++i) {
+          const T inv = T(1) / (k + alpha * window<N>(rows, i, TILE, p.size));
+          sc[i] = scale_of<P075>(inv, beta);
+          t[i] = gr[i] * input<RELU>(xr[i]) * sc[i] * inv;  // g a s^-β / s
+        }
       }
       for (int64_t c = 0; c < p.per; ++c) {
-        tile_window_sum(b.pad.data(), b.acc.data(), c, w, p.size);
-        const T* xr = x + base + c * hw + p0;
-        const T* gr = gy + base + c * hw + p0;
-        const T* sc = b.scale.data() + c * TILE;
-        T* out = gx + base + c * hw + p0;
-        for (int64_t i = 0; i < w; ++i) out[i] = gr[i] * sc[i] + coef * xr[i] * b.acc[i];
+        const T* __restrict xr = x + base + c * hw + p0;
+        const T* __restrict gr = gy + base + c * hw + p0;
+        const T* __restrict sc = scale + c * TILE;
+        const T* __restrict rows = tpad + c * TILE;
+        T* __restrict out = gx + base + c * hw + p0;
+        for (int64_t i = 0; i < w; ++i) {
+          const T a = input<RELU>(xr[i]);
+          out[i] = through_relu<RELU>(xr[i], gr[i] * sc[i] + coef * a * window<N>(rows, i, TILE, p.size));
+        }
       }
     }
   });
@@ -208,7 +238,8 @@ void backward_contiguous(const T* gy, const T* x, T* gx, int64_t n, int64_t grou
 
 // ---- entry points ----
 
-Params check(const at::Tensor& x, int64_t size, double alpha, double beta, double k, int64_t groups) {
+Params check(const at::Tensor& x, int64_t size, double alpha, double beta, double k, int64_t groups,
+             bool relu) {
   TORCH_CHECK(x.device().is_cpu(), "alexnet_native LRN: expected a CPU tensor");
   TORCH_CHECK(x.dim() == 4, "alexnet_native LRN: expected (N, C, H, W), got ", x.dim(), " dims");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
@@ -216,7 +247,7 @@ Params check(const at::Tensor& x, int64_t size, double alpha, double beta, doubl
   TORCH_CHECK(size >= 1 && size % 2 == 1, "alexnet_native LRN: size must be odd, got ", size);
   TORCH_CHECK(groups >= 1 && x.size(1) % groups == 0, "alexnet_native LRN: ", x.size(1),
               " channels cannot be split into ", groups, " groups");
-  return Params{size, size / 2, x.size(1) / groups, alpha, beta, k};
+  return Params{size, size / 2, x.size(1) / groups, alpha, beta, k, relu};
 }
 
 // The layout the kernels run in: NCHW-contiguous, else channels_last-contiguous, else a copy.
@@ -227,26 +258,28 @@ at::MemoryFormat layout_of(const at::Tensor& x) {
 }
 
 at::Tensor lrn_forward(const at::Tensor& input, int64_t size, double alpha, double beta, double k,
-                       int64_t groups) {
-  const Params p = check(input, size, alpha, beta, k, groups);
+                       int64_t groups, bool relu) {
+  const Params p = check(input, size, alpha, beta, k, groups, relu);
   const at::MemoryFormat fmt = layout_of(input);
   const at::Tensor x = input.contiguous(fmt);
   at::Tensor y = at::empty_like(x, x.options(), fmt);
   const int64_t n = x.size(0), hw = x.size(2) * x.size(3);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "alexnet_lrn_forward", [&] {
-    if (fmt == at::MemoryFormat::ChannelsLast)
-      forward_channels_last<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
-                                      n * hw, groups, p);
-    else
-      forward_contiguous<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), n,
-                                   groups, hw, p);
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    dispatch(p, [&](auto size, auto p075, auto relu) {
+      if (fmt == at::MemoryFormat::ChannelsLast)
+        forward_channels_last<size(), p075(), relu()>(xp, yp, n * hw * groups, p);
+      else
+        forward_contiguous<size(), p075(), relu()>(xp, yp, n * groups, hw, p);
+    });
   });
   return y;
 }
 
 at::Tensor lrn_backward(const at::Tensor& grad_out, const at::Tensor& input, int64_t size, double alpha,
-                        double beta, double k, int64_t groups) {
-  const Params p = check(input, size, alpha, beta, k, groups);
+                        double beta, double k, int64_t groups, bool relu) {
+  const Params p = check(input, size, alpha, beta, k, groups, relu);
   TORCH_CHECK(grad_out.sizes() == input.sizes() && grad_out.scalar_type() == input.scalar_type(),
               "alexnet_native LRN: gradient and input differ in shape or dtype");
   const at::MemoryFormat fmt = layout_of(input);
@@ -255,12 +288,15 @@ at::Tensor lrn_backward(const at::Tensor& grad_out, const at::Tensor& input, int
   at::Tensor gx = at::empty_like(x, x.options(), fmt);
   const int64_t n = x.size(0), hw = x.size(2) * x.size(3);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "alexnet_lrn_backward", [&] {
-    if (fmt == at::MemoryFormat::ChannelsLast)
-      backward_channels_last<scalar_t>(g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                       gx.mutable_data_ptr<scalar_t>(), n * hw, groups, p);
-    else
-      backward_contiguous<scalar_t>(g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                    gx.mutable_data_ptr<scalar_t>(), n, groups, hw, p);
+    const scalar_t* gp = g.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* gxp = gx.mutable_data_ptr<scalar_t>();
+    dispatch(p, [&](auto size, auto p075, auto relu) {
+      if (fmt == at::MemoryFormat::ChannelsLast)
+        backward_channels_last<size(), p075(), relu()>(gp, xp, gxp, n * hw * groups, p);
+      else
+        backward_contiguous<size(), p075(), relu()>(gp, xp, gxp, n * groups, hw, p);
+    });
   });
   return gx;
 }
@@ -268,8 +304,10 @@ at::Tensor lrn_backward(const at::Tensor& grad_out, const at::Tensor& input, int
 }  // namespace
 
 TORCH_LIBRARY(alexnet_native, m) {
-  m.def("lrn_forward(Tensor x, int size, float alpha, float beta, float k, int groups) -> Tensor");
-  m.def("lrn_backward(Tensor grad, Tensor x, int size, float alpha, float beta, float k, int groups) -> Tensor");
+  m.def("lrn_forward(Tensor x, int size, float alpha, float beta, float k, int groups, bool relu=False) -> Tensor");
+  m.def(
+      "lrn_backward(Tensor grad, Tensor x, int size, float alpha, float beta, float k, int groups, "
+      "bool relu=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(alexnet_native, CPU, m) {
