@@ -230,8 +230,8 @@ def test_evaluate_predict_and_figures_use_the_checkpoints_input_size(tmp_path, s
     result = evaluate(path, str(data), devices=("cpu", "cpu"), log=lambda s: None)
     assert result["images"] == 6 and set(result) >= {"centre", "ten_view"}
     image = next((data / "val" / "red").iterdir())
-    ((_, preds),) = predict(path, [image], ten_view=True)
-    assert len(preds) == 3 and abs(sum(p for _, p in preds) - 1) < 1e-5
+    (pred,) = predict(path, [image], ten_view=True, log=lambda s: None)
+    assert len(pred.labels) == 3 and abs(sum(p for _, p in pred.labels) - 1) < 1e-5
     paths = make_figures(
         path, data, n_images=2, n_queries=1, n_neighbours=2, max_train=4, thumb=16, batch_size=2
     )

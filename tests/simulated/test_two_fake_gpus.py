@@ -146,11 +146,11 @@ def test_train_checkpoint_resume_evaluate_predict(tmp_path, tiny_data, preset, d
         ckpt = tmp_path / "runs" / "sim" / "checkpoints" / "last.pt"
         result = evaluate(ckpt, str(tiny_data), devices=list(devices), ten_view=True, log=lambda s: None)
         image = next((tiny_data / "val").rglob("*.jpg"))
-        preds = predict(ckpt, [image], k=2, device=devices[0])
+        preds = predict(ckpt, [image], k=2, device=devices[0], log=lambda s: None)
     assert first.status == "max_steps" and first.step == 1, first.message
     assert second.status == "max_steps" and second.step == 2, second.message
     assert set(result) >= {"centre", "ten_view"} and result["images"] == 2
-    assert len(preds) == 1 and len(preds[0][1]) == 2, preds
+    assert len(preds) == 1 and len(preds[0].labels) == 2 and preds[0].error is None, preds
     assert load_checkpoint(ckpt)["step"] == 2
     assert sim.log.mixed == [] and sim.wrong_gradient_device == []
     assert sim.checkpoint_not_on_cpu == []
