@@ -2,11 +2,12 @@
 
 The loader's workers bring every training image to ``data.image_size`` (shorter side 256, then the
 central square) each epoch. On raw ImageNet photos (shorter side ~330-500) decoding and resizing is
-most of a worker's time: ``benchmarks/bench_loader.py`` measured about 500-560 images/s per worker
-on such JPEGs against about 1,100 on the same images after ``alexnet prepare --resize 256`` (one core of
-a 2-core VM). A CPU run never waits for that (its network is slower still); a GPU run that trains at
-thousands of images/s does. :func:`preparation_advice` reads the headers of a few training files
-(PIL reads the size without decoding) and returns one line for the start of a CUDA run.
+most of a worker's time: one worker delivered 498-558 images/s on such JPEGs against 1,109 on the
+same images after ``alexnet prepare --resize 256`` (an idle 2-core VM, issue 18; re-measure with
+``benchmarks/bench_loader.py``, which prints both per-worker rates). A CPU run never waits for that
+(its network is slower still); a GPU run that trains at thousands of images/s does.
+:func:`preparation_advice` reads the headers of a few training files (PIL reads the size without
+decoding) and returns one line for the start of a CUDA run.
 """
 
 from __future__ import annotations
