@@ -351,7 +351,7 @@ def loader_section(device: torch.device, quick: bool, out_dir: Path) -> dict:
     if not script.exists():
         return {"skipped": "benchmarks/bench_loader.py not found"}
     out = out_dir / "loader.json"
-    cmd = [sys.executable, str(script), "--device", str(device), "--out", str(out), "--workers", "-1"]
+    cmd = [sys.executable, str(script), "--device", str(device), "--out", str(out_dir), "--workers", "-1"]
     if quick:
         cmd += ["--batches", "4", "--repeats", "1"]
     try:
@@ -539,11 +539,16 @@ def table(r: dict) -> str:
     if "skipped" in ld:
         lines.append(f"loader: skipped ({ld['skipped']})")
     else:
-        for row in ld.get("results", []):
+        for name, data in ld.get("datasets", {}).items():
+            for row in data["results"]:
+                lines.append(
+                    f"loader, {name} images ({row['workers']} workers, batch {ld['batch_size']}): ours "
+                    f"{row['ours_img_s']:.0f} img/s, torchvision preset {row['torchvision_img_s']:.0f} "
+                    f"img/s, ratio {row['ratio']:.2f}"
+                )
             lines.append(
-                f"loader ({row['workers']} workers, batch {ld['batch_size']}): ours "
-                f"{row['ours_img_s']:.0f} img/s, torchvision preset {row['torchvision_img_s']:.0f} "
-                f"img/s, ratio {row['ratio']:.2f}"
+                f"loader, {name} images: {data['per_worker_img_s']:.0f} img/s per worker, "
+                f"{data['workers_for_10000_img_s']} workers for 10,000 img/s"
             )
     return "\n".join(lines)
 

@@ -1,31 +1,42 @@
-"""Training-loader throughput: ours against torchvision's standard ImageNet training preset.
+"""Training-loader throughput: images/s per worker on raw-size and on prepared 256×256 images, and
+ours against torchvision's standard ImageNet training preset.
 
-Both read the same files in the same run, with the same batch size, worker count and pinning:
+Each data set is read by both loaders in the same run, with the same batch size, worker count and
+pinning:
 
 * ours — :class:`alexnet.data.pipeline.ImagePipeline`: PIL decode (JPEG ``draft``), shorter side 256 +
-  central square, random 227 crop + flip in the workers to uint8; then ``to_model_input``
+  central square, random crop + flip in the workers to uint8; then ``to_model_input``
   (mean-image subtraction + PCA lighting, batched float) on the target device;
 * torchvision — ``ImageFolder`` + ``RandomResizedCrop(224)``, ``RandomHorizontalFlip()``,
   ``PILToTensor()``, ``ConvertImageDtype(float32)``, ``Normalize(ImageNet mean, std)`` (the
   classification reference's training preset) in the workers, then ``.to(device)``.
 
+The data sets: ``raw`` — ImageNet-like JPEGs (with no ``--data``, demo images generated in a
+temporary folder with their shorter sides drawn from 330-500 pixels like ImageNet's photos, ~460×460
+on average over both orientations; ``--short-side``); ``prepared`` — the same images as
+``alexnet prepare --resize 256`` writes them (256×256 JPEGs; with no ``--prepared``, made from the
+raw set in a temporary folder). For each, ours gives images/s per worker (from the fewest workers
+measured, where the machine's other cores leave a worker alone) and the workers needed to feed
+10,000 images/s (the GPU goal) at that rate.
+
 Images/s are counted from the end of the first (warm-up) batch to the end of the last one, best
 of ``repeats`` interleaved runs (the machine may be shared). Files are read once beforehand so
-both loaders find them in the page cache. With no ``--data``, the demo dataset is generated in a
-temporary folder, its shorter sides drawn from 330-500 pixels like ImageNet's photos
-(average ~400×350; ``--short-side``).
+both loaders find them in the page cache.
 
-    python benchmarks/bench_loader.py [--data ROOT] [--workers 1 4] [--out bench-results/loader.json]
+    python benchmarks/bench_loader.py [--data ROOT] [--prepared ROOT] [--workers 1 4] [--out bench-results]
 
-or, from Python, ``bench_loader(root, ...)`` returns the same dictionary that is written as JSON.
+writes ``OUT/loader.json`` (``--out`` is a folder, as for benchmarks/bench.py); from Python,
+``bench_loader(root, ...)`` returns the same dictionary.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +46,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+TARGET = 10_000
+"""Images/s the GPU goal needs from the loader."""
 
 
 def _warm_cache(root: Path) -> tuple[int, float, float]:
@@ -134,27 +148,7 @@ def _torchvision(
     return _timed(stream(), batches, consume)
 
 
-def bench_loader(
-    root: str | Path | None = None,
-    *,
-    workers: Sequence[int] = (1, -1),
-    batch_size: int = 64,
-    batches: int = 12,
-    repeats: int = 2,
-    device: str = "cpu",
-    out: str | Path | None = None,
-    short_side: tuple[int, int] = (330, 500),
-) -> dict:
-    """Measure both loaders for each worker count (-1 = all cores); returns (and writes) the results."""
-    tmp = None
-    if root is None:
-        from alexnet.commands.demo_data import make_demo_data
-
-        tmp = tempfile.TemporaryDirectory(prefix="bench-loader-")
-        root = Path(tmp.name) / "demo"
-        make_demo_data(root, seed=0, stats=True, short_side=tuple(short_side))
-    root = Path(root)
-    dev = torch.device(device)
+def _measure(root: Path, workers: Sequence[int], batch_size: int, batches: int, repeats: int, dev) -> dict:
     files, mean_w, mean_h = _warm_cache(root)
     rows = []
     for w in workers:
@@ -163,53 +157,124 @@ def bench_loader(
         for _ in range(repeats):  # interleaved, best of
             tv.append(_torchvision(root, n, batch_size, batches, dev)[0])
             ours.append(_ours(root, n, batch_size, batches, dev)[0])
-        row = {
-            "workers": n,
-            "ours_img_s": max(ours),
-            "torchvision_img_s": max(tv),
-            "ratio": max(ours) / max(tv) if max(tv) > 0 else float("nan"),
-            "ours_runs": ours,
-            "torchvision_runs": tv,
-        }
-        rows.append(row)
-        print(
-            f"workers {n:3d}: ours {row['ours_img_s']:8.1f} img/s   torchvision preset "
-            f"{row['torchvision_img_s']:8.1f} img/s   ratio {row['ratio']:.2f}x",
-            flush=True,
+        rows.append(
+            {
+                "workers": n,
+                "ours_img_s": max(ours),
+                "ours_img_s_per_worker": max(ours) / max(n, 1),  # 0 workers: the main process loads
+                "torchvision_img_s": max(tv),
+                "ratio": max(ours) / max(tv) if max(tv) > 0 else float("nan"),
+                "ours_runs": ours,
+                "torchvision_runs": tv,
+            }
         )
-    result = {
-        "benchmark": "loader",
-        "data": str(root) if tmp is None else "demo-data (generated)",
+    per_worker = min(rows, key=lambda r: r["workers"])["ours_img_s_per_worker"]
+    return {
         "files": files,
         "mean_image_size": [round(mean_w), round(mean_h)],
+        "per_worker_img_s": per_worker,
+        f"workers_for_{TARGET}_img_s": math.ceil(TARGET / per_worker) if per_worker > 0 else None,
+        "results": rows,
+    }
+
+
+def _prepare_copy(raw: Path, dst: Path) -> Path:
+    """``alexnet prepare --resize 256 raw dst``, with the raw set's statistics beside it."""
+    from alexnet.commands.prepare import resize_tree
+    from alexnet.data.stats import STATS_FILE
+
+    resize_tree(raw, dst, size=256, show_progress=False)
+    if (raw / STATS_FILE).is_file():
+        shutil.copy2(raw / STATS_FILE, dst / STATS_FILE)
+    return dst
+
+
+def bench_loader(
+    root: str | Path | None = None,
+    *,
+    prepared: str | Path | None = None,
+    workers: Sequence[int] = (1, -1),
+    batch_size: int = 64,
+    batches: int = 12,
+    repeats: int = 2,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    short_side: tuple[int, int] = (330, 500),
+) -> dict:
+    """Measure both loaders on the raw and the prepared set for each worker count (-1 = all cores);
+    returns the results and writes them to ``out/loader.json`` when ``out`` (a folder) is given.
+    ``root`` None: raw images are generated; ``prepared`` None: made from the raw set unless ``root``
+    was given (a user's data set is not copied)."""
+    tmp = tempfile.TemporaryDirectory(prefix="bench-loader-")
+    sets: dict[str, Path] = {}
+    if root is None:
+        from alexnet.commands.demo_data import make_demo_data
+
+        sets["raw"] = Path(tmp.name) / "raw"
+        make_demo_data(sets["raw"], seed=0, stats=True, short_side=tuple(short_side))
+    else:
+        sets["raw"] = Path(root)
+    if prepared is not None:
+        sets["prepared"] = Path(prepared)
+    elif root is None:
+        sets["prepared"] = _prepare_copy(sets["raw"], Path(tmp.name) / "prepared")
+    dev = torch.device(device)
+    datasets = {}
+    for name, path in sets.items():
+        m = _measure(path, workers, batch_size, batches, repeats, dev)
+        m["data"] = f"{name} (generated)" if path.is_relative_to(tmp.name) else str(path)
+        datasets[name] = m
+        for row in m["results"]:
+            w, h = m["mean_image_size"]
+            print(
+                f"{name:8s} {w}x{h}  workers {row['workers']:3d}: "
+                f"ours {row['ours_img_s']:8.1f} img/s ({row['ours_img_s_per_worker']:6.1f} per worker)   "
+                f"torchvision preset {row['torchvision_img_s']:8.1f} img/s   ratio {row['ratio']:.2f}x",
+                flush=True,
+            )
+    for name, m in datasets.items():
+        print(
+            f"{name}: {m['per_worker_img_s']:.0f} img/s per worker -> {m[f'workers_for_{TARGET}_img_s']} "
+            f"workers for {TARGET:,} img/s",
+            flush=True,
+        )
+    tmp.cleanup()
+    result = {
+        "benchmark": "loader",
         "batch_size": batch_size,
         "batches_timed": batches - 1,
         "repeats": repeats,
         "device": str(dev),
         "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
         "torch": torch.__version__,
         "platform": platform.platform(),
-        "results": rows,
+        "target_img_s": TARGET,
+        "datasets": datasets,
     }
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2))
-    if tmp is not None:
-        tmp.cleanup()
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "loader.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
-        "--data", default=None, help="dataset root with train/<class>/ (default: generated demo data)"
+        "--data", default=None, help="raw dataset root with train/<class>/ (default: generated demo data)"
+    )
+    ap.add_argument(
+        "--prepared",
+        default=None,
+        help="the same data as `alexnet prepare --resize 256` writes it (default: made from the "
+        "generated raw set; none with --data)",
     )
     ap.add_argument("--workers", type=int, nargs="+", default=[1, -1], help="worker counts (-1: all cores)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--batches", type=int, default=12, help="batches per measurement (the first is warm-up)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", default="bench-results/loader.json")
+    ap.add_argument("--out", default="bench-results", help="folder for loader.json")
     ap.add_argument(
         "--short-side",
         type=int,
@@ -220,6 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     bench_loader(
         args.data,
+        prepared=args.prepared,
         workers=args.workers,
         batch_size=args.batch_size,
         batches=args.batches,

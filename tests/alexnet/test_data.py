@@ -1,7 +1,6 @@
 """Datasets, decoding of every bad-input kind, and the ImagePipeline contract (paper section 2)."""
 
 import io
-import json
 import logging
 import os
 import signal
@@ -480,22 +479,6 @@ def test_device_path_equals_the_cpu_path(tmp_path):
         cpu = p.to_model_input(b, torch.device("cpu"), train=False)
         gpu = p.to_model_input(b, torch.device("cuda"), train=False)
         assert gpu.device.type == "cuda" and torch.allclose(gpu.cpu(), cpu, atol=1e-4)
-
-
-def test_loader_benchmark_runs_and_reports_a_ratio(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "bench_loader", Path(__file__).resolve().parents[2] / "benchmarks" / "bench_loader.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    root = make_dataset(tmp_path / "d", train=4, val=1)
-    r = bench.bench_loader(root, workers=(0,), batch_size=2, batches=3, repeats=1, out=tmp_path / "l.json")
-    row = r["results"][0]
-    assert row["workers"] == 0 and row["ours_img_s"] > 0 and row["torchvision_img_s"] > 0
-    assert row["ratio"] == pytest.approx(row["ours_img_s"] / row["torchvision_img_s"])
-    assert json.loads((tmp_path / "l.json").read_text())["results"] == r["results"]
 
 
 STUCK_LOADER = """

@@ -25,6 +25,7 @@ from torch import nn
 
 from alexnet.config import Config, ConfigError, config_to_dict, config_to_toml
 from alexnet.data.pipeline import ImagePipeline
+from alexnet.data.sizes import preparation_advice
 from alexnet.evaluation.features import Fc7Capture
 from alexnet.evaluation.metrics import topk_mistakes
 from alexnet.evaluation.network import network_for, network_inputs
@@ -363,6 +364,8 @@ def train(
         device=devices.a,
         input_size=cfg.model.input_size,
     )
+    if main and (advice := preparation_advice(pipeline, devices.pair)):
+        say(advice)  # a CUDA run on images the loader must resize every epoch
     if pipeline.num_classes != cfg.model.num_classes:
         say(
             f"model.num_classes set to {pipeline.num_classes}, the number of class folders in {cfg.data.root}"
