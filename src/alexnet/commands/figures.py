@@ -27,6 +27,7 @@ from alexnet.data.pipeline import ImagePipeline
 from alexnet.evaluation.checkpoints import (
     checkpoint_stats,
     model_from_state,
+    read_checkpoint,
     resolve_checkpoint,
     run_dir_of_checkpoint,
 )
@@ -41,7 +42,6 @@ from alexnet.evaluation.pictures import (
     top5_panel,
     write_png,
 )
-from twogpu.checkpoint import load_checkpoint
 from twogpu.placement import resolve_devices
 
 
@@ -68,7 +68,7 @@ def make_figures(
     (0 = all). ``devices``: as :func:`twogpu.placement.resolve_devices` takes them (checked first)."""
     tower_devs = resolve_devices(devices)
     checkpoint = resolve_checkpoint(checkpoint)
-    state = load_checkpoint(checkpoint)
+    state = read_checkpoint(checkpoint)
     model, cfg = model_from_state(state, tower_devs.pair, str(checkpoint))
     out = Path(out) if out is not None else run_dir_of_checkpoint(checkpoint) / "figures"
     step = int(state.get("step", 0))
