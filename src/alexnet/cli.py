@@ -92,8 +92,9 @@ def _user_errors() -> tuple[type[Exception], ...]:
     looked up only when an exception is being handled."""
     from alexnet.training.train import TrainError
     from twogpu.checkpoint import CheckpointError
+    from twogpu.peer_check import PeerCopyError
 
-    return (TrainError, CheckpointError)
+    return (TrainError, CheckpointError, PeerCopyError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

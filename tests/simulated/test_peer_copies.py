@@ -92,3 +92,67 @@ def test_towers_on_one_gpu_need_no_check(tmp_path, tiny_data):
         )
     assert result.status == "max_steps", result.message
     assert copies.hops == [] and not any("GPU-to-GPU" in s for s in lines)
+
+
+@pytest.fixture(scope="module")
+def two_gpu_checkpoint(tmp_path_factory, tiny_data):
+    """A one-step checkpoint trained with the towers on the two fake GPUs (intact copies)."""
+    runs = tmp_path_factory.mktemp("ckpt")
+    with SimulatedGPUs():
+        result = train(
+            load_config(None, [f'data.root="{tiny_data}"', *_overrides(runs, TWO)]),
+            log=lambda s: None,
+            dashboards=False,
+        )
+    assert result.status == "max_steps", result.message
+    return runs / "runs" / "sim" / "checkpoints" / "last.pt"
+
+
+def test_evaluate_on_corrupting_copies_stops_before_any_batch(
+    tmp_path, tiny_data, two_gpu_checkpoint, capsys
+):
+    out = tmp_path / "eval.json"
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(two_gpu_checkpoint),
+        str(tiny_data),
+        "--devices",
+        "cuda:0,cuda:1",
+        "--out",
+        str(out),
+    ]
+    copies = HostCopies(corrupt=True)
+    with SimulatedGPUs(peer_copies=copies):
+        code = cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("alexnet evaluate: error: GPU-to-GPU copies"), err
+    assert "IOMMU" in err and "train.devices" in err
+    assert not out.exists()
+    assert ("cuda:0", "cuda:1") in copies.hops
+
+
+# evaluate reads the checkpoint's mean image with `.numpy()` while the fake mode is active (a harness
+# artefact, as in test_two_fake_gpus)
+@pytest.mark.filterwarnings("ignore:Accessing the data pointer of FakeTensor")
+def test_evaluate_on_intact_copies_logs_the_check_and_evaluates(
+    tmp_path, tiny_data, two_gpu_checkpoint, capsys
+):
+    out = tmp_path / "eval.json"
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(two_gpu_checkpoint),
+        str(tiny_data),
+        "--devices",
+        "cuda:0,cuda:1",
+        "--out",
+        str(out),
+    ]
+    with SimulatedGPUs(peer_copies=HostCopies()):
+        code = cli.main(argv)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "GPU-to-GPU copies checked" in captured.out and "intact" in captured.out
+    assert out.exists()

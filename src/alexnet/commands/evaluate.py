@@ -40,10 +40,10 @@ from alexnet.evaluation.checkpoints import (
 )
 from alexnet.evaluation.intervals import wilson
 from alexnet.evaluation.metrics import topk_mistakes
-from alexnet.evaluation.network import network_for, network_inputs
+from alexnet.evaluation.network import checked_devices, network_for, network_inputs
 from twogpu import precision
 from twogpu.files import write_text_atomic
-from twogpu.placement import TowerDevices, resolve_devices
+from twogpu.placement import TowerDevices
 
 VIEW_TITLES = {"centre": "centre view", "ten_view": "10 views"}
 
@@ -67,7 +67,7 @@ def evaluate(
     _check_counts(batch_size, limit)
     checkpoint = resolve_checkpoint(checkpoint)
     state = read_checkpoint(checkpoint)
-    tower_devs = resolve_devices(devices)
+    tower_devs = checked_devices(devices, log)
     model, cfg = model_from_state(state, tower_devs.pair, str(checkpoint))
     root = _data_root(data_root, cfg, checkpoint)
     pipe = _pipeline(state, cfg, checkpoint, root, tower_devs, cfg.train.seed)
@@ -101,7 +101,7 @@ def evaluate_ensemble(
     left as it is) and returns it."""
     _check_counts(batch_size, limit)
     members = ensemble.read_members(checkpoints)
-    tower_devs = resolve_devices(devices)
+    tower_devs = checked_devices(devices, log)
     first = members[0]
     root = _data_root(data_root, first.config, first.checkpoint)
     seed = first.config.train.seed

@@ -32,6 +32,7 @@ from alexnet.evaluation.checkpoints import (
     run_dir_of_checkpoint,
 )
 from alexnet.evaluation.features import fc7_features
+from alexnet.evaluation.network import checked_devices
 from alexnet.evaluation.pictures import (
     across_classes,
     conv1_weights,
@@ -42,7 +43,6 @@ from alexnet.evaluation.pictures import (
     top5_panel,
     write_png,
 )
-from twogpu.placement import resolve_devices
 
 
 def make_figures(
@@ -65,8 +65,9 @@ def make_figures(
 
     Validation images are drawn (seeded, across classes) from the first ``max_val`` of the
     validation set; neighbours are searched among the centre crops of ``max_train`` training images
-    (0 = all). ``devices``: as :func:`twogpu.placement.resolve_devices` takes them (checked first)."""
-    tower_devs = resolve_devices(devices)
+    (0 = all). ``devices``: as :func:`twogpu.placement.resolve_devices` takes them (checked first,
+    with the GPU-to-GPU copy guard on two GPUs: :func:`alexnet.evaluation.network.checked_devices`)."""
+    tower_devs = checked_devices(devices)
     checkpoint = resolve_checkpoint(checkpoint)
     state = read_checkpoint(checkpoint)
     model, cfg = model_from_state(state, tower_devs.pair, str(checkpoint))

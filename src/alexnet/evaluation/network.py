@@ -3,6 +3,8 @@ one device), and what it takes as input for a batch. Used by training and evalua
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import nn
 
@@ -10,7 +12,20 @@ from alexnet.config import ModelConfig
 from alexnet.data.pipeline import Batch, ImagePipeline
 from alexnet.models.grouped import grouped_from
 from alexnet.models.model import AlexNet
-from twogpu.placement import TowerDevices
+from twogpu import peer_check
+from twogpu.placement import TowerDevices, resolve_devices
+
+
+def checked_devices(devices: Sequence[str] | str, log: Callable[[str], None] | None = None) -> TowerDevices:
+    """The towers' devices (:func:`twogpu.placement.resolve_devices`), and, when they are two GPUs,
+    the GPU-to-GPU copy guard (:func:`twogpu.peer_check.check_peer_copies`) before any batch: its
+    line goes to ``log``; :class:`~twogpu.peer_check.PeerCopyError` (a message naming the cause and
+    what to do) when the copies change data, as training checks before its first step."""
+    tower_devs = resolve_devices(devices)
+    line = peer_check.check_peer_copies(tower_devs.a, tower_devs.b)
+    if line and log is not None:
+        log(line)
+    return tower_devs
 
 
 def wants_grouped_twin(devices: TowerDevices, cfg: ModelConfig, enabled: bool = True) -> bool:
