@@ -10,7 +10,7 @@ NPROC  ?= 1
 
 .PHONY: install test lint demo train-2gpu train-1gpu evaluate tensorboard bench gpu-check clean ablations-demo ensemble-demo help
 
-install: $(STAMP) ## the virtual environment .venv: the package, its pins, the native LRN kernel
+install: $(STAMP) ## the virtual environment .venv: the package, its pins, the native LRN and max-pool kernels
 
 # Re-installs only when the pins or the package metadata change (idempotent).
 $(STAMP): requirements.txt setup.cfg setup.py pyproject.toml

@@ -138,7 +138,8 @@ def test_the_wheel_installs_and_runs_outside_the_repository(tmp_path):
         if "__pycache__" not in init.parts
     }
     assert packages - names == set(), "packages missing from the wheel"
-    assert "alexnet/models/csrc/lrn_cpu.cpp" in names  # the native LRN compiles from the installed copy
+    assert "alexnet/models/csrc/lrn_cpu.cpp" in names  # the native kernels compile from the installed copy
+    assert "alexnet/models/csrc/max_pool_cpu.cpp" in names
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()

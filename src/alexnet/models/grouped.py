@@ -27,6 +27,7 @@ from alexnet.models.model import (
     pool5_side,
     resolve_model_config,
 )
+from alexnet.models.pooling import MaxPool
 
 # Layers whose two towers are stacked along the output dimension in the twin.
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
@@ -85,7 +86,7 @@ class GroupedAlexNet(nn.Module):
             if cfg.conv2_spatial_norm
             else nn.Identity()
         )
-        self.pool = nn.MaxPool2d(cfg.pool_size, cfg.pool_stride)
+        self.pool = MaxPool(cfg.pool_size, cfg.pool_stride)  # section 3.4: overlapping, z = 3, s = 2
         self.fc6 = nn.Linear(2 * w.conv5 * side5 * side5, 2 * w.fc6)
         self.fc7 = nn.Linear(2 * w.fc6, 2 * w.fc7)
         self.fc8 = nn.Linear(2 * w.fc7, cfg.num_classes)

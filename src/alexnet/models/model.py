@@ -19,6 +19,7 @@ from torch import nn
 
 from alexnet.config import ModelConfig, model_preset
 from alexnet.models.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
+from alexnet.models.pooling import MaxPool
 from twogpu import cross, exchange, feed, gather
 from twogpu.placement import check_devices
 from twogpu.rng import init_generator
@@ -110,7 +111,7 @@ class Tower(nn.Module):
         self.conv3 = nn.Conv2d(conv3_in, w.conv3, kernel_size=3, padding=1)
         self.conv4 = nn.Conv2d(w.conv3, w.conv4, kernel_size=3, padding=1)
         self.conv5 = nn.Conv2d(w.conv4, w.conv5, kernel_size=3, padding=1)
-        self.pool = nn.MaxPool2d(cfg.pool_size, cfg.pool_stride)
+        self.pool = MaxPool(cfg.pool_size, cfg.pool_stride)  # section 3.4: overlapping, z = 3, s = 2
         self.fc6 = nn.Linear(fc6_in, w.fc6)
         self.drop6 = Dropout(cfg.dropout, cfg.dropout_style)
         self.fc7 = nn.Linear(fc7_in, w.fc7)

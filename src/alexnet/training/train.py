@@ -354,7 +354,7 @@ def train(
     if main and "cpu" in (devices.a.type, devices.b.type):
         from alexnet.models import native
 
-        say(f"LRN on the CPU: {native.status()}")
+        say(f"LRN and max-pool on the CPU: {native.status()}")
     pipeline = ImagePipeline(
         cfg.data,
         batch_size=cfg.train.batch_size,
