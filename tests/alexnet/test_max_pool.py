@@ -154,3 +154,68 @@ def test_the_kernel_rejects_what_it_cannot_run():
         torch.ops.alexnet_native.max_pool_forward(torch.rand(1, 1, 40, 40), 17, 1)
     with pytest.raises(RuntimeError, match="smaller than the window"):
         torch.ops.alexnet_native.max_pool_forward(torch.rand(1, 1, 2, 2), 3, 2)
+
+
+# ---- LRN then max-pool in one pass (inference, channels_last) ----
+
+LRN_CASES = [  # (channels, groups, n, α, β, k, relu): the paper's LRN (compiled constants) and others
+    (96, 2, 5, 1e-4, 0.75, 2.0, True),
+    (10, 2, 5, 1e-4, 0.75, 2.0, False),
+    (7, 1, 3, 1e-2, 0.6, 1.0, True),
+]
+
+
+@pytest.mark.parametrize("channels,groups,n,alpha,beta,k,relu", LRN_CASES)
+@pytest.mark.parametrize("window", [(3, 2), (2, 2), (3, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_norm_then_pool_is_bit_identical_to_lrn_then_pool(
+    channels, groups, n, alpha, beta, k, relu, window, dtype
+):
+    from alexnet.models.layers import LocalResponseNorm, local_response_norm
+    from alexnet.models.pooling import norm_then_pool
+
+    torch.manual_seed(channels + n)
+    x = (torch.randn(3, channels, 13, 11, dtype=dtype) * 20).contiguous(memory_format=torch.channels_last)
+    x[:, :, ::4, ::3] = 0.0  # ties, and of +0 with -0 (the first in reading order wins)
+    x[:, :, 1::4, 1::3] = -0.0
+    x[:, :, 2::4, ::3] = -1.0
+    x[0, 1, 5, 5] = float("nan")
+    lrn = LocalResponseNorm(n, alpha, beta, k, groups=groups, relu=relu)
+    pool = MaxPool(*window)
+    with torch.inference_mode():
+        got = norm_then_pool(lrn, pool, x)
+        want = F.max_pool2d(
+            local_response_norm(x, n, alpha, beta, k, groups, window="fused", relu=relu), *window
+        )
+    assert got.is_contiguous(memory_format=torch.channels_last) and got.shape == want.shape
+    assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got.nan_to_num(), want.nan_to_num())
+    assert torch.equal(got.signbit(), want.signbit())
+
+
+def test_norm_then_pool_fuses_only_without_autograd_on_channels_last_float_maps():
+    from alexnet.models.pooling import _fused_ok
+
+    x = torch.rand(2, 4, 9, 9).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert _fused_ok(x) and _fused_ok(x.double())
+        assert not _fused_ok(x.contiguous())  # NCHW: the LRN and the native NCHW pool, separately
+        assert not _fused_ok(x.bfloat16())
+    assert _fused_ok(x)  # grad mode, but nothing asks for a gradient
+    assert not _fused_ok(x.requires_grad_())  # training: the pool's backward needs the LRN's output
+
+
+@pytest.mark.parametrize("preset", ["paper", "cuda-convnet", "caffe"])
+def test_models_infer_the_same_numbers_with_and_without_the_fused_pass(preset):
+    """Inference (fused LRN + pool) against the same models run with autograd (separate passes)."""
+    from alexnet.models.grouped import GroupedAlexNet
+    from alexnet.models.model import AlexNet
+
+    towers = AlexNet(num_classes=10, preset=preset, seed=1).eval().to(memory_format=torch.channels_last)
+    twin = GroupedAlexNet(num_classes=10, preset=preset, seed=1).eval().to(memory_format=torch.channels_last)
+    side = towers.input_shape[1]
+    x = torch.randn(2, 3, side, side).contiguous(memory_format=torch.channels_last)
+    for model in (towers, twin):
+        with torch.inference_mode():
+            fused = model(x)
+        separate = model(x.clone().requires_grad_()).detach()
+        assert torch.equal(fused, separate), (type(model).__name__, preset)

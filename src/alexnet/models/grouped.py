@@ -27,7 +27,7 @@ from alexnet.models.model import (
     pool5_side,
     resolve_model_config,
 )
-from alexnet.models.pooling import MaxPool
+from alexnet.models.pooling import MaxPool, norm_then_pool
 
 # Layers whose two towers are stacked along the output dimension in the twin.
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
@@ -107,10 +107,15 @@ class GroupedAlexNet(nn.Module):
         check_input(x, self.cfg)
         x = self.conv1(self.pad1(x))  # (N, 96, 55, 55)
         relu = F.relu_ if not self.cfg.lrn else lambda t: t  # else the LRNs apply the ReLUs (fused)
-        x = F.relu_(self.lrn1(x)) if self.cfg.lrn1_before_relu else self.lrn1(relu(x))
-        x = self.pool(x)  # (N, 96, 27, 27)
-        x = self.norm2(self.lrn2(relu(self.conv2(x))))  # (N, 256, 27, 27)
-        x = self.pool(x)  # (N, 256, 13, 13)
+        if self.cfg.lrn1_before_relu:
+            x = self.pool(F.relu_(self.lrn1(x)))  # (N, 96, 27, 27)
+        else:
+            x = norm_then_pool(self.lrn1, self.pool, relu(x))  # LRN, pool: (N, 96, 27, 27)
+        x = relu(self.conv2(x))  # (N, 256, 27, 27)
+        if isinstance(self.norm2, nn.Identity):
+            x = norm_then_pool(self.lrn2, self.pool, x)  # LRN, pool: (N, 256, 13, 13)
+        else:
+            x = self.pool(self.norm2(self.lrn2(x)))  # (N, 256, 13, 13)
         x = F.relu_(self.conv3(x))  # (N, 384, 13, 13)
         x = F.relu_(self.conv4(x))  # (N, 384, 13, 13)
         x = self.pool(F.relu_(self.conv5(x)))  # (N, 256, 6, 6)

@@ -19,7 +19,7 @@ from torch import nn
 
 from alexnet.config import ModelConfig, model_preset
 from alexnet.models.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
-from alexnet.models.pooling import MaxPool
+from alexnet.models.pooling import MaxPool, norm_then_pool
 from twogpu import cross, exchange, feed, gather
 from twogpu.placement import check_devices
 from twogpu.rng import init_generator
@@ -139,10 +139,11 @@ class Tower(nn.Module):
 
     def conv2_maps(self, x: torch.Tensor) -> torch.Tensor:
         """conv1's LRN (with conv1's ReLU) → pool1 → conv2: the maps conv2's LRN takes."""
-        x = self._norm(self.lrn1, x)  # (N, 48, 55, 55)
         if self.cfg.lrn1_before_relu:
-            x = F.relu_(x)
-        return self._relu_unless_fused(self.conv2(self.pool(x)))  # (N, 128, 27, 27)
+            x = self.pool(F.relu_(self._norm(self.lrn1, x)))  # (N, 48, 27, 27)
+        else:
+            x = self._norm_pool(self.lrn1, x)  # (N, 48, 55, 55) → (N, 48, 27, 27)
+        return self._relu_unless_fused(self.conv2(x))  # (N, 128, 27, 27)
 
     def _relu_unless_fused(self, x: torch.Tensor) -> torch.Tensor:
         """The ReLU of conv1 or conv2, unless the LRN after it applies it (``_lrn(relu=True)``)."""
@@ -150,7 +151,15 @@ class Tower(nn.Module):
 
     def pool2(self, x: torch.Tensor) -> torch.Tensor:
         """conv2's LRN → pool2."""
+        if isinstance(self.norm2, nn.Identity):
+            return self._norm_pool(self.lrn2, x)  # (N, 128, 13, 13)
         return self.pool(self.norm2(self._norm(self.lrn2, x)))  # (N, 128, 13, 13)
+
+    def _norm_pool(self, lrn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The LRN, then the max-pool (one native pass in inference on the CPU: ``norm_then_pool``)."""
+        if any(self.halo):
+            return self.pool(self._norm(lrn, x))
+        return norm_then_pool(lrn, self.pool, x)
 
     def _norm(self, lrn: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The LRN; with a halo (the other tower's boundary maps beside this tower's), computed over

@@ -8,7 +8,9 @@ with the system C++ compiler against the installed PyTorch headers (about 20 s o
 ``torch.ops.alexnet_native.lrn_forward`` / ``lrn_backward`` (CPU, float32/float64; ``relu=True``
 normalises ``max(x, 0)``: the ReLU below the LRN fused, forward and backward) and
 ``max_pool_forward`` / ``max_pool_backward`` (CPU, float32/float64, NCHW: the same maxima and
-gradients as ``F.max_pool2d``, several times faster than PyTorch's NCHW kernel).
+gradients as ``F.max_pool2d``, several times faster than PyTorch's NCHW kernel), and
+``lrn_max_pool_forward`` (the LRN, then max-pooling, in one pass over channels_last maps, forward only:
+inference).
 
 Nothing here is required: without a compiler, or with ``ALEXNET_NATIVE=0``, :func:`load` returns
 False once, with a warning that says why, and the LRN and the pooling run their PyTorch paths

@@ -7,6 +7,11 @@ kernel of ``csrc/max_pool_cpu.cpp`` (the same maxima and ties as PyTorch's kerne
 several times faster: PyTorch's NCHW kernel handles one output at a time); everywhere else
 (GPUs, channels_last maps, whose PyTorch kernel is already fast, bf16 autocast, no compiler) it is
 ``F.max_pool2d``.
+
+:func:`norm_then_pool` is ``pool(lrn(x))`` (section 3.3's normalisation, then this pooling, as
+conv1 and conv2 run them); where nothing needs the LRN's own output (no autograd: evaluation,
+prediction) on channels_last CPU maps, it is one native pass that pools each row of LRN output
+while it is in cache, so the full-size normalised maps are never written (bit-identical).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.models import native
+from alexnet.models.layers import LocalResponseNorm
 
 
 class _NativeMaxPoolFunction(torch.autograd.Function):
@@ -67,3 +73,25 @@ class MaxPool(nn.MaxPool2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return max_pool(x, self.kernel_size, self.stride)
+
+
+def _fused_ok(x: torch.Tensor) -> bool:
+    """Whether LRN + max-pool can run as one native pass: no autograd, a float CPU tensor in
+    channels_last order, the kernels loaded (not while ``torch.compile`` traces)."""
+    if x.requires_grad and torch.is_grad_enabled():
+        return False  # training: the pool's backward needs the LRN's output
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or x.dim() != 4:
+        return False
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return False
+    return not torch.compiler.is_compiling() and native.load()
+
+
+def norm_then_pool(lrn: nn.Module, pool: MaxPool, x: torch.Tensor) -> torch.Tensor:
+    """``pool(lrn(x))``: one native pass where :func:`_fused_ok` (the same numbers, bit for bit)."""
+    fits = min(x.shape[2], x.shape[3]) >= pool.kernel_size
+    if isinstance(lrn, LocalResponseNorm) and fits and _fused_ok(x):
+        return torch.ops.alexnet_native.lrn_max_pool_forward(
+            x, lrn.size, lrn.alpha, lrn.beta, lrn.k, lrn.groups, lrn.relu, pool.kernel_size, pool.stride
+        )
+    return pool(lrn(x))

@@ -23,12 +23,14 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -101,23 +103,76 @@ inline void dispatch(const Params& p, F&& f) {
 
 // ---- channels_last (NHWC): row r = pixel · groups + group holds `per` contiguous maps ----
 
+// Rows [begin, end) of x normalised into y (the same row offsets); pad: per + 2·half zeros.
+template <int N, bool P075, bool RELU, typename T>
+inline void forward_rows(const T* x, T* y, int64_t begin, int64_t end, const Params& p, T* __restrict pad) {
+  T* __restrict sq = pad + p.half;
+  const T alpha = T(p.alpha), k = T(p.k), beta = T(p.beta);
+  for (int64_t r = begin; r < end; ++r) {
+    const T* __restrict xr = x + r * p.per;
+    T* __restrict yr = y + r * p.per;
+    for (int64_t c = 0; c < p.per; ++c) {
+      const T a = input<RELU>(xr[c]);
+      sq[c] = a * a;
+    }
+    for (int64_t c = 0; c < p.per; ++c) {
+      const T inv = T(1) / (k + alpha * window<N>(pad, c, 1, p.size));
+      yr[c] = input<RELU>(xr[c]) * scale_of<P075>(inv, beta);
+    }
+  }
+}
+
 template <int N, bool P075, bool RELU, typename T>
 void forward_channels_last(const T* x, T* y, int64_t rows, const Params& p) {
   at::parallel_for(0, rows, 64, [&](int64_t begin, int64_t end) {
     std::vector<T> buf(p.per + 2 * p.half, T(0));  // squares, zero-padded by half each side
-    T* __restrict pad = buf.data();
-    T* __restrict sq = pad + p.half;
-    const T alpha = T(p.alpha), k = T(p.k), beta = T(p.beta);
-    for (int64_t r = begin; r < end; ++r) {
-      const T* __restrict xr = x + r * p.per;
-      T* __restrict yr = y + r * p.per;
-      for (int64_t c = 0; c < p.per; ++c) {
-        const T a = input<RELU>(xr[c]);
-        sq[c] = a * a;
-      }
-      for (int64_t c = 0; c < p.per; ++c) {
-        const T inv = T(1) / (k + alpha * window<N>(pad, c, 1, p.size));
-        yr[c] = input<RELU>(xr[c]) * scale_of<P075>(inv, beta);
+    forward_rows<N, P075, RELU>(x, y, begin, end, p, buf.data());
+  });
+}
+
+// LRN, then max-pooling over K×K windows S apart (no padding, floor mode), channels_last, forward
+// only: per image, the LRN of the K image rows under one row of windows is computed into a small
+// buffer (the K − S rows shared with the next row of windows are kept, not recomputed) and pooled
+// from there, so the LRN's full-size output is never written to memory. The same arithmetic as
+// lrn_forward, and the same maximum as max_pool2d (reading order, greater or NaN): bit-identical.
+template <int N, bool P075, bool RELU, typename T>
+void forward_pool_channels_last(const T* x, T* y, int64_t n, int64_t h, int64_t w, int64_t channels,
+                                int64_t groups, int64_t kernel, int64_t stride, const Params& p) {
+  const int64_t oh = (h - kernel) / stride + 1, ow = (w - kernel) / stride + 1;
+  const int64_t row = w * channels;  // one image row, all maps
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> pad(p.per + 2 * p.half, T(0));
+    std::vector<T> rows(kernel * row);
+    std::vector<T> best(channels);
+    for (int64_t b = begin; b < end; ++b) {
+      const T* xb = x + b * h * row;
+      int64_t have = 0;  // image rows [first, first + have) are in `rows`
+      int64_t first = 0;
+      for (int64_t i = 0; i < oh; ++i) {
+        const int64_t top = i * stride;
+        const int64_t keep = std::max<int64_t>(0, first + have - top);  // rows shared with the last window row
+        if (keep > 0 && top != first)
+          std::copy(rows.begin() + (top - first) * row, rows.begin() + (top - first + keep) * row, rows.begin());
+        const int64_t from = keep > 0 ? keep : 0;
+        for (int64_t u = from; u < kernel; ++u)
+          forward_rows<N, P075, RELU>(xb + (top + u) * row, rows.data() + u * row, 0, w * groups, p, pad.data());
+        first = top;
+        have = kernel;
+        T* yr = y + ((b * oh + i) * ow) * channels;
+        for (int64_t j = 0; j < ow; ++j) {
+          T* __restrict m = best.data();
+          for (int64_t c = 0; c < channels; ++c) m[c] = -std::numeric_limits<T>::infinity();
+          for (int64_t u = 0; u < kernel; ++u) {
+            for (int64_t v = 0; v < kernel; ++v) {
+              const T* __restrict cand = rows.data() + u * row + (j * stride + v) * channels;
+              for (int64_t c = 0; c < channels; ++c) {
+                const T val = cand[c];
+                m[c] = ((val > m[c]) || (val != val)) ? val : m[c];
+              }
+            }
+          }
+          std::copy(m, m + channels, yr + j * channels);
+        }
       }
     }
   });
@@ -277,6 +332,25 @@ at::Tensor lrn_forward(const at::Tensor& input, int64_t size, double alpha, doub
   return y;
 }
 
+at::Tensor lrn_max_pool_forward(const at::Tensor& input, int64_t size, double alpha, double beta, double k,
+                                int64_t groups, bool relu, int64_t kernel, int64_t stride) {
+  const Params p = check(input, size, alpha, beta, k, groups, relu);
+  TORCH_CHECK(kernel >= 1 && stride >= 1 && input.size(2) >= kernel && input.size(3) >= kernel,
+              "alexnet_native LRN + max-pool: the window must fit the maps");
+  const at::Tensor x = input.contiguous(at::MemoryFormat::ChannelsLast);
+  const int64_t n = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
+  const int64_t oh = (h - kernel) / stride + 1, ow = (w - kernel) / stride + 1;
+  at::Tensor y = at::empty({n, c, oh, ow}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "alexnet_lrn_max_pool_forward", [&] {
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
+    dispatch(p, [&](auto size, auto p075, auto relu) {
+      forward_pool_channels_last<size(), p075(), relu()>(xp, yp, n, h, w, c, groups, kernel, stride, p);
+    });
+  });
+  return y;
+}
+
 at::Tensor lrn_backward(const at::Tensor& grad_out, const at::Tensor& input, int64_t size, double alpha,
                         double beta, double k, int64_t groups, bool relu) {
   const Params p = check(input, size, alpha, beta, k, groups, relu);
@@ -306,11 +380,15 @@ at::Tensor lrn_backward(const at::Tensor& grad_out, const at::Tensor& input, int
 TORCH_LIBRARY(alexnet_native, m) {
   m.def("lrn_forward(Tensor x, int size, float alpha, float beta, float k, int groups, bool relu=False) -> Tensor");
   m.def(
+      "lrn_max_pool_forward(Tensor x, int size, float alpha, float beta, float k, int groups, bool relu, "
+      "int kernel, int stride) -> Tensor");
+  m.def(
       "lrn_backward(Tensor grad, Tensor x, int size, float alpha, float beta, float k, int groups, "
       "bool relu=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(alexnet_native, CPU, m) {
+  m.impl("lrn_max_pool_forward", &lrn_max_pool_forward);
   m.impl("lrn_forward", &lrn_forward);
   m.impl("lrn_backward", &lrn_backward);
 }
