@@ -13,8 +13,9 @@ so every figure is also given as a ratio to a baseline measured in the same run)
 * the LRN layer alone (forward + backward, on conv1's output as in the network) against
   ``nn.LocalResponseNorm`` on the same input and against conv1 (forward + weight gradient);
 * achieved FLOP/s (conv + fc FLOPs counted analytically, benchmarks/flops.py) as a share of the
-  device's matmul ceiling: the best rate of square GEMMs (``out=`` buffers, so no page faults) over
-  several sizes and repeats, with all of the machine's threads, in fp32 and — where the device has
+  device's ceiling: the best rate of square GEMMs (``out=`` buffers, so no page faults) over
+  several sizes and of a dense 3×3 convolution (the convolution library can outrun the GEMM), over
+  repeats, with all of the machine's threads, in fp32 and — where the device has
   it — bf16 (and tf32 on a GPU); the step is compared with the ceiling of its own precision;
 * peak memory per device (CUDA: ``max_memory_allocated`` in one step; CPU: peak RSS growth of a
   fresh process that builds the model and runs two steps);
@@ -239,8 +240,9 @@ def ceiling_kinds(device: torch.device) -> list[str]:
 def matmul_ceiling(
     device: torch.device, *, sizes: Sequence[int], repeats: int, kinds: Sequence[str] | None = None
 ) -> dict[str, dict]:
-    """The device's practical matmul ceiling per arithmetic kind: the best FLOP/s of an n×n by n×n
-    GEMM over ``sizes`` and ``repeats`` (best, not median: the ceiling is what the device can do;
+    """The device's practical ceiling per arithmetic kind: the best FLOP/s of an n×n by n×n GEMM
+    over ``sizes``, or of a dense 3×3 convolution (:func:`_conv_rate`), whichever is faster, over
+    ``repeats`` (best, not median: the ceiling is what the device can do;
     load from other processes only lowers a repeat). Written into preallocated outputs (``out=``),
     so no page faults or allocator time are counted; on the CPU with every core the process may use
     (``torch.set_num_threads`` restored after); on a GPU 5 GEMMs per timed repeat. ``tf32`` is the
@@ -268,13 +270,36 @@ def matmul_ceiling(
                 )["mm"]
                 by_size[n] = 2 * n**3 / min(t)
                 del a, b, c
-            result[kind] = {"flop_s": max(by_size.values()), "by_size": by_size}
+            conv = _conv_rate(device, dtype, repeats=repeats, iters=iters)
+            result[kind] = {
+                "flop_s": max(*by_size.values(), conv),
+                "by_size": by_size,
+                "conv3x3": conv,
+            }
     finally:
         torch.set_num_threads(threads)
         precisions.configure("tf32" if flags["cudnn_conv"] else "fp32")
         if device.type == "cuda":
             torch.cuda.empty_cache()
     return result
+
+
+def _conv_rate(device: torch.device, dtype: torch.dtype, *, repeats: int, iters: int) -> float:
+    """FLOP/s of a dense 3×3 convolution, 256 → 384 channels on 13×13 maps, batch 64 (conv3's shape,
+    ungrouped), channels_last: the convolution library (oneDNN, cuDNN) can beat the BLAS GEMM on the
+    same device — on an AMD EPYC VM oneDNN ran 3×3 convolutions at ~1.3× MKL's best sgemm — so a
+    ceiling of GEMMs alone would put the network's own convolutions above 100 %."""
+    n, c, k, hw = 64, 256, 384, 13
+    x = torch.randn(n, c, hw, hw, device=device).to(dtype, memory_format=torch.channels_last)
+    w = torch.randn(k, c, 3, 3, device=device).to(dtype, memory_format=torch.channels_last)
+    t = interleaved(
+        {"conv": lambda: F.conv2d(x, w, padding=1)},
+        reps=repeats,
+        warmup=1,
+        iters=iters,
+        devices=[device],
+    )["conv"]
+    return 2 * n * k * hw * hw * c * 9 / min(t)
 
 
 def ceiling_for(precision: str, device: torch.device, ceilings: dict[str, dict]) -> str:
@@ -531,7 +556,8 @@ def table(r: dict) -> str:
     ceil = r["matmul_ceiling"]
     peaks = ", ".join(f"{k} {v['flop_s'] / 1e9:.0f} GFLOP/s" for k, v in ceil["kinds"].items())
     lines.append(
-        f"matmul ceiling (best of n×n GEMMs, n in {ceil['sizes']}): {peaks}; '%peak' is against "
+        f"ceiling (best of n×n GEMMs, n in {ceil['sizes']}, and a 3×3 convolution): {peaks}; "
+        f"'%peak' is against "
         f"{ceil['compared_with']}   (peak mem: "
         + ", ".join(r["peak_memory_bytes"]["torchvision"].keys())
         + ")"

@@ -15,7 +15,7 @@ Steps, each in its own process with a time limit (a crash or a hang fails that s
 4. ``compile``: two ``torch.compile``d training steps, their losses beside eager ones (within 1e-3).
 5. ``bench-fp32`` / ``bench-bf16``: ``benchmarks/bench.py --quick`` on cuda:0: training and inference
    img/s and peak memory of both layouts (two towers with the side stream, and the grouped twin)
-   beside torchvision's AlexNet in the same run, and the share of the GPU's measured matmul ceiling.
+   beside torchvision's AlexNet in the same run, and the share of the GPU's measured ceiling.
 6. ``data``: a generated dataset prepared as for GPU training (``alexnet prepare --resize 256``):
    ``alexnet demo-data`` images (64 per class, shorter side 256-320) resized to 256×256, linked
    to 512 training images per class; 10 validation images per class.
