@@ -146,18 +146,14 @@ void forward_pool_channels_last(const T* x, T* y, int64_t n, int64_t h, int64_t 
     std::vector<T> best(channels);
     for (int64_t b = begin; b < end; ++b) {
       const T* xb = x + b * h * row;
-      int64_t have = 0;  // image rows [first, first + have) are in `rows`
-      int64_t first = 0;
       for (int64_t i = 0; i < oh; ++i) {
         const int64_t top = i * stride;
-        const int64_t keep = std::max<int64_t>(0, first + have - top);  // rows shared with the last window row
-        if (keep > 0 && top != first)
-          std::copy(rows.begin() + (top - first) * row, rows.begin() + (top - first + keep) * row, rows.begin());
-        const int64_t from = keep > 0 ? keep : 0;
-        for (int64_t u = from; u < kernel; ++u)
+        // `rows` holds image rows [top − stride, top − stride + kernel): the last kernel − stride of
+        // them are this window row's first ones; move them to the front, normalise the rest
+        const int64_t keep = i > 0 ? std::max<int64_t>(0, kernel - stride) : 0;
+        if (keep > 0) std::copy(rows.begin() + stride * row, rows.begin() + (stride + keep) * row, rows.begin());
+        for (int64_t u = keep; u < kernel; ++u)
           forward_rows<N, P075, RELU>(xb + (top + u) * row, rows.data() + u * row, 0, w * groups, p, pad.data());
-        first = top;
-        have = kernel;
         T* yr = y + ((b * oh + i) * ow) * channels;
         for (int64_t j = 0; j < ow; ++j) {
           T* __restrict m = best.data();
