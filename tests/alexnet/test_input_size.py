@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnet.config import ConfigError, load_config
 from alexnet.data import augment
@@ -236,3 +237,34 @@ def test_evaluate_predict_and_figures_use_the_checkpoints_input_size(tmp_path, s
         path, data, n_images=2, n_queries=1, n_neighbours=2, max_train=4, thumb=16, batch_size=2
     )
     assert len(paths) == 3
+
+
+class _PadCount(TorchDispatchMode):
+    """Counts the zero-padding ops run inside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.pads += func.overloadpacket is torch.ops.aten.constant_pad_nd
+        return func(*args, **(kwargs or {}))
+
+
+def test_towers_sharing_one_input_pad_it_once():
+    """On one device the towers share the input (and so one padded copy); two different inputs,
+    or a 227 input, are padded per tower or not at all; the logits are the same either way."""
+    torch.manual_seed(0)
+    model = AlexNet(num_classes=10, devices=("cpu", "cpu"), input_size=224).eval()
+    x = torch.randn(2, 3, 224, 224) * 60
+    counts, logits = [], []
+    for inp in (x, (x, x), (x, x.clone())):
+        with torch.no_grad(), _PadCount() as mode:
+            logits.append(model(inp))
+        counts.append(mode.pads)
+    assert counts == [1, 1, 2]
+    assert torch.equal(logits[0], logits[1]) and torch.equal(logits[0], logits[2])
+    caffe = AlexNet(num_classes=10, devices=("cpu", "cpu"), input_size=227).eval()
+    with torch.no_grad(), _PadCount() as mode:
+        caffe(torch.zeros(1, 3, 227, 227))
+    assert mode.pads == 0

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import types
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +122,7 @@ class DeviceLog(TorchDispatchMode):
         self.mixed: list[str] = []
         self.draws: list[RandomDraw] = []
         self.ops = 0
+        self.calls: Counter = Counter()  # (aten op, device of its first tensor output) → calls
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -129,6 +130,8 @@ class DeviceLog(TorchDispatchMode):
         if func is aten._local_scalar_dense.default and isinstance(args[0], FakeTensor):
             return False if args[0].dtype == torch.bool else 0  # .item() of a tensor without data
         out = func(*args, **kwargs)
+        outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+        self.calls[(func.overloadpacket.__name__, str(outs[0].device) if outs else "")] += 1
         tensors = [t for t in tree_leaves((args, kwargs, out)) if isinstance(t, torch.Tensor)]
         # a 0-dim CPU tensor is a scalar argument, which CUDA kernels accept (PyTorch's own rule); a
         # meta tensor holds nothing (to_empty allocates its like on a device)

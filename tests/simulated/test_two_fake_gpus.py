@@ -194,3 +194,16 @@ def test_two_towers_start_from_different_host_draws():
     assert normal and all(d.device.type == "cpu" for d in normal)
     per_stream = Counter(d.stream for d in normal)
     assert len(per_stream) == 2 and len(set(per_stream.values())) == 1, per_stream  # a and b, 8 layers each
+
+
+@pytest.mark.parametrize("devices", [TWO, ONE], ids=["2gpu", "1gpu"])
+def test_each_device_pads_conv1s_input_once(devices):
+    """The 224 input is padded to 227 on each tower's device, once per device: on one GPU both
+    towers read the same padded copy."""
+    with SimulatedGPUs() as sim:
+        model = AlexNet(num_classes=10, devices=devices, seed=0).eval()
+        x = torch.zeros(2, *model.input_shape, device="cuda:0")
+        with torch.no_grad():
+            model(x)
+    pads = {dev: n for (op, dev), n in sim.log.calls.items() if op == "constant_pad_nd"}
+    assert pads == dict.fromkeys(sorted(set(devices)), 1)

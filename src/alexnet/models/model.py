@@ -129,12 +129,13 @@ class Tower(nn.Module):
         )
 
     def lower(self, x: torch.Tensor) -> torch.Tensor:
-        """conv1 → pool2, on this tower's own maps only."""
+        """conv1 → pool2, on this tower's own maps only; ``x``: the input padded by ``pad1``."""
         return self.pool2(self.conv2_maps(self.conv1_maps(x)))
 
     def conv1_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """conv1 (its ReLU comes after the LRN, or is fused into it): the maps conv1's LRN takes."""
-        x = self.conv1(self.pad1(x))  # (N, 48, 55, 55) from 224 + 3 or 227
+        """conv1 (its ReLU comes after the LRN, or is fused into it): the maps conv1's LRN takes.
+        ``x``: the input padded by ``pad1`` (:meth:`AlexNet._padded`)."""
+        x = self.conv1(x)  # (N, 48, 55, 55) from 224 + 3 or 227
         return x if self.cfg.lrn1_before_relu else self._relu_unless_fused(x)
 
     def conv2_maps(self, x: torch.Tensor) -> torch.Tensor:
@@ -323,7 +324,7 @@ class AlexNet(nn.Module):
             x = x[0] if pair else x
             return self._forward_one_tower(x.to(self.devices[0], non_blocking=self.devices[0].type == "cuda"))
         devs, a, b = self.devices, self.a, self.b
-        xa, xb = x if pair else feed(x, devs)  # (N, 3, 224, 224) on each tower
+        xa, xb = self._padded(*(x if pair else feed(x, devs)))  # (N, 3, 227, 227) on each tower
         if self.lrn_halo:  # Caffe: LRN windows span the towers
             ha, hb = self._pair(a.conv1_maps, xa, b.conv1_maps, xb)  # (N, 48, 55, 55) each
             ha, hb = halo(ha, hb, devs, self.lrn_halo, site="lrn1")  # (N, 48 + n//2, 55, 55) each
@@ -375,9 +376,15 @@ class AlexNet(nn.Module):
         hb.record_stream(main)
         return ha, hb
 
+    def _padded(self, xa: torch.Tensor, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each tower's input padded for conv1 (224 → 227, right and bottom; unchanged at 227), once
+        when both towers share one input (one device): the same numbers, one copy fewer."""
+        pa = self.a.pad1(xa)
+        return pa, pa if xb is xa else self.b.pad1(xb)
+
     def _forward_one_tower(self, x: torch.Tensor) -> torch.Tensor:
         a = self.a
-        h = a.upper(a.lower(x)).flatten(1)  # (N, 9216)
+        h = a.upper(a.lower(a.pad1(x))).flatten(1)  # (N, 9216)
         return a.fc8(a.hidden7(a.hidden6(h)))  # (N, classes)
 
     @property
