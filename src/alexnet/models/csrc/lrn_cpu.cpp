@@ -68,6 +68,15 @@ inline T input(T a) {
   }
 }
 
+// sq[i] = a_i² of the LRN's input a = x (or max(x, 0) with the ReLU fused), i < n.
+template <bool RELU, typename T>
+inline void squares(const T* __restrict x, T* __restrict sq, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const T a = input<RELU>(x[i]);
+    sq[i] = a * a;
+  }
+}
+
 // The ReLU's gradient fused: 0 where a <= 0 (as torch's threshold_backward), else the value.
 template <bool RELU, typename T>
 inline T through_relu(T a, T value) {
@@ -111,10 +120,7 @@ inline void forward_rows(const T* x, T* y, int64_t begin, int64_t end, const Par
   for (int64_t r = begin; r < end; ++r) {
     const T* __restrict xr = x + r * p.per;
     T* __restrict yr = y + r * p.per;
-    for (int64_t c = 0; c < p.per; ++c) {
-      const T a = input<RELU>(xr[c]);
-      sq[c] = a * a;
-    }
+    squares<RELU>(xr, sq, p.per);
     for (int64_t c = 0; c < p.per; ++c) {
       const T inv = T(1) / (k + alpha * window<N>(pad, c, 1, p.size));
       yr[c] = input<RELU>(xr[c]) * scale_of<P075>(inv, beta);
@@ -189,10 +195,7 @@ void backward_channels_last(const T* gy, const T* x, T* gx, int64_t rows, const 
       const T* __restrict xr = x + r * p.per;
       const T* __restrict gr = gy + r * p.per;
       T* __restrict out = gx + r * p.per;
-      for (int64_t c = 0; c < p.per; ++c) {
-        const T a = input<RELU>(xr[c]);
-        sq[c] = a * a;
-      }
+      squares<RELU>(xr, sq, p.per);
       for (int64_t c = 0; c < p.per; ++c) {
         const T inv = T(1) / (k + alpha * window<N>(pad, c, 1, p.size));
         const T sc = scale_of<P075>(inv, beta);
@@ -216,12 +219,7 @@ constexpr int64_t TILE = 64;  // 64..256 measured alike
 template <bool RELU, typename T>
 inline void tile_squares(const T* x, int64_t hw, int64_t p0, int64_t w, const Params& p, T* pad) {
   for (int64_t c = 0; c < p.per; ++c) {
-    const T* __restrict xr = x + c * hw + p0;
-    T* __restrict row = pad + (p.half + c) * TILE;
-    for (int64_t i = 0; i < w; ++i) {
-      const T a = input<RELU>(xr[i]);
-      row[i] = a * a;
-    }
+    squares<RELU>(x + c * hw + p0, pad + (p.half + c) * TILE, w);
   }
 }
 
