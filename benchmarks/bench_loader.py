@@ -19,9 +19,10 @@ raw set in a temporary folder). For each, ours gives images/s per worker (from t
 measured, where the machine's other cores leave a worker alone) and the workers needed to feed
 10,000 images/s (the GPU goal) at that rate.
 
-Images/s are counted from the end of the first (warm-up) batch to the end of the last one, best
-of ``repeats`` interleaved runs (the machine may be shared). Files are read once beforehand so
-both loaders find them in the page cache.
+Images/s are counted from the end of a warm-up of one batch per worker (the workers start together
+and deliver their first batches together) to the end of the last timed batch (``--batches``; by
+default six per worker, at least 12), best of ``repeats`` interleaved runs (the machine may be
+shared). Files are read once beforehand so both loaders find them in the page cache.
 
     python benchmarks/bench_loader.py [--data ROOT] [--prepared ROOT] [--workers 1 4] [--out bench-results]
 
@@ -69,12 +70,17 @@ def _warm_cache(root: Path) -> tuple[int, float, float]:
     return len(samples), sum(ws) / len(ws), sum(hs) / len(hs)
 
 
-def _timed(batches, count, consume) -> tuple[float, int]:
-    """Images/s of an iterator of batches after its first batch."""
+def _timed(batches, count: int, consume, warmup: int = 1) -> tuple[float, int]:
+    """Images/s of an iterator of batches over ``count`` batches after its first ``warmup`` ones.
+
+    The warm-up is one batch per worker: the workers start together, so their first batches arrive
+    together, and a clock started at the first one would credit the loader with batches it made
+    before the clock started (with 16 workers, 15 of them: the first GPU run's loader figure was
+    eight times too high that way)."""
     it = iter(batches)
-    first = next(it)
-    consume(first)
-    start, images, n = time.perf_counter(), 0, 1
+    for _ in range(warmup):
+        consume(next(it))
+    start, images, n = time.perf_counter(), 0, 0
     for b in it:
         images += consume(b)
         n += 1
@@ -84,7 +90,16 @@ def _timed(batches, count, consume) -> tuple[float, int]:
     return images / elapsed if elapsed > 0 else 0.0, images
 
 
-def _ours(root: Path, workers: int, batch_size: int, batches: int, device: torch.device) -> tuple[float, int]:
+def timed_batches(workers: int, batches: int | None = None) -> int:
+    """Batches timed per measurement: ``batches``, or by default six rounds of one per worker (at
+    least 12), so that the rounds' bursts average out."""
+    return batches if batches else max(12, 6 * workers)
+
+
+def time_our_loader(
+    root: Path, workers: int, batch_size: int, batches: int | None, device: torch.device
+) -> tuple[float, int]:
+    """Images/s (and images timed) of our training loader, batches made model input on ``device``."""
     from alexnet.config import DataConfig
     from alexnet.data.pipeline import ImagePipeline
 
@@ -105,13 +120,13 @@ def _ours(root: Path, workers: int, batch_size: int, batches: int, device: torch
             yield from p.train_batches(epoch)
             epoch += 1
 
-    result = _timed(stream(), batches, consume)
+    result = _timed(stream(), timed_batches(workers, batches), consume, warmup=max(1, workers))
     p.close()
     return result
 
 
 def _torchvision(
-    root: Path, workers: int, batch_size: int, batches: int, device: torch.device
+    root: Path, workers: int, batch_size: int, batches: int | None, device: torch.device
 ) -> tuple[float, int]:
     from torchvision import datasets, transforms
 
@@ -145,10 +160,12 @@ def _torchvision(
         while True:
             yield from loader
 
-    return _timed(stream(), batches, consume)
+    return _timed(stream(), timed_batches(workers, batches), consume, warmup=max(1, workers))
 
 
-def _measure(root: Path, workers: Sequence[int], batch_size: int, batches: int, repeats: int, dev) -> dict:
+def _measure(
+    root: Path, workers: Sequence[int], batch_size: int, batches: int | None, repeats: int, dev
+) -> dict:
     files, mean_w, mean_h = _warm_cache(root)
     rows = []
     for w in workers:
@@ -156,10 +173,12 @@ def _measure(root: Path, workers: Sequence[int], batch_size: int, batches: int, 
         ours, tv = [], []
         for _ in range(repeats):  # interleaved, best of
             tv.append(_torchvision(root, n, batch_size, batches, dev)[0])
-            ours.append(_ours(root, n, batch_size, batches, dev)[0])
+            ours.append(time_our_loader(root, n, batch_size, batches, dev)[0])
         rows.append(
             {
                 "workers": n,
+                "warm_up_batches": max(1, n),
+                "batches_timed": timed_batches(n, batches),
                 "ours_img_s": max(ours),
                 "ours_img_s_per_worker": max(ours) / max(n, 1),  # 0 workers: the main process loads
                 "torchvision_img_s": max(tv),
@@ -195,7 +214,7 @@ def bench_loader(
     prepared: str | Path | None = None,
     workers: Sequence[int] = (1, -1),
     batch_size: int = 64,
-    batches: int = 12,
+    batches: int | None = None,
     repeats: int = 2,
     device: str = "cpu",
     out: str | Path | None = None,
@@ -242,7 +261,6 @@ def bench_loader(
     result = {
         "benchmark": "loader",
         "batch_size": batch_size,
-        "batches_timed": batches - 1,
         "repeats": repeats,
         "device": str(dev),
         "cpu_count": os.cpu_count(),
@@ -271,7 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--workers", type=int, nargs="+", default=[1, -1], help="worker counts (-1: all cores)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--batches", type=int, default=12, help="batches per measurement (the first is warm-up)")
+    ap.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="batches timed per measurement, after one warm-up batch per worker (default: six per "
+        "worker, at least 12)",
+    )
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="bench-results", help="folder for loader.json")

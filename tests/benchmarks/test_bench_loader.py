@@ -67,3 +67,19 @@ def test_bench_py_reads_what_bench_loader_writes_into_its_out_folder(tmp_path, m
     assert "skipped" not in result, result
     assert json.loads((tmp_path / "results" / "loader.json").read_text()) == result
     assert result["datasets"]["raw"]["results"][0]["workers"] == os.cpu_count()  # bench.py asks for -1
+
+
+def test_rates_are_timed_after_one_warm_up_batch_per_worker():
+    """The workers start together and deliver their first batches together: the clock starts after
+    ``warmup`` batches (one per worker) and counts the images of the next ``count`` only."""
+    bench = _load()
+    sizes = [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    seen = []
+
+    def consume(b):
+        seen.append(b)
+        return b
+
+    rate, images = bench._timed(iter(sizes), 4, consume, warmup=3)
+    assert seen == [1, 2, 3, 4, 5, 6, 7] and images == 4 + 5 + 6 + 7 and rate > 0
+    assert bench.timed_batches(16) == 96 and bench.timed_batches(1) == 12 and bench.timed_batches(4, 5) == 5

@@ -58,9 +58,10 @@ def test_step_limits_fit_in_five_minutes():
 
 
 def test_equality_check_rehearsed_on_the_cpu(monkeypatch):
-    """The real check code on the CPU: layouts given the reference's weights equal it to rounding,
-    and one given weights 1 % off in one tower's conv3 (planted in the second model built: the
-    (cuda:0, cpu) layout) is caught."""
+    """The real check code on the CPU: each layout, in float64 and in fp32, given the reference's
+    weights, equals the CPU's float64 to rounding (float64) or to the CPU's own fp32 error (fp32); one
+    given weights 1 % off in one tower's conv3 (planted in the (cuda:0, cpu) layout's two models, the
+    sixth and seventh built after the float64 reference) fails in both precisions."""
     gc = load()
     copy = gc._load_same_weights
     calls = []
@@ -68,18 +69,27 @@ def test_equality_check_rehearsed_on_the_cpu(monkeypatch):
     def load_with_a_bug(model, reference):
         copy(model, reference)
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) >= 6:
             with torch.no_grad():
                 model.a.conv3.weight.mul_(1.01)
 
     monkeypatch.setattr(gc, "_load_same_weights", load_with_a_bug)
     result = gc.check_equality("cpu")
     rows = result["layouts"]
-    assert set(rows) == {"same-device", "same-device+side-stream", "device+cpu"}
-    for name in ("same-device", "same-device+side-stream"):
-        assert rows[name]["forward_max_rel"] < 1e-5 and rows[name]["grad_max_rel"] < 1e-4
-    assert rows["device+cpu"]["grad_max_rel"] > 1e-3
-    assert len(result["failed"]) == 1 and result["failed"][0].startswith("device+cpu")
+    layouts = ("same-device", "same-device+side-stream", "device+cpu")
+    assert set(rows) == {"cpu-fp32"} | {f"{n}/{p}" for n in layouts for p in ("float64", "fp32")}
+    cpu32 = rows["cpu-fp32"]
+    assert 0 < cpu32["grad_max_rel"] < 1e-3 and 0 < cpu32["forward_max_rel"] < 1e-5
+    for name in layouts[:2]:
+        assert (
+            rows[f"{name}/float64"]["forward_max_rel"] < 1e-12
+            and rows[f"{name}/float64"]["grad_max_rel"] < 1e-12
+        )
+        assert rows[f"{name}/fp32"]["grad_max_rel"] == pytest.approx(cpu32["grad_max_rel"], rel=0.5)
+    assert (
+        rows["device+cpu/float64"]["grad_max_rel"] > 1e-3 and rows["device+cpu/fp32"]["grad_max_rel"] > 1e-3
+    )
+    assert [f.split(":")[0] for f in result["failed"]] == ["device+cpu float64", "device+cpu fp32"]
 
 
 def test_steady_figures_leave_out_the_warm_up_window():
@@ -107,6 +117,25 @@ def test_steady_figures_leave_out_the_warm_up_window():
     assert figures["data_wait_share"] == pytest.approx((0.5 * 0.5 + 0.1 * 1.5) / 2.0)
     assert figures["timed_steps"] == 5 and figures["step_time_s"] == pytest.approx(2.0 / 5)
     assert figures["peak_memory_mib"] == {"cuda:0": 900.0}
+    # warm-up of 4 steps (the workers' queued batches): the first two windows left out
+    later = gc._steady(
+        [
+            window(1.0, 10.0, 2, 0.9, 900.0),
+            window(16.0, 0.25, 2, 0.5, 500.0),
+            window(16.0, 0.5, 3, 0.1, 700.0),
+        ],
+        warm_up=4,
+    )
+    assert later["images_per_s"] == pytest.approx(24 / 1.5) and later["data_wait_share"] == pytest.approx(0.1)
+    assert later["timed_steps"] == 3
+
+
+def test_train_steps_leave_out_the_batches_the_workers_queued():
+    """The warm-up covers the first progress window and every batch the workers can have made ahead
+    (two per worker, the DataLoader's prefetch_factor): 16 workers on a GPU host, 32 steps."""
+    gc = load()
+    assert gc.warm_up_steps(8, 16) == 32 and gc.warm_up_steps(8, 2) == 8 and gc.warm_up_steps(2, 2) == 4
+    assert torch.utils.data.DataLoader(list(range(4)), num_workers=1).prefetch_factor == gc.PREFETCH
 
 
 def test_data_step_prepares_256_pixel_squares_linked_to_the_training_size(tmp_path, monkeypatch):
@@ -147,11 +176,15 @@ def test_train_and_loader_steps_rehearsed_on_the_cpu(tmp_path):
         assert (
             r["steps"] == 5 and r["batch_size"] == 2 and r["side_stream"] is False
         )  # no CUDA stream on the CPU
-        assert r["images_per_s"] > 0 and 0 <= r["data_wait_share"] <= 1 and r["timed_steps"] == 3
+        # 5 steps in windows of 2, 2, 1; the warm-up leaves out the first window, or the first two
+        warm_up = gc.warm_up_steps(2, os.cpu_count() or 1)
+        assert r["warm_up_steps"] == warm_up and r["timed_steps"] == (3 if warm_up <= 2 else 1)
+        assert r["images_per_s"] > 0 and 0 <= r["data_wait_share"] <= 1
         assert r["moonshot_share"] == pytest.approx(r["images_per_s"] / 10_000)
         assert set(r["peak_memory_mib"]) == {"cpu"} and r["peak_memory_mib"]["cpu"] > 0
         assert r["run_seconds"] > 0
     loader = report["steps"]["loader"]["result"]
+    assert loader["warm_up_batches"] == os.cpu_count() and loader["timed_batches"] == 4
     assert loader["workers"] == (os.cpu_count() or 1) and loader["images_per_s"] > 0
     assert loader["per_worker_images_per_s"] == pytest.approx(loader["images_per_s"] / loader["workers"])
     assert loader["workers_for_moonshot"] == math.ceil(10_000 / loader["per_worker_images_per_s"])
