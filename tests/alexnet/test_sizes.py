@@ -40,9 +40,9 @@ def test_cuda_run_on_raw_images_is_told_the_cost_and_the_command(raw):
     advice = preparation_advice(_pipeline(raw), CUDA)
     assert advice is not None
     assert "not 256×256" in advice and "6 of 6 sampled, e.g. 64×48" in advice, advice
-    assert "about 500 images/s per worker" in advice and "about 1,100" in advice, advice
-    assert "3 worker(s) feed at most ~1,500 images/s" in advice, advice
-    assert "10,000 images/s needs ~20 workers instead of ~10" in advice, advice
+    assert "about 210 images/s per worker" in advice and "about 390" in advice, advice
+    assert "3 worker(s) feed at most ~630 images/s" in advice, advice
+    assert "10,000 images/s needs ~48 workers instead of ~26" in advice, advice
     assert advice.endswith(f"alexnet prepare --resize 256 {raw} {raw}-256"), advice
     assert "\n" not in advice
     # one tower on a GPU is enough: its loader feeds that GPU

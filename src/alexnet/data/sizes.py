@@ -2,9 +2,10 @@
 
 The loader's workers bring every training image to ``data.image_size`` (shorter side 256, then the
 central square) each epoch. On raw ImageNet photos (shorter side ~330-500) decoding and resizing is
-most of a worker's time: one worker delivered 498-558 images/s on such JPEGs against 1,109 on the
-same images after ``alexnet prepare --resize 256`` (an idle 2-core VM, issue 18; re-measure with
-``benchmarks/bench_loader.py``, which prints both per-worker rates). A CPU run never waits for that
+most of a worker's time. On a 16-core GPU host (an H200 machine, 2026-12-04) with all 16 workers
+busy, one worker delivered 214 images/s on such JPEGs against 393 on the same images after
+``alexnet prepare --resize 256`` (a single worker alone: 293 against 871; an idle 2-core VM: 498-558
+against 1,109). Re-measure with ``benchmarks/bench_loader.py``, which prints both per-worker rates. A CPU run never waits for that
 (its network is slower still); a GPU run that trains at thousands of images/s does.
 :func:`preparation_advice` reads the headers of a few training files (PIL reads the size without
 decoding) and returns one line for the start of a CUDA run.
@@ -24,10 +25,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RAW_PER_WORKER = 500
-"""Images/s one loader worker delivers from ImageNet-sized JPEGs (bench_loader.py, rounded down)."""
-PREPARED_PER_WORKER = 1100
-"""Images/s one loader worker delivers from 256×256 JPEGs written by ``alexnet prepare --resize 256``."""
+RAW_PER_WORKER = 210
+"""Images/s one loader worker delivers from ImageNet-sized JPEGs with every core of a GPU host busy
+(bench_loader.py, 16 workers on a 16-core H200 host: 214, rounded down)."""
+PREPARED_PER_WORKER = 390
+"""The same from 256×256 JPEGs written by ``alexnet prepare --resize 256`` (same run: 393)."""
 TARGET = 10_000
 """Images/s of the GPU goal the advice is sized for."""
 SAMPLE = 16
@@ -66,7 +68,7 @@ def preparation_advice(pipeline: ImagePipeline, devices: Sequence[torch.device])
         f"training images are not {size}×{size} ({len(other)} of {len(sizes)} sampled, e.g. {w}×{h} "
         f"{path}): each loader worker decodes and resizes them every epoch, about {RAW_PER_WORKER:,} "
         f"images/s per worker against about {PREPARED_PER_WORKER:,} for images prepared at 256×256 "
-        f"(benchmarks/bench_loader.py, one CPU core), so this run's {workers} worker(s) feed at most "
+        f"(benchmarks/bench_loader.py, every core of a 16-core GPU host busy), so this run's {workers} worker(s) feed at most "
         f"~{max(workers, 1) * RAW_PER_WORKER:,} images/s and {TARGET:,} images/s needs "
         f"~{-(-TARGET // RAW_PER_WORKER)} workers instead of ~{-(-TARGET // PREPARED_PER_WORKER)}. "
         f"Prepare a copy once and train on it: alexnet prepare --resize {size} {root} {root}-{size}"
