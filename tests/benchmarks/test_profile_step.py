@@ -43,12 +43,18 @@ def test_a_gpu_asked_for_without_one_is_one_line_and_exit_2():
     assert r.stderr.strip() == "profile_step: cuda:0 asked for, but no CUDA device is visible"
 
 
-def test_cpu_table_rows_add_up_to_the_step(capsys):
-    """One small round on the CPU: every model's column, the operators and '(other operators)' add
-    up to the step row, and the CPU table has no GPU wall-time row."""
-    ps = _load()
-    assert ps.main(["--batch", "2", "--rounds", "1", "--top", "3", "--threads", "1"]) == 0
-    out = capsys.readouterr().out
+def test_cpu_table_rows_add_up_to_the_step():
+    """One small round on the CPU (its own process: it sets threads, the allocator and the precision
+    flags): every model's column, the operators and '(other operators)' add up to the step row, and
+    the CPU table has no GPU wall-time row."""
+    r = subprocess.run(
+        [sys.executable, str(SCRIPT), "--batch", "2", "--rounds", "1", "--top", "3", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
     rows = [line for line in out.splitlines() if line.startswith("| ")]
     assert rows[0].startswith("| operator | two-tower ms | grouped ms | torchvision ms |")
     body, step = rows[1:-1], rows[-1]
@@ -56,7 +62,7 @@ def test_cpu_table_rows_add_up_to_the_step(capsys):
     for col in (1, 2, 3):
         parts = [float(r.split("|")[col + 1].strip()) for r in body]
         total = float(step.split("|")[col + 1].strip().strip("*"))
-        assert sum(parts) == pytest.approx(total, abs=0.05 * len(parts))
+        assert sum(parts) == pytest.approx(total, abs=0.05 * (len(parts) + 1))  # each printed to 0.1
         assert total > 0
 
 
