@@ -5,8 +5,9 @@ central square) each epoch. On raw ImageNet photos (shorter side ~330-500) decod
 most of a worker's time. On a 16-core GPU host (an H200 machine, 2026-12-04) with all 16 workers
 busy, one worker delivered 214 images/s on such JPEGs against 393 on the same images after
 ``alexnet prepare --resize 256`` (a single worker alone: 293 against 871; an idle 2-core VM: 498-558
-against 1,109). Re-measure with ``benchmarks/bench_loader.py``, which prints both per-worker rates. A CPU run never waits for that
-(its network is slower still); a GPU run that trains at thousands of images/s does.
+against 1,109). Re-measure with ``benchmarks/bench_loader.py``, which prints both per-worker rates.
+A CPU run never waits for that (its network is slower still); a GPU run that trains at thousands of
+images/s does.
 :func:`preparation_advice` reads the headers of a few training files (PIL reads the size without
 decoding) and returns one line for the start of a CUDA run.
 """
@@ -68,7 +69,8 @@ def preparation_advice(pipeline: ImagePipeline, devices: Sequence[torch.device])
         f"training images are not {size}×{size} ({len(other)} of {len(sizes)} sampled, e.g. {w}×{h} "
         f"{path}): each loader worker decodes and resizes them every epoch, about {RAW_PER_WORKER:,} "
         f"images/s per worker against about {PREPARED_PER_WORKER:,} for images prepared at 256×256 "
-        f"(benchmarks/bench_loader.py, every core of a 16-core GPU host busy), so this run's {workers} worker(s) feed at most "
+        f"(benchmarks/bench_loader.py, every core of a 16-core GPU host busy), so this run's "
+        f"{workers} worker(s) feed at most "
         f"~{max(workers, 1) * RAW_PER_WORKER:,} images/s and {TARGET:,} images/s needs "
         f"~{-(-TARGET // RAW_PER_WORKER)} workers instead of ~{-(-TARGET // PREPARED_PER_WORKER)}. "
         f"Prepare a copy once and train on it: alexnet prepare --resize {size} {root} {root}-{size}"
