@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ from torch.profiler import ProfilerActivity, profile
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT), str(ROOT / "benchmarks")]
 
-from bench import build_models, make_infer, make_train_step  # noqa: E402
+from bench import build_models, interleaved, make_infer, make_train_step  # noqa: E402
 
 from alexnet.models.speed import to_input, tune_cpu_allocator  # noqa: E402
 from twogpu import precision as precisions  # noqa: E402
@@ -55,23 +54,6 @@ def _self_ms(prof: profile, on_gpu: bool) -> dict[str, float]:
     return out
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _wall_ms(step, device: torch.device, n: int = 5) -> float:
-    """Median wall milliseconds of ``n`` synchronised steps, without the profiler."""
-    times = []
-    for _ in range(n):
-        _sync(device)
-        t0 = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(1e3 * (time.perf_counter() - t0))
-    return median(times)
-
-
 def profile_steps(
     batch: int,
     rounds: int,
@@ -83,7 +65,7 @@ def profile_steps(
     raw: bool = False,
 ) -> tuple[dict[str, dict[str, float]], dict[str, float], dict[str, float]]:
     """(model → operator → median self ms per step, model → the sum of those medians: the step,
-    model → wall ms per unprofiled step)."""
+    model → wall ms per unprofiled step on a GPU; empty on the CPU)."""
     dev = torch.device(device)
     on_gpu = dev.type == "cuda"
     models = build_models((dev, dev), channels_last=channels_last, compile=False)
@@ -94,17 +76,17 @@ def profile_steps(
         x = to_input(torch.randn(batch, *shape).mul_(50), in_dev, channels_last=channels_last)
         model.train(not infer)
         steps[name] = make_infer(model, x, precision) if infer else make_train_step(model, x, y, precision)
-    for _ in range(2):
-        for step in steps.values():
-            step()
-    wall = {name: _wall_ms(step, dev) for name, step in steps.items()}
+    # two untimed rounds; on a GPU then the wall time of five synchronised steps each, unprofiled
+    timed = interleaved(steps, reps=5 if on_gpu else 0, warmup=2, iters=1, devices=[dev])
+    wall = {k: 1e3 * median(v) for k, v in timed.items() if v}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     per_op: dict[str, dict[str, list[float]]] = {k: defaultdict(list) for k in steps}
     for r in range(rounds):
         for name, step in steps.items():
             with profile(activities=activities, record_shapes=True) as prof:
                 step()
-                _sync(dev)
+                if on_gpu:
+                    torch.cuda.synchronize(dev)
             ops = _self_ms(prof, on_gpu)
             for op in set(ops) | set(per_op[name]):
                 per_op[name][op] += [0.0] * (r - len(per_op[name][op])) + [ops.get(op, 0.0)]
@@ -120,42 +102,30 @@ def markdown(
     ops: dict[str, dict[str, float]], totals: dict[str, float], top: int, wall: dict[str, float] | None = None
 ) -> str:
     """The table: operators sorted by the two towers' time, then the totals (and, given ``wall``,
-    the unprofiled step's wall time, against which the totals are a share)."""
+    the unprofiled step's wall time, with no share beside it)."""
     names = [m for m in MODELS if m in ops]
     every = set().union(*(ops[m] for m in names))
     order = sorted(every, key=lambda op: -max(ops[m].get(op, 0.0) for m in names))
     head = " | ".join(f"{m} ms" for m in names) + " | " + " | ".join(f"{m} share" for m in names)
     lines = [f"| operator | {head} |", "|---" * (1 + 2 * len(names)) + "|"]
+
+    def row(label: str, values: list[str], shares: list[str]) -> None:
+        lines.append(f"| {label} | " + " | ".join(values) + " | " + " | ".join(shares) + " |")
+
     rest = {m: totals[m] for m in names}
     for op in order[:top]:
         ms = [ops[m].get(op, 0.0) for m in names]
         for m, v in zip(names, ms):
             rest[m] -= v
-        cells = " | ".join(f"{v:.1f}" for v in ms) + " | "
-        cells += " | ".join(f"{100 * v / totals[m]:.1f} %" for m, v in zip(names, ms))
-        lines.append(f"| `{op}` | {cells} |")
-    lines.append(
-        "| (other operators) | "
-        + " | ".join(f"{rest[m]:.1f}" for m in names)
-        + " | "
-        + " | ".join(f"{100 * rest[m] / totals[m]:.1f} %" for m in names)
-        + " |"
+        row(f"`{op}`", [f"{v:.1f}" for v in ms], [f"{100 * v / totals[m]:.1f} %" for m, v in zip(names, ms)])
+    row(
+        "(other operators)",
+        [f"{rest[m]:.1f}" for m in names],
+        [f"{100 * rest[m] / totals[m]:.1f} %" for m in names],
     )
-    lines.append(
-        "| **step** | "
-        + " | ".join(f"**{totals[m]:.1f}**" for m in names)
-        + " | "
-        + " | ".join("100 %" for _ in names)
-        + " |"
-    )
+    row("**step**", [f"**{totals[m]:.1f}**" for m in names], ["100 %" for _ in names])
     if wall:  # no share: the sums come from profiled steps, and tower b's side stream overlaps kernels
-        lines.append(
-            "| wall time per step, unprofiled | "
-            + " | ".join(f"{wall[m]:.1f}" for m in names)
-            + " | "
-            + " | ".join("" for _ in names)
-            + " |"
-        )
+        row("wall time per step, unprofiled", [f"{wall[m]:.1f}" for m in names], ["" for _ in names])
     return "\n".join(lines)
 
 
@@ -202,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{what}, batch {batch}, channels_last {a.channels_last}, {where} per step over {a.rounds} rounds, "
         f"torch {torch.__version__}\n"
     )
-    print(markdown(ops, totals, a.top, wall if on_gpu else None))
+    print(markdown(ops, totals, a.top, wall))
     return 0
 
 

@@ -1,26 +1,22 @@
 """benchmarks/bench_loader.py: per-worker loader rates on raw-size and prepared 256×256 images (issue 18)."""
 
-import importlib.util
 import json
 import math
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
+from benchscripts import load_benchmark, script
 from tinydata import make_tiny_dataset
 
 from alexnet.commands.prepare import resize_tree
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_loader.py"
+SCRIPT = script("bench_loader")
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("bench_loader", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_loader")
 
 
 def test_loader_benchmark_reports_per_worker_rates_and_workers_needed(tmp_path):
@@ -50,9 +46,7 @@ def test_loader_benchmark_reports_per_worker_rates_and_workers_needed(tmp_path):
 def test_bench_py_reads_what_bench_loader_writes_into_its_out_folder(tmp_path, monkeypatch):
     """bench.py passes its --out folder to bench_loader.py and reads OUT/loader.json back (the two
     scripts once disagreed: a folder for one, a file for the other)."""
-    spec = importlib.util.spec_from_file_location("bench", SCRIPT.with_name("bench.py"))
-    bench_py = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_py)
+    bench_py = load_benchmark("bench")
     loader = _load()
     raw = make_tiny_dataset(tmp_path / "d", train_n=2, val_n=1)
     small = ["--data", str(raw), "--batch-size", "2", "--batches", "2", "--repeats", "1"]

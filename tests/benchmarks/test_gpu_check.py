@@ -1,27 +1,21 @@
 """benchmarks/gpu_check.py: a failed step or a missing GPU is a non-zero exit with a clear message
 (it used to exit 0 even when every step failed), and its checks run (rehearsed on the CPU)."""
 
-import importlib.util
 import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from benchscripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_check")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present")

@@ -1,22 +1,14 @@
 """benchmarks/profile_step.py: the per-operator table of docs/cpu-profile.md (and, on a GPU, of
 docs/performance.md), its --help, and a clear exit where a GPU is asked for and none is there."""
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from benchscripts import load_benchmark, script
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "profile_step.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("profile_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+SCRIPT = script("profile_step")
 
 
 def test_help_names_every_option():
@@ -69,7 +61,7 @@ def test_cpu_table_rows_add_up_to_the_step():
 def test_the_gpu_wall_row_gives_times_and_no_share():
     """On a GPU the table adds the unprofiled wall time per step, with no share beside it (profiled
     sums and overlapping streams are not a fraction of it)."""
-    ps = _load()
+    ps = load_benchmark("profile_step")
     ops = {m: {"aten::mm": 2.0, "aten::add_": 1.0} for m in ps.MODELS}
     totals = {m: 3.0 for m in ps.MODELS}
     table = ps.markdown(ops, totals, 1, wall={"two-tower": 2.5, "grouped": 3.5, "torchvision": 4.0})
