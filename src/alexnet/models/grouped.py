@@ -17,6 +17,7 @@ from torch import nn
 
 from alexnet.config import ModelConfig
 from alexnet.models.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
+from alexnet.models.linear import Linear
 from alexnet.models.model import (
     PAPER_WIDTHS,
     AlexNet,
@@ -87,9 +88,9 @@ class GroupedAlexNet(nn.Module):
             else nn.Identity()
         )
         self.pool = MaxPool(cfg.pool_size, cfg.pool_stride)  # section 3.4: overlapping, z = 3, s = 2
-        self.fc6 = nn.Linear(2 * w.conv5 * side5 * side5, 2 * w.fc6)
-        self.fc7 = nn.Linear(2 * w.fc6, 2 * w.fc7)
-        self.fc8 = nn.Linear(2 * w.fc7, cfg.num_classes)
+        self.fc6 = Linear(2 * w.conv5 * side5 * side5, 2 * w.fc6)
+        self.fc7 = Linear(2 * w.fc6, 2 * w.fc7)
+        self.fc8 = Linear(2 * w.fc7, cfg.num_classes)
         self.drop6 = Dropout(cfg.dropout, cfg.dropout_style)
         self.drop7 = Dropout(cfg.dropout, cfg.dropout_style)
         self.to(device)

@@ -19,6 +19,7 @@ from torch import nn
 
 from alexnet.config import ModelConfig, model_preset
 from alexnet.models.layers import Dropout, LocalResponseNorm, SpatialResponseNorm
+from alexnet.models.linear import Linear
 from alexnet.models.pooling import MaxPool, norm_then_pool
 from twogpu import cross, exchange, feed, gather
 from twogpu.placement import check_devices
@@ -112,11 +113,11 @@ class Tower(nn.Module):
         self.conv4 = nn.Conv2d(w.conv3, w.conv4, kernel_size=3, padding=1)
         self.conv5 = nn.Conv2d(w.conv4, w.conv5, kernel_size=3, padding=1)
         self.pool = MaxPool(cfg.pool_size, cfg.pool_stride)  # section 3.4: overlapping, z = 3, s = 2
-        self.fc6 = nn.Linear(fc6_in, w.fc6)
+        self.fc6 = Linear(fc6_in, w.fc6)
         self.drop6 = Dropout(cfg.dropout, cfg.dropout_style)
-        self.fc7 = nn.Linear(fc7_in, w.fc7)
+        self.fc7 = Linear(fc7_in, w.fc7)
         self.drop7 = Dropout(cfg.dropout, cfg.dropout_style)
-        self.fc8 = nn.Linear(fc8_in, fc8_out) if fc8_out else None
+        self.fc8 = Linear(fc8_in, fc8_out) if fc8_out else None
 
     def _lrn(self, relu: bool) -> nn.Module:
         """The LRN; ``relu``: it applies the ReLU of the conv layer below itself (fused, one pass
