@@ -90,6 +90,11 @@ def _timed(batches, count: int, consume, warmup: int = 1) -> tuple[float, int]:
     return images / elapsed if elapsed > 0 else 0.0, images
 
 
+def warm_up_batches(workers: int) -> int:
+    """Batches left out before the clock starts: one per worker (the main process's one with none)."""
+    return max(1, workers)
+
+
 def timed_batches(workers: int, batches: int | None = None) -> int:
     """Batches timed per measurement: ``batches``, or by default six rounds of one per worker (at
     least 12), so that the rounds' bursts average out."""
@@ -120,7 +125,7 @@ def time_our_loader(
             yield from p.train_batches(epoch)
             epoch += 1
 
-    result = _timed(stream(), timed_batches(workers, batches), consume, warmup=max(1, workers))
+    result = _timed(stream(), timed_batches(workers, batches), consume, warmup=warm_up_batches(workers))
     p.close()
     return result
 
@@ -160,7 +165,7 @@ def _torchvision(
         while True:
             yield from loader
 
-    return _timed(stream(), timed_batches(workers, batches), consume, warmup=max(1, workers))
+    return _timed(stream(), timed_batches(workers, batches), consume, warmup=warm_up_batches(workers))
 
 
 def _measure(
@@ -177,7 +182,7 @@ def _measure(
         rows.append(
             {
                 "workers": n,
-                "warm_up_batches": max(1, n),
+                "warm_up_batches": warm_up_batches(n),
                 "batches_timed": timed_batches(n, batches),
                 "ours_img_s": max(ours),
                 "ours_img_s_per_worker": max(ours) / max(n, 1),  # 0 workers: the main process loads

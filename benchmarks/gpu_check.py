@@ -461,7 +461,7 @@ def check_loader(device: str, out: Path) -> dict:
     """Step 8: the training loader with every core on the 256×256 images, batches fed to ``device``
     (benchmarks/bench_loader.py's measurement: timed after one warm-up batch per worker)."""
     import torch
-    from bench_loader import time_our_loader, timed_batches
+    from bench_loader import time_our_loader, timed_batches, warm_up_batches
 
     size, root = _sizes(device), out / DATA
     if not (root / "train").is_dir():
@@ -483,7 +483,7 @@ def check_loader(device: str, out: Path) -> dict:
         "workers_for_moonshot": needed,
         "moonshot_share": rate / MOONSHOT_IMG_S,
         "batch_size": size.batch,
-        "warm_up_batches": workers,
+        "warm_up_batches": warm_up_batches(workers),
         "timed_batches": batches,
         "failed": [],
     }

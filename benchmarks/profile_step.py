@@ -132,7 +132,7 @@ def markdown(
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu", help="cpu, or a GPU such as cuda:0 (every model on it)")
-    ap.add_argument("--precision", choices=("fp32", "tf32", "bf16"), default="fp32")
+    ap.add_argument("--precision", choices=precisions.PRECISIONS, default="fp32")
     ap.add_argument(
         "--batch", type=int, default=None, help="images per step (bench.py's: 32 on the CPU, 128 on a GPU)"
     )
